@@ -1,0 +1,54 @@
+"""cachesaver: cheaper, exactly reproducible LLM experiments.
+
+Requests flow through composable async stages (`AsyncCacher`, `AsyncBatcher`,
+`AsyncDeduplicator`) to your model; `OnlineAPI` and `LocalAPI` wire them for you.
+"""
+
+from cachesaver._models import Stats
+from cachesaver.batcher import AsyncBatcher
+from cachesaver.cacher import AsyncCacher
+from cachesaver.codec import decode_sample, encode_sample, register_type
+from cachesaver.deduplicator import AsyncDeduplicator
+from cachesaver.errors import (
+    CacheMissError,
+    CacheSaverError,
+    InvalidRequestError,
+    ModelContractError,
+    PipelineClosedError,
+    StoreError,
+    UnknownTypeTagError,
+    UnstorableSampleError,
+)
+from cachesaver.pipelines import LocalAPI, OnlineAPI
+from cachesaver.stores import DiskStore, Store
+from cachesaver.typedefs import Batch, BatchRequestModel, Request, Response, SingleRequestModel
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncBatcher",
+    "AsyncCacher",
+    "AsyncDeduplicator",
+    "Batch",
+    "BatchRequestModel",
+    "CacheMissError",
+    "CacheSaverError",
+    "DiskStore",
+    "InvalidRequestError",
+    "LocalAPI",
+    "ModelContractError",
+    "OnlineAPI",
+    "PipelineClosedError",
+    "Request",
+    "Response",
+    "SingleRequestModel",
+    "Stats",
+    "Store",
+    "StoreError",
+    "UnknownTypeTagError",
+    "UnstorableSampleError",
+    "__version__",
+    "decode_sample",
+    "encode_sample",
+    "register_type",
+]

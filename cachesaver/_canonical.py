@@ -1,0 +1,64 @@
+"""Canonical JSON: one text per value, the same in every process, machine and Python.
+
+Used for request keys. Rules (SEMANTICS "Keys"): lists and tuples are the same and keep
+their order; dict key order does not matter; ``1 == 1.0`` encode alike while ``True`` and
+``1`` do not; dict keys must be strings; NaN and infinities are refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any
+
+__all__ = ["CanonicalError", "canonical_json", "digest"]
+
+_dumps = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":")
+).encode
+
+
+class CanonicalError(Exception):
+    """A value has no canonical encoding; ``path`` says where inside it."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+def _normalize(value: Any, path: str) -> Any:
+    kind = type(value)
+    if kind is str or kind is bool or kind is int or value is None:
+        return value
+    if kind is float:
+        if not math.isfinite(value):
+            raise CanonicalError(path, f"{value!r} is not a finite number")
+        return int(value) if value.is_integer() else value
+    if kind is list or kind is tuple:
+        return [_normalize(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    if kind is dict:
+        out: dict[str, Any] = {}
+        for k, item in value.items():
+            if type(k) is not str:
+                raise CanonicalError(path, f"dict key {k!r} is a {type(k).__name__}, not a str")
+            out[k] = _normalize(item, f"{path}[{k!r}]")
+        return out
+    # Subclasses of the JSON types (IntEnum, str enums, ...) are refused on purpose: their
+    # meaning is their class, which a canonical encoding would silently drop.
+    raise CanonicalError(
+        path,
+        f"a {kind.__module__}.{kind.__qualname__} cannot be part of a request key; "
+        "use str, int, float, bool, None, list, tuple or dict with str keys",
+    )
+
+
+def canonical_json(value: Any, path: str = "value") -> str:
+    """Return the canonical JSON text of ``value`` or raise `CanonicalError`."""
+    return _dumps(_normalize(value, path))
+
+
+def digest(text: str) -> str:
+    """Return the hex SHA-256 of ``text`` (portable: never Python's ``hash()``)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

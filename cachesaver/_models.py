@@ -1,0 +1,185 @@
+"""The boundary to the user's model: calling it, checking its answers, counting calls.
+
+Every stage talks to the next layer through ``_cs_batch_each`` (one outcome per request:
+a `Response` or the exception meant for that request's caller), so one bad request in a
+batch fails only its own callers. The user's model is wrapped in a `ModelPort`, the one
+place where its answers are checked against the contract.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from cachesaver.errors import ModelContractError
+from cachesaver.typedefs import Batch, Request, Response
+
+__all__ = ["Layer", "ModelPort", "Stats", "as_layer", "describe", "first_error"]
+
+Outcome = Response | BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """Counters of a pipeline; they agree with the flags of the responses it returned.
+
+    - ``requests`` / ``samples``: responses returned and the samples in them;
+    - ``cached``: samples flagged cached (cost this request nothing);
+    - ``duplicated``: samples flagged duplicated (output paid, prompt not);
+    - ``generated``: samples produced by calls to the user's model;
+    - ``model_calls``: requests sent to the user's model after merging;
+    - ``batches``: batches the batching stage sent.
+    """
+
+    requests: int = 0
+    samples: int = 0
+    cached: int = 0
+    duplicated: int = 0
+    generated: int = 0
+    model_calls: int = 0
+    batches: int = 0
+
+
+def describe(request: Request, key: str | None = None) -> str:
+    """Name a request in error messages: request_id, namespace and key prefix."""
+    text = f"request_id={request.request_id!r}, namespace={request.namespace!r}"
+    return f"{text}, key={key[:12]}" if key else text
+
+
+def first_error(outcomes: Sequence[Outcome]) -> BaseException | None:
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            return outcome
+    return None
+
+
+@runtime_checkable
+class Layer(Protocol):
+    """What a stage needs from the layer below it (stages and ports both have it)."""
+
+    @property
+    def identity(self) -> Any: ...
+
+    @property
+    def _cs_dedup(self) -> bool: ...
+
+    async def _cs_batch_each(self, batch: Batch) -> list[Outcome]: ...
+
+    def _cs_stats(self) -> Stats: ...
+
+    async def aclose(self) -> None: ...
+
+
+def _check(response: Any, request: Request, model: object) -> Outcome:
+    name = type(model).__name__
+    if not isinstance(response, Response):
+        return ModelContractError(
+            f"{name} returned {type(response).__name__} for ({describe(request)}); "
+            "a model must return cachesaver.Response(data=[...])"
+        )
+    data = response.data
+    if not isinstance(data, list):
+        return ModelContractError(
+            f"{name} returned Response.data of type {type(data).__name__} for "
+            f"({describe(request)}); it must be a list of {request.n} samples"
+        )
+    if len(data) != request.n:
+        return ModelContractError(
+            f"{name} returned {len(data)} samples for ({describe(request)}) that asked for "
+            f"n={request.n}; a model must return exactly n samples"
+        )
+    return response
+
+
+class ModelPort:
+    """Wraps a user's model: calls it the way the pipeline wants, checks, and counts.
+
+    ``prefer="request"`` sends each request of a batch to ``model.request`` concurrently
+    (an API); ``prefer="batch"`` sends the whole batch to ``model.batch_request`` (a
+    local model). Without a preference, whichever method the model has is used.
+    """
+
+    _cs_stage = True
+
+    def __init__(
+        self, model: object, prefer: Literal["request", "batch"] | None = None
+    ) -> None:
+        has_single = callable(getattr(model, "request", None))
+        has_batch = callable(getattr(model, "batch_request", None))
+        if prefer is None:
+            prefer = "request" if has_single else "batch"
+        if prefer == "request" and not has_single:
+            raise TypeError(
+                f"{type(model).__name__} has no async request(request) method; "
+                "a SingleRequestModel is needed here"
+            )
+        if prefer == "batch" and not has_batch:
+            raise TypeError(
+                f"{type(model).__name__} has no async batch_request(batch) method; "
+                "a BatchRequestModel is needed here"
+            )
+        self.model = model
+        self.prefer = prefer
+        self._calls = 0
+        self._generated = 0
+
+    @property
+    def identity(self) -> Any:
+        return getattr(self.model, "identity", None)
+
+    @property
+    def _cs_dedup(self) -> bool:
+        return False
+
+    def _cs_stats(self) -> Stats:
+        return Stats(generated=self._generated, model_calls=self._calls)
+
+    async def _one(self, request: Request) -> Outcome:
+        self._calls += 1
+        try:
+            response = await self.model.request(request)  # type: ignore[attr-defined]
+        except Exception as exc:
+            return exc
+        outcome = _check(response, request, self.model)
+        if isinstance(outcome, Response):
+            self._generated += request.n
+        return outcome
+
+    async def _cs_batch_each(self, batch: Batch) -> list[Outcome]:
+        requests = batch.requests
+        if not requests:
+            return []
+        if self.prefer == "request":
+            if len(requests) == 1:
+                return [await self._one(requests[0])]
+            return list(await asyncio.gather(*(self._one(r) for r in requests)))
+        self._calls += len(requests)
+        try:
+            responses = await self.model.batch_request(batch)  # type: ignore[attr-defined]
+        except Exception as exc:
+            return [exc] * len(requests)
+        if not isinstance(responses, (list, tuple)) or len(responses) != len(requests):
+            got = len(responses) if isinstance(responses, (list, tuple)) else responses
+            error = ModelContractError(
+                f"{type(self.model).__name__}.batch_request returned {got!r} responses for "
+                f"a batch of {len(requests)}; it must return one Response per request, "
+                "in order"
+            )
+            return [error] * len(requests)
+        outcomes = [_check(resp, req, self.model) for resp, req in zip(responses, requests)]
+        self._generated += sum(
+            req.n for req, out in zip(requests, outcomes) if isinstance(out, Response)
+        )
+        return outcomes
+
+    async def aclose(self) -> None:
+        """The user's model is the user's: a pipeline never closes it."""
+
+
+def as_layer(model: object) -> Layer:
+    """Return ``model`` if it is a cachesaver stage, else wrap it in a `ModelPort`."""
+    if getattr(model, "_cs_stage", False):
+        return model  # type: ignore[return-value]
+    return ModelPort(model)

@@ -1,0 +1,136 @@
+"""The batching stage: requests are collected into batches by size and timeout.
+
+``batch_size`` bounds the samples in one batch (the sum of ``n``); a request is never
+split, and a request with ``n > batch_size`` goes alone. A batch is sent when it is full
+or ``timeout`` seconds after its first request arrived (monotonic clock, so no
+configuration makes a request wait forever). Batches run concurrently: a slow batch does
+not hold back the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass, field
+
+from cachesaver._models import Outcome
+from cachesaver._stage import Stage
+from cachesaver.typedefs import Batch, Request, Response
+
+__all__ = ["AsyncBatcher"]
+
+
+@dataclass(eq=False)
+class _Pending:
+    requests: list[Request] = field(default_factory=list)
+    futures: list[asyncio.Future[Outcome]] = field(default_factory=list)
+    samples: int = 0
+    timer: asyncio.Handle | None = None
+
+
+class AsyncBatcher(Stage):
+    """Collect requests into batches of at most ``batch_size`` samples."""
+
+    def __init__(self, model: object, batch_size: float = 16, timeout: float = 0.05) -> None:
+        super().__init__(model)
+        if isinstance(batch_size, bool) or not (
+            (isinstance(batch_size, int) and batch_size >= 1) or batch_size == math.inf
+        ):
+            raise ValueError(
+                f"batch_size must be a positive int (samples per batch), got {batch_size!r}"
+            )
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not math.isfinite(timeout)
+            or timeout < 0
+        ):
+            raise ValueError(
+                f"timeout must be a finite number of seconds >= 0, got {timeout!r}; "
+                "it bounds how long a request waits for its batch to fill"
+            )
+        self.batch_size = batch_size
+        self.timeout = float(timeout)
+        self._pending = _Pending()
+
+    def _new_loop(self) -> None:
+        self._pending = _Pending()
+
+    async def request(self, request: Request) -> Response:
+        self._enter()
+        outcome = await self._enqueue(request)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        self._tally(outcome)
+        return outcome
+
+    async def _cs_batch_each(self, batch: Batch) -> list[Outcome]:
+        self._enter()
+        futures = [self._enqueue(request) for request in batch.requests]
+        outcomes: list[Outcome] = list(await asyncio.gather(*futures))
+        for outcome in outcomes:
+            if isinstance(outcome, Response):
+                self._tally(outcome)
+        return outcomes
+
+    def _enqueue(self, request: Request) -> asyncio.Future[Outcome]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Outcome] = loop.create_future()
+        n = request.n
+        if n > self.batch_size:
+            self._dispatch(_Pending([request], [future], n))
+            return future
+        pending = self._pending
+        if pending.requests and pending.samples + n > self.batch_size:
+            self._flush()
+            pending = self._pending
+        pending.requests.append(request)
+        pending.futures.append(future)
+        pending.samples += n
+        if pending.samples >= self.batch_size:
+            self._flush()
+        elif pending.timer is None:
+            if self.timeout == 0:
+                pending.timer = loop.call_soon(self._flush_if, pending)
+            else:
+                pending.timer = loop.call_later(self.timeout, self._flush_if, pending)
+        return future
+
+    def _flush_if(self, pending: _Pending) -> None:
+        if pending is self._pending:
+            self._flush()
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, _Pending()
+        if pending.timer is not None:
+            pending.timer.cancel()
+        if pending.requests:
+            self._dispatch(pending)
+
+    def _dispatch(self, pending: _Pending) -> None:
+        self._batches += 1
+        self._tasks.spawn(self._send(pending))
+
+    async def _send(self, pending: _Pending) -> None:
+        live = [i for i, f in enumerate(pending.futures) if not f.done()]
+        if not live:
+            return
+        requests = [pending.requests[i] for i in live]
+        try:
+            outcomes = await self._inner._cs_batch_each(Batch(requests))
+        except BaseException as exc:
+            for i in live:
+                future = pending.futures[i]
+                if not future.done():
+                    future.set_result(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for i, outcome in zip(live, outcomes, strict=True):
+            future = pending.futures[i]
+            if not future.done():
+                future.set_result(outcome)
+
+    async def _drain(self) -> None:
+        if self._loop is asyncio.get_running_loop():
+            self._flush()

@@ -1,0 +1,338 @@
+"""Where a request gets its samples: the cache stage.
+
+For each request the cacher (1) reserves the namespace's next sample indices of the
+request's key, synchronously, so issue order alone decides who gets which samples;
+(2) claims the indices nobody in this process is producing, and waits for the others;
+(3) reads its claimed indices from the store in one bulk read per loop iteration;
+(4) asks the model below only for the indices still missing, and stores what comes back
+before answering. A request that fails or is cancelled hands its indices back to its
+namespace; samples a model returned are stored even if their requester is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import heapq
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+from cachesaver._canonical import canonical_json, digest
+from cachesaver._models import Outcome, describe
+from cachesaver._stage import Stage
+from cachesaver._tasks import Coalescer
+from cachesaver.codec import decode_sample, encode_sample
+from cachesaver.errors import ModelContractError, UnstorableSampleError
+from cachesaver.stores import CacheLike, open_store
+from cachesaver.stores.base import SampleRead, SampleWrite, Store, WriteResult
+from cachesaver.typedefs import Batch, Request, Response, request_content
+
+__all__ = ["AsyncCacher"]
+
+# (value, cached, duplicated) of one sample as the requester will see it.
+_Served = tuple[Any, bool, bool]
+
+
+class _Run:
+    """Namespace positions of one run: which index each namespace draws next, per key."""
+
+    def __init__(self) -> None:
+        self._next: dict[str, dict[str, int]] = {}
+        self._returned: dict[tuple[str, str], list[int]] = {}
+
+    def reserve(self, namespace: str, key: str, n: int) -> list[int]:
+        taken: list[int] = []
+        if self._returned:
+            heap = self._returned.get((namespace, key))
+            if heap:
+                while heap and len(taken) < n:
+                    taken.append(heapq.heappop(heap))
+                if not heap:
+                    del self._returned[(namespace, key)]
+                if len(taken) == n:
+                    return taken
+        positions = self._next.get(namespace)
+        if positions is None:
+            positions = self._next[namespace] = {}
+        start = positions.get(key, 0)
+        fresh = n - len(taken)
+        positions[key] = start + fresh
+        if not taken:
+            return list(range(start, start + fresh))
+        return taken + list(range(start, start + fresh))
+
+    def release(self, namespace: str, key: str, indices: Sequence[int]) -> None:
+        heap = self._returned.setdefault((namespace, key), [])
+        for index in indices:
+            heapq.heappush(heap, index)
+
+
+class _Claim:
+    """Indices of one key that one request is reading or producing in this process.
+
+    Waiters see the values in two steps: after the store read (``checked``) and after
+    the model call (``produced``). A value missing after ``produced`` means the claim
+    failed or was abandoned, and the waiter produces it itself.
+    """
+
+    __slots__ = ("checked", "produced", "values")
+
+    def __init__(self) -> None:
+        self.values: dict[int, Any] = {}
+        self.checked = asyncio.Event()
+        self.produced = asyncio.Event()
+
+    def finish(self) -> None:
+        self.checked.set()
+        self.produced.set()
+
+
+class _Coordinator:
+    """The claims of every key of one store, shared by all pipelines of this loop."""
+
+    def __init__(self) -> None:
+        self.claims: dict[str, dict[int, _Claim]] = {}
+
+    def release(self, key: str, indices: Sequence[int], claim: _Claim) -> None:
+        owned = self.claims.get(key)
+        if owned is None:
+            return
+        for index in indices:
+            if owned.get(index) is claim:
+                del owned[index]
+        if not owned:
+            del self.claims[key]
+
+
+_coordinators: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Coordinator]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _coordinator(location: str) -> _Coordinator:
+    loop = asyncio.get_running_loop()
+    per_loop = _coordinators.get(loop)
+    if per_loop is None:
+        per_loop = _coordinators[loop] = {}
+    found = per_loop.get(location)
+    if found is None:
+        found = per_loop[location] = _Coordinator()
+    return found
+
+
+class AsyncCacher(Stage):
+    """Serve requests from a persistent, namespace-aware, per-sample cache.
+
+    ``cache`` is a directory path, a ``diskcache.Cache`` or a `Store`. Within a
+    namespace every draw is fresh; across namespaces the same samples are reused; a new
+    `AsyncCacher` (a new run) over the same cache replays everything.
+    """
+
+    def __init__(self, model: object, cache: CacheLike) -> None:
+        super().__init__(model)
+        self._store, self._owns_store = open_store(cache)
+        identity = self._inner.identity
+        self._identity = None if identity is None else canonical_json(identity, "identity")
+        self._run = _Run()
+        self._coord: _Coordinator | None = None
+        self._reads: Coalescer[SampleRead, dict[int, str]] | None = None
+        self._writes: Coalescer[SampleWrite, WriteResult] | None = None
+
+    @property
+    def store(self) -> Store:
+        """The store this stage reads and writes."""
+        return self._store
+
+    def _new_loop(self) -> None:
+        self._coord = _coordinator(self._store.location)
+        self._reads = Coalescer(self._store.read, self._tasks)
+        self._writes = Coalescer(self._store.write, self._tasks)
+
+    def key_of(self, request: Request) -> str:
+        """Return the key of ``request``: its content plus this model's identity."""
+        return self._key(request)[0]
+
+    def _key(self, request: Request) -> tuple[str, str]:
+        content = request_content(request)
+        if self._identity is None:
+            full = '{"request":' + content + "}"
+        else:
+            full = '{"identity":' + self._identity + ',"request":' + content + "}"
+        return digest(full), full
+
+    # -- requests ------------------------------------------------------------------------
+
+    async def request(self, request: Request) -> Response:
+        self._enter()
+        key, content = self._key(request)
+        indices = self._run.reserve(request.namespace, key, request.n)
+        try:
+            response = await self._serve(request, key, content, indices)
+        except BaseException:
+            self._run.release(request.namespace, key, indices)
+            raise
+        self._tally(response)
+        return response
+
+    async def _cs_batch_each(self, batch: Batch) -> list[Outcome]:
+        self._enter()
+        keyed = [(request, *self._key(request)) for request in batch.requests]
+        reserved = [self._run.reserve(r.namespace, key, r.n) for r, key, _ in keyed]
+        try:
+            outcomes: list[Outcome] = list(
+                await asyncio.gather(
+                    *(
+                        self._serve(r, key, content, indices)
+                        for (r, key, content), indices in zip(keyed, reserved)
+                    ),
+                    return_exceptions=True,
+                )
+            )
+        except BaseException:
+            for (r, key, _), indices in zip(keyed, reserved):
+                self._run.release(r.namespace, key, indices)
+            raise
+        if any(isinstance(o, BaseException) for o in outcomes):
+            # A batch that fails consumes nothing: every request's indices go back.
+            for (r, key, _), indices in zip(keyed, reserved):
+                self._run.release(r.namespace, key, indices)
+            return outcomes
+        for outcome in outcomes:
+            self._tally(outcome)  # type: ignore[arg-type]
+        return outcomes
+
+    async def _serve(
+        self, request: Request, key: str, content: str, indices: list[int]
+    ) -> Response:
+        served: dict[int, _Served] = {}
+        todo = indices
+        while todo:
+            todo = await self._fill_once(request, key, content, todo, served)
+        dedup = self._cs_dedup
+        data: list[Any] = []
+        cached: list[bool] = []
+        duplicated: list[bool] = []
+        for index in indices:
+            value, was_cached, was_dup = served[index]
+            data.append(value)
+            cached.append(was_cached)
+            duplicated.append(was_dup)
+        return Response(data=data, cached=cached, duplicated=duplicated if dedup else None)
+
+    async def _fill_once(
+        self,
+        request: Request,
+        key: str,
+        content: str,
+        todo: list[int],
+        served: dict[int, _Served],
+    ) -> list[int]:
+        """Serve what one round can; return the indices whose producer failed."""
+        assert self._coord is not None and self._reads is not None
+        coord = self._coord
+        owned = coord.claims.get(key)
+        if owned is None:
+            owned = coord.claims[key] = {}
+        mine: list[int] = []
+        waits: dict[_Claim, list[int]] = {}
+        for index in todo:
+            claim = owned.get(index)
+            if claim is None:
+                mine.append(index)
+            else:
+                waits.setdefault(claim, []).append(index)
+        if mine:
+            claim = _Claim()
+            for index in mine:
+                owned[index] = claim
+            await self._produce(request, key, content, mine, claim, served)
+        retry: list[int] = []
+        for other, wanted in waits.items():
+            await other.checked.wait()
+            if any(index not in other.values for index in wanted):
+                await other.produced.wait()
+            for index in wanted:
+                if index in other.values:
+                    served[index] = (other.values[index], True, False)
+                else:
+                    retry.append(index)
+        return retry
+
+    async def _produce(
+        self,
+        request: Request,
+        key: str,
+        content: str,
+        mine: list[int],
+        claim: _Claim,
+        served: dict[int, _Served],
+    ) -> None:
+        assert self._coord is not None and self._reads is not None
+        coord = self._coord
+        try:
+            found = await self._reads.submit(SampleRead(key, mine))
+            for index, text in found.items():
+                value = decode_sample(text)
+                claim.values[index] = value
+                served[index] = (value, True, False)
+        except BaseException:
+            coord.release(key, mine, claim)
+            claim.finish()
+            raise
+        claim.checked.set()
+        if len(found) == len(mine):
+            coord.release(key, mine, claim)
+            claim.produced.set()
+            return
+        coord.release(key, list(found), claim)
+        missing = [index for index in mine if index not in found]
+        task = self._tasks.spawn(self._generate(request, key, content, missing, claim))
+        # The model call and the write go on if this requester is cancelled: a sample
+        # the model returned is never lost, and waiters on the claim still get it.
+        for index, value, dup in await asyncio.shield(task):
+            served[index] = (value, False, dup)
+
+    async def _generate(
+        self, request: Request, key: str, content: str, missing: list[int], claim: _Claim
+    ) -> list[tuple[int, Any, bool]]:
+        assert self._coord is not None and self._writes is not None
+        try:
+            asked = dataclasses.replace(request, n=len(missing))
+            outcome = (await self._inner._cs_batch_each(Batch([asked])))[0]
+            if isinstance(outcome, BaseException):
+                raise outcome
+            data = outcome.data
+            if len(data) != len(missing):
+                raise ModelContractError(
+                    f"the model returned {len(data)} samples for ({describe(request, key)}) "
+                    f"that asked for n={len(missing)}"
+                )
+            try:
+                texts = [encode_sample(value) for value in data]
+            except UnstorableSampleError as exc:
+                raise UnstorableSampleError(f"{exc} ({describe(request, key)})") from None
+            result = await self._writes.submit(
+                SampleWrite(key, content, dict(zip(missing, texts, strict=True)))
+            )
+            dups = outcome.duplicated
+            out: list[tuple[int, Any, bool]] = []
+            for j, index in enumerate(missing):
+                stored = result.stored[index]
+                # Another process may have stored this index first: serve what is
+                # stored (ours was appended), so every reader sees one order.
+                value = data[j] if stored == texts[j] else decode_sample(stored)
+                claim.values[index] = value
+                out.append((index, value, bool(dups[j]) if dups is not None else False))
+            return out
+        finally:
+            self._coord.release(key, missing, claim)
+            claim.finish()
+
+    async def aclose(self) -> None:
+        """Finish in-flight work, close the stages below, and the store if it opened it."""
+        if self._closed:
+            return
+        await super().aclose()
+        if self._owns_store:
+            await self._store.aclose()

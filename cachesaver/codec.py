@@ -1,0 +1,183 @@
+"""Code-free storage format for samples: JSON, with type tags for rich objects.
+
+Plain JSON values (str, int, float, bool, None, list, dict with str keys) are stored as
+they are. Everything else is a tagged object ``{"$cs": TAG, "v": PAYLOAD}``:
+
+- ``tuple``, ``bytes``, non-finite floats and dicts that are not plain JSON (non-str keys,
+  or a ``"$cs"`` key of their own) have built-in tags;
+- dataclass, attrs and pydantic instances are tagged ``module:QualName``.
+
+Decoding never imports a module and never calls a class because a tag names it: a tag
+restores only classes registered in this process, by `register_type` or implicitly when
+this process itself stored an instance (its own model produced it). An unknown tag raises
+`UnknownTypeTagError` telling which class to register. Nothing is ever pickled.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import math
+from typing import Any
+
+from cachesaver.errors import UnknownTypeTagError, UnstorableSampleError
+
+__all__ = ["decode_sample", "encode_sample", "register_type", "registered_types"]
+
+TAG = "$cs"
+_KINDS = ("dataclass", "attrs", "pydantic")
+_registry: dict[str, tuple[str, type]] = {}
+_dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
+def _kind_of(cls: type) -> str | None:
+    if dataclasses.is_dataclass(cls):
+        return "dataclass"
+    if getattr(cls, "__attrs_attrs__", None) is not None:
+        return "attrs"
+    if callable(getattr(cls, "model_validate", None)) and callable(
+        getattr(cls, "model_dump", None)
+    ):
+        return "pydantic"
+    return None
+
+
+def _tag_of(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def register_type(cls: type, tag: str | None = None) -> str:
+    """Allow stored samples tagged as ``cls`` to be restored; return the tag.
+
+    ``cls`` must be a dataclass, an attrs class or a pydantic model. Register the classes
+    your model returns before replaying a cache in a new process.
+    """
+    kind = _kind_of(cls)
+    if kind is None:
+        raise TypeError(
+            f"cannot register {cls!r}: only dataclass, attrs and pydantic classes can be "
+            "stored; convert other objects to JSON-like data in your model"
+        )
+    name = tag or _tag_of(cls)
+    _registry[name] = (kind, cls)
+    return name
+
+
+def registered_types() -> dict[str, type]:
+    """Return the classes a tag may restore in this process, by tag."""
+    return {tag: cls for tag, (_, cls) in _registry.items()}
+
+
+def _tagged(tag: str, payload: Any) -> dict[str, Any]:
+    return {TAG: tag, "v": payload}
+
+
+def _to_json(value: Any, path: str) -> Any:
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else _tagged("float", repr(value))
+    if kind is list:
+        return [_to_json(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    if kind is dict:
+        if TAG not in value and all(type(k) is str for k in value):
+            return {k: _to_json(item, f"{path}[{k!r}]") for k, item in value.items()}
+        return _tagged(
+            "dict",
+            [[_to_json(k, f"{path} key"), _to_json(v, f"{path}[{k!r}]")] for k, v in value.items()],
+        )
+    if kind is tuple:
+        return _tagged("tuple", [_to_json(item, f"{path}[{i}]") for i, item in enumerate(value)])
+    if kind is bytes:
+        return _tagged("bytes", base64.b64encode(value).decode("ascii"))
+    return _object_to_json(value, path)
+
+
+def _object_to_json(value: Any, path: str) -> Any:
+    cls = type(value)
+    tag = _tag_of(cls)
+    known = _registry.get(tag)
+    kind = known[0] if known is not None and known[1] is cls else _kind_of(cls)
+    if kind == "dataclass":
+        payload = {
+            f.name: _to_json(getattr(value, f.name), f"{path}.{f.name}")
+            for f in dataclasses.fields(value)
+        }
+    elif kind == "attrs":
+        payload = {
+            a.name: _to_json(getattr(value, a.name), f"{path}.{a.name}")
+            for a in cls.__attrs_attrs__  # type: ignore[attr-defined]
+        }
+    elif kind == "pydantic":
+        payload = _to_json(value.model_dump(mode="json"), path)
+    else:
+        raise UnstorableSampleError(
+            f"{path} is a {cls.__module__}.{cls.__qualname__}, which cannot be stored as "
+            "code-free JSON; return str/int/float/bool/None/list/dict, or a dataclass, "
+            "attrs or pydantic object (cachesaver never pickles)"
+        )
+    if known is None or known[1] is not cls:
+        # This process made the object, so its class is trusted here.
+        _registry[tag] = (kind, cls)
+    return _tagged(tag, payload)
+
+
+def encode_sample(value: Any) -> str:
+    """Return the stored JSON text of one sample, or raise `UnstorableSampleError`."""
+    if type(value) is str:
+        return _dumps(value)
+    return _dumps(_to_json(value, "sample"))
+
+
+def _from_json(value: Any) -> Any:
+    kind = type(value)
+    if kind is list:
+        return [_from_json(item) for item in value]
+    if kind is not dict:
+        return value
+    tag = value.get(TAG)
+    if tag is None:
+        return {k: _from_json(item) for k, item in value.items()}
+    payload = value.get("v")
+    if tag == "tuple":
+        return tuple(_from_json(item) for item in payload)
+    if tag == "dict":
+        return {_from_json(k): _from_json(v) for k, v in payload}
+    if tag == "bytes":
+        return base64.b64decode(payload)
+    if tag == "float":
+        return float(payload)
+    known = _registry.get(tag)
+    if known is None:
+        raise UnknownTypeTagError(
+            f"a stored sample is tagged {tag!r}, a class this process has not registered; "
+            f"call cachesaver.register_type(<that class>) before reading (decoding never "
+            "imports or calls a class a tag names on its own)"
+        )
+    kind, cls = known
+    if kind == "pydantic":
+        return cls.model_validate(_from_json(payload))  # type: ignore[attr-defined]
+    fields = {k: _from_json(v) for k, v in payload.items()}
+    if kind == "dataclass":
+        init = {f.name for f in dataclasses.fields(cls) if f.init}
+        obj = cls(**{k: v for k, v in fields.items() if k in init})
+        for k, v in fields.items():
+            if k not in init:
+                object.__setattr__(obj, k, v)
+        return obj
+    attrs_fields = cls.__attrs_attrs__  # type: ignore[attr-defined]
+    obj = cls(**{a.alias: fields[a.name] for a in attrs_fields if a.init and a.name in fields})
+    for a in attrs_fields:
+        if not a.init and a.name in fields:
+            object.__setattr__(obj, a.name, fields[a.name])
+    return obj
+
+
+def decode_sample(text: str) -> Any:
+    """Return the sample stored as ``text`` (the inverse of `encode_sample`)."""
+    value = json.loads(text)
+    if TAG not in text:
+        return value
+    return _from_json(value)

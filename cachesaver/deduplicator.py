@@ -1,0 +1,105 @@
+"""The deduplication stage: requests for the same content become one model call.
+
+Requests with the same content (same key) that travel together (in one batch, or issued
+in the same event-loop iteration) are merged into one request whose ``n`` is the sum;
+the call's samples are handed out in issue order. The first sample of every call is
+flagged ``duplicated=False``, every later one ``True`` (its prompt was not paid again).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from cachesaver._models import Outcome, Stats
+from cachesaver._stage import Stage
+from cachesaver.batcher import AsyncBatcher
+from cachesaver.typedefs import Batch, Request, Response, request_content
+
+__all__ = ["AsyncDeduplicator"]
+
+
+class AsyncDeduplicator(Stage):
+    """Merge same-content requests into one model call with their ``n`` summed."""
+
+    def __init__(self, model: object) -> None:
+        super().__init__(model)
+        # Single requests are gathered per loop iteration, so `asyncio.gather` of
+        # identical requests still makes one call.
+        self._tick = AsyncBatcher(_Merger(self), batch_size=math.inf, timeout=0)
+
+    @property
+    def _cs_dedup(self) -> bool:
+        return True
+
+    async def request(self, request: Request) -> Response:
+        self._enter()
+        return await self._tick.request(request)
+
+    async def _cs_batch_each(self, batch: Batch) -> list[Outcome]:
+        self._enter()
+        return await self._merge(batch)
+
+    async def _merge(self, batch: Batch) -> list[Outcome]:
+        groups: dict[str, list[int]] = {}
+        requests = batch.requests
+        for position, request in enumerate(requests):
+            groups.setdefault(request_content(request), []).append(position)
+        merged: list[Request] = []
+        for positions in groups.values():
+            first = requests[positions[0]]
+            if len(positions) == 1:
+                merged.append(first)
+            else:
+                total = sum(requests[p].n for p in positions)
+                merged.append(dataclasses.replace(first, n=total))
+        outcomes = await self._inner._cs_batch_each(Batch(merged))
+        results: list[Outcome] = [None] * len(requests)  # type: ignore[list-item]
+        for positions, outcome in zip(groups.values(), outcomes, strict=True):
+            offset = 0
+            for p in positions:
+                n = requests[p].n
+                if isinstance(outcome, BaseException):
+                    results[p] = outcome
+                    continue
+                response = Response(
+                    data=outcome.data[offset : offset + n],
+                    cached=None,
+                    duplicated=[offset + j > 0 for j in range(n)],
+                )
+                offset += n
+                self._tally(response)
+                results[p] = response
+        return results
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        await self._tick.aclose()
+        await super().aclose()
+
+
+class _Merger:
+    """The per-iteration batcher's model: merges what it gets, without closing anything."""
+
+    _cs_stage = True
+
+    def __init__(self, owner: AsyncDeduplicator) -> None:
+        self._owner = owner
+
+    @property
+    def identity(self) -> object:
+        return self._owner.identity
+
+    @property
+    def _cs_dedup(self) -> bool:
+        return True
+
+    async def _cs_batch_each(self, batch: Batch) -> list[Outcome]:
+        return await self._owner._merge(batch)
+
+    def _cs_stats(self) -> Stats:
+        return Stats()
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,50 @@
+"""The one exception hierarchy of cachesaver, rooted at :class:`CacheSaverError`.
+
+Each error also subclasses the builtin whose meaning it shares, so ``except ValueError``
+keeps working in user code that does not know about cachesaver.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CacheMissError",
+    "CacheSaverError",
+    "InvalidRequestError",
+    "ModelContractError",
+    "PipelineClosedError",
+    "StoreError",
+    "UnknownTypeTagError",
+    "UnstorableSampleError",
+]
+
+
+class CacheSaverError(Exception):
+    """Root of every error cachesaver raises on purpose."""
+
+
+class InvalidRequestError(CacheSaverError, ValueError, TypeError):
+    """A `Request` field has a wrong type or value; the message names the field."""
+
+
+class UnstorableSampleError(CacheSaverError, TypeError):
+    """A model returned a sample that cannot be stored as code-free JSON."""
+
+
+class UnknownTypeTagError(CacheSaverError, ValueError):
+    """A stored sample names a type that was never registered as safe to restore."""
+
+
+class ModelContractError(CacheSaverError, RuntimeError):
+    """A model broke its contract (wrong number of samples or responses, wrong type)."""
+
+
+class PipelineClosedError(CacheSaverError, RuntimeError):
+    """A pipeline or stage was used after `aclose()`."""
+
+
+class StoreError(CacheSaverError, RuntimeError):
+    """The store could not be read or written (which store and what failed is named)."""
+
+
+class CacheMissError(CacheSaverError, LookupError):
+    """Replay mode: the cache cannot serve a request and the model may not be called."""

@@ -1,0 +1,229 @@
+"""The embedded store: a diskcache directory, safe for many processes at once.
+
+Layout inside the diskcache ``Cache`` table (plain string keys and JSON text values, so
+``diskcache`` itself can read every entry and nothing is ever pickled):
+
+- ``cs:<key>:<i>``: sample ``i`` of ``<key>``;
+- ``cs:<key>:request``: the canonical request content of ``<key>``, written once.
+
+Reads and writes of a whole batch go through one SQLite statement group inside one
+``Cache.transact()`` (``BEGIN IMMEDIATE``), so concurrent processes see one consistent
+order of every sample list. All I/O runs on one worker thread, never on the event loop.
+Eviction is switched off on the cache: diskcache's default size limit would otherwise
+silently drop samples.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import diskcache
+
+from cachesaver.errors import StoreError
+from cachesaver.stores.base import SampleRead, SampleWrite, WriteResult
+
+__all__ = ["DiskStore"]
+
+_T = TypeVar("_T")
+_PREFIX = "cs:"
+_CHUNK = 500  # SQLite host parameters per statement, well under every build's limit
+_MODE_RAW = 1  # diskcache's mode for values kept inline in the row
+_INSERT = (
+    "INSERT INTO Cache(key, raw, store_time, expire_time, access_time, access_count,"
+    " tag, size, mode, filename, value) VALUES (?, 1, ?, NULL, ?, 0, NULL, 0, 1, NULL, ?)"
+)
+
+
+def sample_entry(key: str, index: int) -> str:
+    """Return the diskcache key of sample ``index`` of ``key``."""
+    return f"{_PREFIX}{key}:{index}"
+
+
+def content_entry(key: str) -> str:
+    """Return the diskcache key of the request content of ``key``."""
+    return f"{_PREFIX}{key}:request"
+
+
+class DiskStore:
+    """A `Store` in a diskcache directory (``path``) or an open ``diskcache.Cache``.
+
+    A store opened from a path is closed by `aclose`; a ``Cache`` passed in stays open.
+    """
+
+    def __init__(self, cache: str | os.PathLike[str] | diskcache.Cache) -> None:
+        if isinstance(cache, diskcache.Cache):
+            self._cache: diskcache.Cache | None = cache
+            self._directory = str(cache.directory)
+            self._owned = False
+        elif isinstance(cache, (str, os.PathLike)):
+            self._cache = None
+            self._directory = os.fspath(cache)
+            self._owned = True
+        else:
+            raise TypeError(
+                f"DiskStore needs a directory path or a diskcache.Cache, got "
+                f"{type(cache).__name__}"
+            )
+        self._location = "disk:" + os.path.realpath(self._directory)
+        self._executor: ThreadPoolExecutor | None = None
+        self._prepared = False
+        self._closed = False
+
+    @property
+    def location(self) -> str:
+        return self._location
+
+    @property
+    def directory(self) -> str:
+        return self._directory
+
+    def __repr__(self) -> str:
+        return f"DiskStore({self._directory!r})"
+
+    # -- thread side -------------------------------------------------------------------
+
+    def _open(self) -> diskcache.Cache:
+        if self._cache is None:
+            try:
+                self._cache = diskcache.Cache(self._directory, eviction_policy="none")
+            except (OSError, sqlite3.Error) as exc:
+                raise StoreError(
+                    f"cannot open the disk cache at {self._directory!r}: {exc}; check that "
+                    "the path is a writable directory (or a diskcache directory)"
+                ) from exc
+        cache = self._cache
+        if not self._prepared:
+            if cache.eviction_policy != "none":
+                cache.reset("eviction_policy", "none")
+            self._prepared = True
+        return cache
+
+    def _call(self, fn: Callable[[diskcache.Cache], _T]) -> _T:
+        cache = self._open()
+        try:
+            return fn(cache)
+        except (sqlite3.Error, diskcache.Timeout, OSError) as exc:
+            raise StoreError(f"disk cache {self._directory!r} failed: {exc!r}") from exc
+
+    def _select(self, cache: diskcache.Cache, entries: Sequence[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        sql = cache._sql
+        for start in range(0, len(entries), _CHUNK):
+            chunk = entries[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = sql(
+                f"SELECT key, value, mode FROM Cache WHERE raw = 1 AND key IN ({marks})",
+                chunk,
+            ).fetchall()
+            for entry, value, mode in rows:
+                # Entries written through diskcache's own API may live in files.
+                found[entry] = value if mode == _MODE_RAW else cache.get(entry)
+        return found
+
+    def _read(self, cache: diskcache.Cache, reads: Sequence[SampleRead]) -> list[dict[int, str]]:
+        entries = [sample_entry(r.key, i) for r in reads for i in r.indices]
+        found = self._select(cache, entries)
+        out: list[dict[int, str]] = []
+        for r in reads:
+            got: dict[int, str] = {}
+            for i in r.indices:
+                text = found.get(sample_entry(r.key, i))
+                if text is not None:
+                    got[i] = text
+            out.append(got)
+        return out
+
+    def _last_index(self, cache: diskcache.Cache, key: str) -> int:
+        low, high = f"{_PREFIX}{key}:", f"{_PREFIX}{key};"
+        rows = cache._sql(
+            "SELECT key FROM Cache WHERE raw = 1 AND key >= ? AND key < ?", (low, high)
+        ).fetchall()
+        indices = [int(k[len(low) :]) for (k,) in rows if k[len(low) :].isdigit()]
+        return max(indices, default=-1)
+
+    def _write(
+        self, cache: diskcache.Cache, writes: Sequence[SampleWrite]
+    ) -> list[WriteResult]:
+        now = time.time()
+        results: list[WriteResult] = []
+        with cache.transact():
+            entries = [content_entry(w.key) for w in writes]
+            entries += [sample_entry(w.key, i) for w in writes for i in w.samples]
+            existing = self._select(cache, entries)
+            rows: list[tuple[str, float, float, str]] = []
+            for w in writes:
+                entry = content_entry(w.key)
+                if entry not in existing:
+                    existing[entry] = w.content
+                    rows.append((entry, now, now, w.content))
+                stored: dict[int, str] = {}
+                losers: list[str] = []
+                for i, text in w.samples.items():
+                    entry = sample_entry(w.key, i)
+                    taken = existing.get(entry)
+                    if taken is None:
+                        existing[entry] = text
+                        rows.append((entry, now, now, text))
+                        stored[i] = text
+                    else:
+                        stored[i] = taken
+                        losers.append(text)
+                appended: list[int] = []
+                if losers:
+                    cache._con.executemany(_INSERT, rows)
+                    rows = []
+                    nxt = max(self._last_index(cache, w.key), *w.samples) + 1
+                    for text in losers:
+                        rows.append((sample_entry(w.key, nxt), now, now, text))
+                        appended.append(nxt)
+                        nxt += 1
+                results.append(WriteResult(stored, appended))
+            if rows:
+                cache._con.executemany(_INSERT, rows)
+        return results
+
+    # -- tools (synchronous; used by the command line) ----------------------------------
+
+    def iter_keys(self) -> Iterator[str]:
+        """Yield every key that has request content in this store."""
+        cache = self._open()
+        for (entry,) in cache._sql(
+            "SELECT key FROM Cache WHERE raw = 1 AND key >= ? AND key < ? AND key LIKE ?",
+            (_PREFIX, _PREFIX[:-1] + ";", "%:request"),
+        ):
+            yield entry[len(_PREFIX) : -len(":request")]
+
+    # -- event-loop side ---------------------------------------------------------------
+
+    async def _run(self, fn: Callable[[diskcache.Cache], _T]) -> _T:
+        if self._closed:
+            raise StoreError(f"{self!r} is closed")
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="cachesaver-disk")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._call, fn)
+
+    async def read(self, reads: Sequence[SampleRead]) -> list[dict[int, str]]:
+        return await self._run(lambda cache: self._read(cache, reads))
+
+    async def write(self, writes: Sequence[SampleWrite]) -> list[WriteResult]:
+        return await self._run(lambda cache: self._write(cache, writes))
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            loop = asyncio.get_running_loop()
+            if self._owned and self._cache is not None:
+                await loop.run_in_executor(executor, self._cache.close)
+            executor.shutdown(wait=False)
+        elif self._owned and self._cache is not None:
+            self._cache.close()

@@ -1,0 +1,154 @@
+"""The values that flow through a pipeline and the two model contracts.
+
+``Request`` is subclassed to add decoding parameters::
+
+    @dataclass(frozen=True)
+    class Request(Request):
+        temperature: float = 1
+        max_completion_tokens: int | None = None
+
+Every field except ``n``, ``request_id`` and ``namespace`` is part of the request's key
+(a field whose value is ``None`` is left out, so adding an optional field keeps an existing
+cache valid). Reading a field that no class declares returns ``None``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from cachesaver._canonical import CanonicalError, canonical_json
+from cachesaver.errors import InvalidRequestError
+
+__all__ = ["Batch", "BatchRequestModel", "Request", "Response", "SingleRequestModel"]
+
+# Fields that say how many samples and from which stream, not what is asked.
+_NOT_CONTENT = frozenset({"n", "request_id", "namespace"})
+_content_fields: dict[type, tuple[str, ...]] = {}
+
+
+def _fields_of(cls: type) -> tuple[str, ...]:
+    names = _content_fields.get(cls)
+    if names is None:
+        names = tuple(f.name for f in dataclasses.fields(cls) if f.name not in _NOT_CONTENT)
+        _content_fields[cls] = names
+    return names
+
+
+def _label(request: Request) -> str:
+    return f"{type(request).__name__}(request_id={request.request_id!r})"
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to ask the model (``prompt`` plus subclass fields) and how many samples.
+
+    ``prompt`` is a string or any JSON-like structure (for example a list of chat
+    messages). ``n`` is the number of samples; ``namespace`` names the stream they are
+    drawn from; ``request_id`` is a label that shows up in errors and run manifests.
+    """
+
+    prompt: Any
+    n: int = field(default=1, kw_only=True)
+    request_id: str | None = field(default=None, kw_only=True)
+    namespace: str = field(default="default", kw_only=True)
+
+    _cs_content: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_cs_content", _encode_content(self))
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names no class declares: undeclared decoding parameters read
+        # as None (``request.seed or None``); private and dunder names stay errors.
+        if name.startswith("_"):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return None
+
+
+def _encode_content(request: Request) -> str:
+    n = request.n
+    if type(n) is not int:
+        raise InvalidRequestError(
+            f"{_label(request)}: field 'n' must be a positive int, got "
+            f"{type(n).__name__} {n!r}; pass the number of samples as an int such as n=3"
+        )
+    if n < 1:
+        raise InvalidRequestError(
+            f"{_label(request)}: field 'n' must be a positive int, got {n}; "
+            "ask for at least one sample"
+        )
+    if type(request.namespace) is not str:
+        raise InvalidRequestError(
+            f"{_label(request)}: field 'namespace' must be a str, got "
+            f"{type(request.namespace).__name__} {request.namespace!r}"
+        )
+    if request.request_id is not None and type(request.request_id) is not str:
+        raise InvalidRequestError(
+            f"{_label(request)}: field 'request_id' must be a str or None, got "
+            f"{type(request.request_id).__name__} {request.request_id!r}"
+        )
+    content: dict[str, Any] = {}
+    for name in _fields_of(type(request)):
+        value = getattr(request, name)
+        if value is not None:
+            content[name] = value
+    try:
+        return canonical_json(content, "request")
+    except CanonicalError as exc:
+        field_name = exc.path.removeprefix("request[").split("]", 1)[0].strip("'\"")
+        raise InvalidRequestError(
+            f"{_label(request)}: field {field_name!r} cannot be encoded canonically "
+            f"({exc.path}: {exc.problem})"
+        ) from None
+
+
+def request_content(request: Request) -> str:
+    """Return the canonical JSON of the request's content (everything but n/id/namespace)."""
+    try:
+        return request._cs_content
+    except AttributeError:  # a subclass overrode __post_init__ without calling super()
+        content = _encode_content(request)
+        object.__setattr__(request, "_cs_content", content)
+        return content
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Several requests sent together; responses come back in the same order."""
+
+    requests: list[Request]
+
+
+@dataclass(frozen=True)
+class Response:
+    """The samples of one request, with one ``cached`` and one ``duplicated`` flag each.
+
+    ``cached[i]`` is True when sample i cost this request nothing; ``duplicated[i]`` is
+    True when it came from a model call that had already produced an earlier sample (so
+    its prompt was not paid again). A list is ``None`` when the pipeline has no caching
+    (or no deduplication) stage.
+    """
+
+    data: list[Any]
+    cached: list[bool] | None = None
+    duplicated: list[bool] | None = None
+
+
+@runtime_checkable
+class SingleRequestModel(Protocol):
+    """A model that answers one request at a time (an API)."""
+
+    async def request(self, request: Request) -> Response:
+        """Return a `Response` with exactly ``request.n`` samples."""
+        ...
+
+
+@runtime_checkable
+class BatchRequestModel(Protocol):
+    """A model that answers a batch of requests at once (a local model)."""
+
+    async def batch_request(self, batch: Batch) -> list[Response]:
+        """Return one `Response` per request, in order, each with ``n`` samples."""
+        ...
