@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from cachesaver._tasks import TaskOwner
 from cachesaver.errors import ModelContractError
 from cachesaver.typedefs import Batch, Request, Response
 
@@ -66,6 +67,8 @@ class Layer(Protocol):
     def _cs_dedup(self) -> bool: ...
 
     async def _cs_batch_each(self, batch: Batch) -> list[Outcome]: ...
+
+    def _cs_submit(self, request: Request) -> asyncio.Future[Outcome]: ...
 
     def _cs_stats(self) -> Stats: ...
 
@@ -124,6 +127,7 @@ class ModelPort:
         self.prefer = prefer
         self._calls = 0
         self._generated = 0
+        self._tasks = TaskOwner()
 
     @property
     def identity(self) -> Any:
@@ -146,6 +150,14 @@ class ModelPort:
         if isinstance(outcome, Response):
             self._generated += request.n
         return outcome
+
+    def _cs_submit(self, request: Request) -> asyncio.Future[Outcome]:
+        if self.prefer == "request":
+            return self._tasks.spawn(self._one(request))
+        return self._tasks.spawn(self._first(request))
+
+    async def _first(self, request: Request) -> Outcome:
+        return (await self._cs_batch_each(Batch([request])))[0]
 
     async def _cs_batch_each(self, batch: Batch) -> list[Outcome]:
         requests = batch.requests
@@ -175,7 +187,8 @@ class ModelPort:
         return outcomes
 
     async def aclose(self) -> None:
-        """The user's model is the user's: a pipeline never closes it."""
+        """Wait for calls in flight; the user's model is the user's and stays open."""
+        await self._tasks.wait()
 
 
 def as_layer(model: object) -> Layer:

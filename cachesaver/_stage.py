@@ -109,6 +109,13 @@ class Stage:
     async def _cs_batch_each(self, batch: Batch) -> list[Outcome]:
         raise NotImplementedError
 
+    def _cs_submit(self, request: Request) -> asyncio.Future[Outcome]:
+        """Start one request without awaiting it; the future holds its outcome."""
+        return self._tasks.spawn(self._first(request))
+
+    async def _first(self, request: Request) -> Outcome:
+        return (await self._cs_batch_each(Batch([request])))[0]
+
     # -- statistics ----------------------------------------------------------------------
 
     def _tally(self, response: Response) -> None:

@@ -62,7 +62,8 @@ class Coalescer(Generic[_In, _Out]):
         self._scheduled = False
         self._busy = False
 
-    async def submit(self, item: _In) -> _Out:
+    def submit(self, item: _In) -> asyncio.Future[_Out]:
+        """Queue ``item`` for the next bulk call; the future holds its result."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[_Out] = loop.create_future()
         self._items.append(item)
@@ -70,7 +71,7 @@ class Coalescer(Generic[_In, _Out]):
         if not self._scheduled and not self._busy:
             self._scheduled = True
             loop.call_soon(self._flush)
-        return await future
+        return future
 
     def _flush(self) -> None:
         self._scheduled = False

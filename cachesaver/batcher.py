@@ -73,6 +73,10 @@ class AsyncBatcher(Stage):
                 self._tally(outcome)
         return outcomes
 
+    def _cs_submit(self, request: Request) -> asyncio.Future[Outcome]:
+        self._enter()
+        return self._enqueue(request)
+
     def _enqueue(self, request: Request) -> asyncio.Future[Outcome]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()

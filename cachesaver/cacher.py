@@ -12,7 +12,6 @@ namespace; samples a model returned are stored even if their requester is gone.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import heapq
 import weakref
 from collections.abc import Sequence
@@ -26,7 +25,7 @@ from cachesaver.codec import decode_sample, encode_sample
 from cachesaver.errors import ModelContractError, UnstorableSampleError
 from cachesaver.stores import CacheLike, open_store
 from cachesaver.stores.base import SampleRead, SampleWrite, Store, WriteResult
-from cachesaver.typedefs import Batch, Request, Response, request_content
+from cachesaver.typedefs import Batch, Request, Response, request_content, with_n
 
 __all__ = ["AsyncCacher"]
 
@@ -72,20 +71,39 @@ class _Claim:
     """Indices of one key that one request is reading or producing in this process.
 
     Waiters see the values in two steps: after the store read (``checked``) and after
-    the model call (``produced``). A value missing after ``produced`` means the claim
-    failed or was abandoned, and the waiter produces it itself.
+    the model call (``produced``). A value still missing once ``produced`` is set means
+    the claim failed or was abandoned, and the waiter produces it itself.
     """
 
-    __slots__ = ("checked", "produced", "values")
+    __slots__ = ("_waiters", "checked", "produced", "values")
 
     def __init__(self) -> None:
         self.values: dict[int, Any] = {}
-        self.checked = asyncio.Event()
-        self.produced = asyncio.Event()
+        self.checked = False
+        self.produced = False
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def mark_checked(self) -> None:
+        self.checked = True
+        self._wake()
 
     def finish(self) -> None:
-        self.checked.set()
-        self.produced.set()
+        self.checked = self.produced = True
+        self._wake()
+
+    async def wait(self, produced: bool) -> None:
+        while not (self.produced if produced else self.checked):
+            waiter = asyncio.get_running_loop().create_future()
+            if self._waiters is None:
+                self._waiters = []
+            self._waiters.append(waiter)
+            await waiter
 
 
 class _Coordinator:
@@ -138,6 +156,8 @@ class AsyncCacher(Stage):
         self._coord: _Coordinator | None = None
         self._reads: Coalescer[SampleRead, dict[int, str]] | None = None
         self._writes: Coalescer[SampleWrite, WriteResult] | None = None
+        self._jobs = 0
+        self._idle: asyncio.Future[None] | None = None
 
     @property
     def store(self) -> Store:
@@ -145,6 +165,8 @@ class AsyncCacher(Stage):
         return self._store
 
     def _new_loop(self) -> None:
+        self._jobs = 0
+        self._idle = None
         self._coord = _coordinator(self._store.location)
         self._reads = Coalescer(self._store.read, self._tasks)
         self._writes = Coalescer(self._store.write, self._tasks)
@@ -205,11 +227,63 @@ class AsyncCacher(Stage):
     async def _serve(
         self, request: Request, key: str, content: str, indices: list[int]
     ) -> Response:
+        """Return the samples at ``indices`` of ``key``: stored, waited for, or generated."""
+        coord, reads = self._coord, self._reads
+        assert coord is not None and reads is not None
         served: dict[int, _Served] = {}
         todo = indices
         while todo:
-            todo = await self._fill_once(request, key, content, todo, served)
-        dedup = self._cs_dedup
+            owned = coord.claims.get(key)
+            if owned is None:
+                owned = coord.claims[key] = {}
+            mine: list[int] = []
+            waits: dict[_Claim, list[int]] = {}
+            for index in todo:
+                other = owned.get(index)
+                if other is None:
+                    mine.append(index)
+                else:
+                    waits.setdefault(other, []).append(index)
+            if mine:
+                # Claim before the first await, so nobody in this process reads or
+                # generates these indices twice.
+                claim = _Claim()
+                for index in mine:
+                    owned[index] = claim
+                try:
+                    found = await reads.submit(SampleRead(key, mine))
+                    for index, text in found.items():
+                        value = decode_sample(text)
+                        claim.values[index] = value
+                        served[index] = (value, True, False)
+                except BaseException:
+                    coord.release(key, mine, claim)
+                    claim.finish()
+                    raise
+                if len(found) == len(mine):
+                    coord.release(key, mine, claim)
+                    claim.finish()
+                else:
+                    claim.mark_checked()
+                    if found:
+                        coord.release(key, list(found), claim)
+                    missing = [index for index in mine if index not in found]
+                    # The model call and the write are driven by callbacks, not by this
+                    # coroutine: if this requester is cancelled they still finish, the
+                    # samples are stored, and waiters on the claim still get them.
+                    job = _Generation(self, request, key, content, missing, claim)
+                    for index, value, dup in await job.start():
+                        served[index] = (value, False, dup)
+            todo = []
+            for other, wanted in waits.items():
+                await other.wait(produced=False)
+                if any(index not in other.values for index in wanted):
+                    await other.wait(produced=True)
+                for index in wanted:
+                    if index in other.values:
+                        served[index] = (other.values[index], True, False)
+                    else:  # its producer failed: produce these ourselves next round
+                        todo.append(index)
         data: list[Any] = []
         cached: list[bool] = []
         duplicated: list[bool] = []
@@ -218,116 +292,17 @@ class AsyncCacher(Stage):
             data.append(value)
             cached.append(was_cached)
             duplicated.append(was_dup)
-        return Response(data=data, cached=cached, duplicated=duplicated if dedup else None)
+        return Response(data, cached, duplicated if self._cs_dedup else None)
 
-    async def _fill_once(
-        self,
-        request: Request,
-        key: str,
-        content: str,
-        todo: list[int],
-        served: dict[int, _Served],
-    ) -> list[int]:
-        """Serve what one round can; return the indices whose producer failed."""
-        assert self._coord is not None and self._reads is not None
-        coord = self._coord
-        owned = coord.claims.get(key)
-        if owned is None:
-            owned = coord.claims[key] = {}
-        mine: list[int] = []
-        waits: dict[_Claim, list[int]] = {}
-        for index in todo:
-            claim = owned.get(index)
-            if claim is None:
-                mine.append(index)
-            else:
-                waits.setdefault(claim, []).append(index)
-        if mine:
-            claim = _Claim()
-            for index in mine:
-                owned[index] = claim
-            await self._produce(request, key, content, mine, claim, served)
-        retry: list[int] = []
-        for other, wanted in waits.items():
-            await other.checked.wait()
-            if any(index not in other.values for index in wanted):
-                await other.produced.wait()
-            for index in wanted:
-                if index in other.values:
-                    served[index] = (other.values[index], True, False)
-                else:
-                    retry.append(index)
-        return retry
+    def _job_done(self) -> None:
+        self._jobs -= 1
+        if self._jobs == 0 and self._idle is not None and not self._idle.done():
+            self._idle.set_result(None)
 
-    async def _produce(
-        self,
-        request: Request,
-        key: str,
-        content: str,
-        mine: list[int],
-        claim: _Claim,
-        served: dict[int, _Served],
-    ) -> None:
-        assert self._coord is not None and self._reads is not None
-        coord = self._coord
-        try:
-            found = await self._reads.submit(SampleRead(key, mine))
-            for index, text in found.items():
-                value = decode_sample(text)
-                claim.values[index] = value
-                served[index] = (value, True, False)
-        except BaseException:
-            coord.release(key, mine, claim)
-            claim.finish()
-            raise
-        claim.checked.set()
-        if len(found) == len(mine):
-            coord.release(key, mine, claim)
-            claim.produced.set()
-            return
-        coord.release(key, list(found), claim)
-        missing = [index for index in mine if index not in found]
-        task = self._tasks.spawn(self._generate(request, key, content, missing, claim))
-        # The model call and the write go on if this requester is cancelled: a sample
-        # the model returned is never lost, and waiters on the claim still get it.
-        for index, value, dup in await asyncio.shield(task):
-            served[index] = (value, False, dup)
-
-    async def _generate(
-        self, request: Request, key: str, content: str, missing: list[int], claim: _Claim
-    ) -> list[tuple[int, Any, bool]]:
-        assert self._coord is not None and self._writes is not None
-        try:
-            asked = dataclasses.replace(request, n=len(missing))
-            outcome = (await self._inner._cs_batch_each(Batch([asked])))[0]
-            if isinstance(outcome, BaseException):
-                raise outcome
-            data = outcome.data
-            if len(data) != len(missing):
-                raise ModelContractError(
-                    f"the model returned {len(data)} samples for ({describe(request, key)}) "
-                    f"that asked for n={len(missing)}"
-                )
-            try:
-                texts = [encode_sample(value) for value in data]
-            except UnstorableSampleError as exc:
-                raise UnstorableSampleError(f"{exc} ({describe(request, key)})") from None
-            result = await self._writes.submit(
-                SampleWrite(key, content, dict(zip(missing, texts, strict=True)))
-            )
-            dups = outcome.duplicated
-            out: list[tuple[int, Any, bool]] = []
-            for j, index in enumerate(missing):
-                stored = result.stored[index]
-                # Another process may have stored this index first: serve what is
-                # stored (ours was appended), so every reader sees one order.
-                value = data[j] if stored == texts[j] else decode_sample(stored)
-                claim.values[index] = value
-                out.append((index, value, bool(dups[j]) if dups is not None else False))
-            return out
-        finally:
-            self._coord.release(key, missing, claim)
-            claim.finish()
+    async def _drain(self) -> None:
+        while self._jobs:
+            self._idle = asyncio.get_running_loop().create_future()
+            await self._idle
 
     async def aclose(self) -> None:
         """Finish in-flight work, close the stages below, and the store if it opened it."""
@@ -336,3 +311,111 @@ class AsyncCacher(Stage):
         await super().aclose()
         if self._owns_store:
             await self._store.aclose()
+
+
+class _Generation:
+    """One model call for the missing indices of one claim, then one store write.
+
+    Driven by callbacks on the lower layer's future and on the write's future, so it
+    completes (and stores what the model returned) even if its requester is cancelled.
+    """
+
+    __slots__ = (
+        "cacher",
+        "claim",
+        "content",
+        "data",
+        "dups",
+        "future",
+        "key",
+        "missing",
+        "request",
+        "texts",
+    )
+
+    def __init__(
+        self,
+        cacher: AsyncCacher,
+        request: Request,
+        key: str,
+        content: str,
+        missing: list[int],
+        claim: _Claim,
+    ) -> None:
+        self.cacher = cacher
+        self.request = request
+        self.key = key
+        self.content = content
+        self.missing = missing
+        self.claim = claim
+        self.future: asyncio.Future[list[tuple[int, Any, bool]]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self.data: list[Any] = []
+        self.texts: list[str] = []
+        self.dups: list[bool] | None = None
+
+    def start(self) -> asyncio.Future[list[tuple[int, Any, bool]]]:
+        self.cacher._jobs += 1
+        try:
+            asked = with_n(self.request, len(self.missing))
+            self.cacher._inner._cs_submit(asked).add_done_callback(self._on_model)
+        except BaseException as exc:
+            self._fail(exc)
+        return self.future
+
+    def _on_model(self, done: asyncio.Future[Outcome]) -> None:
+        try:
+            outcome = done.result()
+            if isinstance(outcome, BaseException):
+                raise outcome
+            data = outcome.data
+            if len(data) != len(self.missing):
+                raise ModelContractError(
+                    f"the model returned {len(data)} samples for "
+                    f"({describe(self.request, self.key)}) that asked for n={len(self.missing)}"
+                )
+            try:
+                self.texts = [encode_sample(value) for value in data]
+            except UnstorableSampleError as exc:
+                raise UnstorableSampleError(f"{exc} ({describe(self.request, self.key)})") from None
+            self.data = data
+            self.dups = outcome.duplicated
+            assert self.cacher._writes is not None
+            write = SampleWrite(self.key, self.content, dict(zip(self.missing, self.texts)))
+            self.cacher._writes.submit(write).add_done_callback(self._on_written)
+        except BaseException as exc:
+            self._fail(exc)
+
+    def _on_written(self, done: asyncio.Future[WriteResult]) -> None:
+        try:
+            result = done.result()
+            out: list[tuple[int, Any, bool]] = []
+            dups = self.dups
+            for j, index in enumerate(self.missing):
+                stored = result.stored[index]
+                # Another process may have stored this index first: serve what is
+                # stored (ours was appended), so every reader sees one order.
+                value = self.data[j] if stored == self.texts[j] else decode_sample(stored)
+                self.claim.values[index] = value
+                out.append((index, value, bool(dups[j]) if dups is not None else False))
+        except BaseException as exc:
+            self._fail(exc)
+            return
+        self._end()
+        if not self.future.done():
+            self.future.set_result(out)
+
+    def _fail(self, exc: BaseException) -> None:
+        self._end()
+        if not self.future.done():
+            if isinstance(exc, asyncio.CancelledError):
+                self.future.cancel()
+            else:
+                self.future.set_exception(exc)
+
+    def _end(self) -> None:
+        assert self.cacher._coord is not None
+        self.cacher._coord.release(self.key, self.missing, self.claim)
+        self.claim.finish()
+        self.cacher._job_done()

@@ -8,13 +8,13 @@ flagged ``duplicated=False``, every later one ``True`` (its prompt was not paid 
 
 from __future__ import annotations
 
-import dataclasses
+import asyncio
 import math
 
 from cachesaver._models import Outcome, Stats
 from cachesaver._stage import Stage
 from cachesaver.batcher import AsyncBatcher
-from cachesaver.typedefs import Batch, Request, Response, request_content
+from cachesaver.typedefs import Batch, Request, Response, request_content, with_n
 
 __all__ = ["AsyncDeduplicator"]
 
@@ -40,6 +40,10 @@ class AsyncDeduplicator(Stage):
         self._enter()
         return await self._merge(batch)
 
+    def _cs_submit(self, request: Request) -> asyncio.Future[Outcome]:
+        self._enter()
+        return self._tick._cs_submit(request)
+
     async def _merge(self, batch: Batch) -> list[Outcome]:
         groups: dict[str, list[int]] = {}
         requests = batch.requests
@@ -52,7 +56,7 @@ class AsyncDeduplicator(Stage):
                 merged.append(first)
             else:
                 total = sum(requests[p].n for p in positions)
-                merged.append(dataclasses.replace(first, n=total))
+                merged.append(with_n(first, total))
         outcomes = await self._inner._cs_batch_each(Batch(merged))
         results: list[Outcome] = [None] * len(requests)  # type: ignore[list-item]
         for positions, outcome in zip(groups.values(), outcomes, strict=True):
@@ -97,6 +101,12 @@ class _Merger:
 
     async def _cs_batch_each(self, batch: Batch) -> list[Outcome]:
         return await self._owner._merge(batch)
+
+    def _cs_submit(self, request: Request) -> asyncio.Future[Outcome]:
+        return self._owner._tasks.spawn(self._first(request))
+
+    async def _first(self, request: Request) -> Outcome:
+        return (await self._owner._merge(Batch([request])))[0]
 
     def _cs_stats(self) -> Stats:
         return Stats()

@@ -114,6 +114,17 @@ def request_content(request: Request) -> str:
         return content
 
 
+def with_n(request: Request, n: int) -> Request:
+    """Return a copy of ``request`` asking for ``n`` samples (same content and key)."""
+    state = getattr(request, "__dict__", None)
+    if state is None or "_cs_content" not in state:
+        return dataclasses.replace(request, n=n)
+    copy = object.__new__(type(request))
+    copy.__dict__.update(state)
+    object.__setattr__(copy, "n", n)
+    return copy
+
+
 @dataclass(frozen=True)
 class Batch:
     """Several requests sent together; responses come back in the same order."""

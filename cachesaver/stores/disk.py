@@ -38,6 +38,7 @@ _INSERT = (
     "INSERT INTO Cache(key, raw, store_time, expire_time, access_time, access_count,"
     " tag, size, mode, filename, value) VALUES (?, 1, ?, NULL, ?, 0, NULL, 0, 1, NULL, ?)"
 )
+_INSERT_NEW = _INSERT.replace("INSERT INTO", "INSERT OR IGNORE INTO")
 
 
 def sample_entry(key: str, index: int) -> str:
@@ -151,42 +152,51 @@ class DiskStore:
         self, cache: diskcache.Cache, writes: Sequence[SampleWrite]
     ) -> list[WriteResult]:
         now = time.time()
-        results: list[WriteResult] = []
+        con = cache._con
         with cache.transact():
-            entries = [content_entry(w.key) for w in writes]
-            entries += [sample_entry(w.key, i) for w in writes for i in w.samples]
-            existing = self._select(cache, entries)
-            rows: list[tuple[str, float, float, str]] = []
-            for w in writes:
-                entry = content_entry(w.key)
-                if entry not in existing:
-                    existing[entry] = w.content
-                    rows.append((entry, now, now, w.content))
-                stored: dict[int, str] = {}
-                losers: list[str] = []
-                for i, text in w.samples.items():
-                    entry = sample_entry(w.key, i)
-                    taken = existing.get(entry)
-                    if taken is None:
-                        existing[entry] = text
-                        rows.append((entry, now, now, text))
-                        stored[i] = text
-                    else:
-                        stored[i] = taken
-                        losers.append(text)
-                appended: list[int] = []
-                if losers:
-                    cache._con.executemany(_INSERT, rows)
-                    rows = []
-                    nxt = max(self._last_index(cache, w.key), *w.samples) + 1
-                    for text in losers:
-                        rows.append((sample_entry(w.key, nxt), now, now, text))
-                        appended.append(nxt)
-                        nxt += 1
-                results.append(WriteResult(stored, appended))
-            if rows:
-                cache._con.executemany(_INSERT, rows)
-        return results
+            # The content of a key is the same for every writer: keep the first.
+            con.executemany(
+                _INSERT_NEW,
+                [(content_entry(w.key), now, now, w.content) for w in writes],
+            )
+            rows = [
+                (sample_entry(w.key, i), now, now, text)
+                for w in writes
+                for i, text in w.samples.items()
+            ]
+            con.execute("SAVEPOINT cachesaver_write")
+            if con.executemany(_INSERT_NEW, rows).rowcount == len(rows):
+                con.execute("RELEASE cachesaver_write")
+                return [WriteResult(w.samples) for w in writes]
+            # Another process stored some of these indices first: start over carefully.
+            con.execute("ROLLBACK TO cachesaver_write")
+            con.execute("RELEASE cachesaver_write")
+            return [self._write_one(cache, w, now) for w in writes]
+
+    def _write_one(self, cache: diskcache.Cache, w: SampleWrite, now: float) -> WriteResult:
+        existing = self._select(cache, [sample_entry(w.key, i) for i in w.samples])
+        rows: list[tuple[str, float, float, str]] = []
+        stored: dict[int, str] = {}
+        losers: list[str] = []
+        for i, text in w.samples.items():
+            taken = existing.get(sample_entry(w.key, i))
+            if taken is None:
+                rows.append((sample_entry(w.key, i), now, now, text))
+                stored[i] = text
+            else:
+                stored[i] = taken
+                losers.append(text)
+        cache._con.executemany(_INSERT, rows)
+        appended: list[int] = []
+        if losers:
+            nxt = max(self._last_index(cache, w.key), *w.samples) + 1
+            rows = []
+            for text in losers:
+                rows.append((sample_entry(w.key, nxt), now, now, text))
+                appended.append(nxt)
+                nxt += 1
+            cache._con.executemany(_INSERT, rows)
+        return WriteResult(stored, appended)
 
     # -- tools (synchronous; used by the command line) ----------------------------------
 
