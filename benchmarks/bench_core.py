@@ -39,8 +39,14 @@ def cold_and_warm(root: str, count: int = 2000) -> list[Row]:
 
         seconds = _timed(go)
         rate = count / seconds
-        rows.append((f"{count} distinct concurrent requests, {label}", f"{rate:,.0f} req/s",
-                     f">= {target:,} req/s", "ok" if rate >= target else "MISS"))
+        rows.append(
+            (
+                f"{count} distinct concurrent requests, {label}",
+                f"{rate:,.0f} req/s",
+                f">= {target:,} req/s",
+                "ok" if rate >= target else "MISS",
+            )
+        )
     return rows
 
 
@@ -54,8 +60,12 @@ def batched_latency(root: str) -> Row:
             await pipeline.batch_request(Batch(requests))
 
     seconds = _timed(go)
-    return ("500 requests, 20 ms model, batch 10, timeout 0.05 s", f"{seconds * 1000:.0f} ms",
-            "< 100 ms", "ok" if seconds < 0.1 else "MISS")
+    return (
+        "500 requests, 20 ms model, batch 10, timeout 0.05 s",
+        f"{seconds * 1000:.0f} ms",
+        "< 100 ms",
+        "ok" if seconds < 0.1 else "MISS",
+    )
 
 
 def big_n(root: str) -> list[Row]:
@@ -72,8 +82,14 @@ def big_n(root: str) -> list[Row]:
             calls = p.stats().model_calls
 
     _timed(cold)
-    rows.append(("one prompt n=1000, cold", f"{calls} model call(s)", "1 call",
-                 "ok" if calls == 1 else "MISS"))
+    rows.append(
+        (
+            "one prompt n=1000, cold",
+            f"{calls} model call(s)",
+            "1 call",
+            "ok" if calls == 1 else "MISS",
+        )
+    )
     elapsed = 0.0
 
     async def warm() -> None:
@@ -85,8 +101,14 @@ def big_n(root: str) -> list[Row]:
             elapsed = time.perf_counter() - start
 
     _timed(warm)
-    rows.append(("one prompt n=1000, cached", f"{elapsed * 1000:.1f} ms", "< 10 ms",
-                 "ok" if elapsed < 0.01 else "MISS"))
+    rows.append(
+        (
+            "one prompt n=1000, cached",
+            f"{elapsed * 1000:.1f} ms",
+            "< 10 ms",
+            "ok" if elapsed < 0.01 else "MISS",
+        )
+    )
     return rows
 
 
@@ -103,8 +125,12 @@ def memory(root: str, total: int = 100_000, wave: int = 2000) -> Row:
     gc.collect()
     _timed(go)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return (f"{total:,} requests in waves of {wave:,}", f"{rss_mb:.0f} MB peak RSS",
-            "< 300 MB", "ok" if rss_mb < 300 else "MISS")
+    return (
+        f"{total:,} requests in waves of {wave:,}",
+        f"{rss_mb:.0f} MB peak RSS",
+        "< 300 MB",
+        "ok" if rss_mb < 300 else "MISS",
+    )
 
 
 def main() -> None:
@@ -121,11 +147,12 @@ def main() -> None:
             rows.append(memory(root))
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    widths = [max(len(r[i]) for r in [("benchmark", "measured", "target", ""), *rows])
-              for i in range(4)]
+    widths = [
+        max(len(r[i]) for r in [("benchmark", "measured", "target", ""), *rows]) for i in range(4)
+    ]
     header = ("benchmark", "measured", "target", "")
     for row in [header, tuple("-" * w for w in widths), *rows]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     sys.stdout.flush()
 
 

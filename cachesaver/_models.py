@@ -101,18 +101,16 @@ class ModelPort:
 
     ``prefer="request"`` sends each request of a batch to ``model.request`` concurrently
     (an API); ``prefer="batch"`` sends the whole batch to ``model.batch_request`` (a
-    local model). Without a preference, whichever method the model has is used.
+    local model). Without a preference, ``batch_request`` is used if the model has it.
     """
 
     _cs_stage = True
 
-    def __init__(
-        self, model: object, prefer: Literal["request", "batch"] | None = None
-    ) -> None:
+    def __init__(self, model: object, prefer: Literal["request", "batch"] | None = None) -> None:
         has_single = callable(getattr(model, "request", None))
         has_batch = callable(getattr(model, "batch_request", None))
         if prefer is None:
-            prefer = "request" if has_single else "batch"
+            prefer = "batch" if has_batch else "request"
         if prefer == "request" and not has_single:
             raise TypeError(
                 f"{type(model).__name__} has no async request(request) method; "
@@ -180,9 +178,11 @@ class ModelPort:
                 "in order"
             )
             return [error] * len(requests)
-        outcomes = [_check(resp, req, self.model) for resp, req in zip(responses, requests)]
+        outcomes = [
+            _check(resp, req, self.model) for resp, req in zip(responses, requests, strict=True)
+        ]
         self._generated += sum(
-            req.n for req, out in zip(requests, outcomes) if isinstance(out, Response)
+            req.n for req, out in zip(requests, outcomes, strict=True) if isinstance(out, Response)
         )
         return outcomes
 

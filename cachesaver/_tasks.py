@@ -52,9 +52,7 @@ class Coalescer(Generic[_In, _Out]):
     runs, new items accumulate for the next one. ``run`` returns one result per item.
     """
 
-    def __init__(
-        self, run: Callable[[list[_In]], Awaitable[list[_Out]]], tasks: TaskOwner
-    ) -> None:
+    def __init__(self, run: Callable[[list[_In]], Awaitable[list[_Out]]], tasks: TaskOwner) -> None:
         self._run = run
         self._tasks = tasks
         self._items: list[_In] = []

@@ -206,18 +206,18 @@ class AsyncCacher(Stage):
                 await asyncio.gather(
                     *(
                         self._serve(r, key, content, indices)
-                        for (r, key, content), indices in zip(keyed, reserved)
+                        for (r, key, content), indices in zip(keyed, reserved, strict=True)
                     ),
                     return_exceptions=True,
                 )
             )
         except BaseException:
-            for (r, key, _), indices in zip(keyed, reserved):
+            for (r, key, _), indices in zip(keyed, reserved, strict=True):
                 self._run.release(r.namespace, key, indices)
             raise
         if any(isinstance(o, BaseException) for o in outcomes):
             # A batch that fails consumes nothing: every request's indices go back.
-            for (r, key, _), indices in zip(keyed, reserved):
+            for (r, key, _), indices in zip(keyed, reserved, strict=True):
                 self._run.release(r.namespace, key, indices)
             return outcomes
         for outcome in outcomes:
@@ -382,7 +382,9 @@ class _Generation:
             self.data = data
             self.dups = outcome.duplicated
             assert self.cacher._writes is not None
-            write = SampleWrite(self.key, self.content, dict(zip(self.missing, self.texts)))
+            write = SampleWrite(
+                self.key, self.content, dict(zip(self.missing, self.texts, strict=True))
+            )
             self.cacher._writes.submit(write).add_done_callback(self._on_written)
         except BaseException as exc:
             self._fail(exc)

@@ -108,7 +108,7 @@ def _object_to_json(value: Any, path: str) -> Any:
     elif kind == "attrs":
         payload = {
             a.name: _to_json(getattr(value, a.name), f"{path}.{a.name}")
-            for a in cls.__attrs_attrs__  # type: ignore[attr-defined]
+            for a in cls.__attrs_attrs__
         }
     elif kind == "pydantic":
         payload = _to_json(value.model_dump(mode="json"), path)
@@ -156,11 +156,11 @@ def _from_json(value: Any) -> Any:
             f"call cachesaver.register_type(<that class>) before reading (decoding never "
             "imports or calls a class a tag names on its own)"
         )
-    kind, cls = known
-    if kind == "pydantic":
+    cls_kind, cls = known
+    if cls_kind == "pydantic":
         return cls.model_validate(_from_json(payload))  # type: ignore[attr-defined]
     fields = {k: _from_json(v) for k, v in payload.items()}
-    if kind == "dataclass":
+    if cls_kind == "dataclass":
         init = {f.name for f in dataclasses.fields(cls) if f.init}
         obj = cls(**{k: v for k, v in fields.items() if k in init})
         for k, v in fields.items():

@@ -44,8 +44,12 @@ async def main(cache_dir: str) -> None:
 
     print("\n2) A new namespace reuses the samples namespace run-A already paid for.")
     async with OnlineAPI(model, cache=cache_dir) as pipeline:
-        show("q1 in run-B", await pipeline.request(
-            MyRequest("What is the meaning of life?", n=2, namespace="run-B")))
+        show(
+            "q1 in run-B",
+            await pipeline.request(
+                MyRequest("What is the meaning of life?", n=2, namespace="run-B")
+            ),
+        )
         print(f"   model calls: {pipeline.stats().model_calls}")
 
     print("\n3) Replay: a new run of the same program gets exactly the same samples,")

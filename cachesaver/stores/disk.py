@@ -68,8 +68,7 @@ class DiskStore:
             self._owned = True
         else:
             raise TypeError(
-                f"DiskStore needs a directory path or a diskcache.Cache, got "
-                f"{type(cache).__name__}"
+                f"DiskStore needs a directory path or a diskcache.Cache, got {type(cache).__name__}"
             )
         self._location = "disk:" + os.path.realpath(self._directory)
         self._executor: ThreadPoolExecutor | None = None
@@ -148,9 +147,7 @@ class DiskStore:
         indices = [int(k[len(low) :]) for (k,) in rows if k[len(low) :].isdigit()]
         return max(indices, default=-1)
 
-    def _write(
-        self, cache: diskcache.Cache, writes: Sequence[SampleWrite]
-    ) -> list[WriteResult]:
+    def _write(self, cache: diskcache.Cache, writes: Sequence[SampleWrite]) -> list[WriteResult]:
         now = time.time()
         con = cache._con
         with cache.transact():

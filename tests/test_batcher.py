@@ -1,0 +1,156 @@
+"""SEMANTICS "Batching": size, timeout, concurrency, contract errors and closing."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from cachesaver import (
+    AsyncBatcher,
+    Batch,
+    ModelContractError,
+    OnlineAPI,
+    PipelineClosedError,
+    Request,
+    Response,
+)
+from cachesaver.testing import RecordingModel, SimulatedLLM
+
+
+async def test_batch_size_bounds_the_samples_in_a_batch() -> None:
+    """A batch holds at most batch_size samples, counting every request's n."""
+    model = RecordingModel()
+    async with AsyncBatcher(model, batch_size=4, timeout=0.01) as batcher:
+        await asyncio.gather(*(batcher.request(Request(f"q{i}", n=n)) for i, n in enumerate([1, 2, 2, 3, 1])))
+    sizes = [sum(r.n for r in b.requests) for b in model.batches]
+    assert all(size <= 4 for size in sizes)
+    assert sizes == [3, 2, 4]
+
+
+async def test_a_request_larger_than_the_batch_goes_alone() -> None:
+    """A request with n > batch_size is never split: it is sent as its own batch."""
+    model = RecordingModel()
+    async with AsyncBatcher(model, batch_size=2, timeout=0.01) as batcher:
+        big, small = await asyncio.gather(
+            batcher.request(Request("big", n=5)), batcher.request(Request("small"))
+        )
+    assert len(big.data) == 5 and len(small.data) == 1
+    assert sorted([r.n for r in b.requests] for b in model.batches) == [[1], [5]]
+
+
+async def test_a_partial_batch_is_sent_after_the_timeout() -> None:
+    """A batch that never fills is sent timeout seconds after its first request."""
+    model = RecordingModel()
+    async with AsyncBatcher(model, batch_size=100, timeout=0.05) as batcher:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await batcher.request(Request("lonely"))
+        waited = loop.time() - start
+    assert 0.04 <= waited < 0.5
+
+
+async def test_a_full_batch_is_sent_without_waiting_for_the_timeout() -> None:
+    """A batch that fills is sent at once, long before a large timeout."""
+    async with AsyncBatcher(RecordingModel(), batch_size=2, timeout=30) as batcher:
+        await asyncio.wait_for(
+            asyncio.gather(batcher.request(Request("a")), batcher.request(Request("b"))), 2
+        )
+
+
+async def test_slow_batch_does_not_hold_back_the_next() -> None:
+    """Several batches are in flight at once; a fast batch finishes before a slow one."""
+
+    class Slow(SimulatedLLM):
+        async def batch_request(self, batch: Batch) -> list[Response]:
+            if batch.requests[0].prompt == "slow":
+                await asyncio.sleep(0.3)
+            return await super().batch_request(batch)
+
+    async with AsyncBatcher(Slow(), batch_size=1, timeout=0) as batcher:
+        slow = asyncio.ensure_future(batcher.request(Request("slow")))
+        await asyncio.sleep(0.01)
+        await asyncio.wait_for(batcher.request(Request("fast")), 0.2)
+        assert not slow.done()
+        await slow
+
+
+async def test_wrong_number_of_responses_fails_every_caller_clearly() -> None:
+    """A batch model returning too few responses gives every caller a clear error."""
+
+    class Short:
+        async def batch_request(self, batch: Batch) -> list[Response]:
+            return [Response(data=["x"])]
+
+    async with AsyncBatcher(Short(), batch_size=3, timeout=0.01) as batcher:
+        results = await asyncio.gather(
+            *(batcher.request(Request(p)) for p in "abc"), return_exceptions=True
+        )
+    assert all(isinstance(r, ModelContractError) for r in results)
+    assert "one Response per request" in str(results[0])
+
+
+async def test_wrong_number_of_samples_fails_that_caller_only() -> None:
+    """A response with the wrong number of samples fails only its own request."""
+    model = RecordingModel()
+    async with AsyncBatcher(model, batch_size=1, timeout=0) as batcher:
+        model.wrong_count_next(1)
+        with pytest.raises(ModelContractError, match="exactly n samples"):
+            await batcher.request(Request("a", n=2))
+        ok = await batcher.request(Request("b", n=2))
+    assert len(ok.data) == 2
+
+
+async def test_model_error_reaches_callers_and_the_batcher_stays_usable() -> None:
+    """A model that raises fails its batch's callers promptly; later batches work."""
+    model = RecordingModel()
+    model.fail_next(1, ValueError("boom"))
+    async with AsyncBatcher(model, batch_size=2, timeout=0.01) as batcher:
+        results = await asyncio.wait_for(
+            asyncio.gather(batcher.request(Request("a")), batcher.request(Request("b")),
+                           return_exceptions=True),
+            2,
+        )
+        assert all(isinstance(r, ValueError) for r in results)
+        assert len((await batcher.request(Request("c"))).data) == 1
+
+
+async def test_close_sends_waiting_requests_and_answers_every_caller() -> None:
+    """aclose() sends the partial batch at once and waits for in-flight batches."""
+    model = RecordingModel(SimulatedLLM(latency=0.05))
+    batcher = AsyncBatcher(model, batch_size=100, timeout=60)
+    pending = [asyncio.ensure_future(batcher.request(Request(f"q{i}"))) for i in range(5)]
+    await asyncio.sleep(0.01)
+    await asyncio.wait_for(batcher.aclose(), 2)
+    assert all(p.done() and len(p.result().data) == 1 for p in pending)
+
+
+async def test_use_after_close_raises() -> None:
+    """A closed stage refuses new requests with a CacheSaverError."""
+    batcher = AsyncBatcher(RecordingModel(), batch_size=2, timeout=0)
+    await batcher.aclose()
+    with pytest.raises(PipelineClosedError, match="closed"):
+        await batcher.request(Request("late"))
+
+
+@pytest.mark.parametrize("size", [0, -1, 2.5, "4", True, None])
+def test_bad_batch_size_is_refused(size: Any) -> None:
+    """batch_size must be a positive int."""
+    with pytest.raises(ValueError, match="batch_size"):
+        AsyncBatcher(RecordingModel(), batch_size=size)
+
+
+@pytest.mark.parametrize("timeout", [-1, float("inf"), float("nan"), None, "1"])
+def test_bad_timeout_is_refused(timeout: Any) -> None:
+    """timeout must be a finite number of seconds: nothing waits forever."""
+    with pytest.raises(ValueError, match="timeout"):
+        AsyncBatcher(RecordingModel(), batch_size=2, timeout=timeout)
+
+
+def test_pipelines_validate_batching_options(cache_dir: str) -> None:
+    """OnlineAPI rejects a bad batch_size or timeout when it is created."""
+    with pytest.raises(ValueError, match="batch_size"):
+        OnlineAPI(RecordingModel(), cache=cache_dir, batch_size=0)
+    with pytest.raises(ValueError, match="timeout"):
+        OnlineAPI(RecordingModel(), cache=cache_dir, timeout=-0.5)
