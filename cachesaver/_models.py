@@ -70,6 +70,8 @@ class Layer(Protocol):
 
     def _cs_submit(self, request: Request) -> asyncio.Future[Outcome]: ...
 
+    def _cs_closing(self) -> None: ...
+
     def _cs_stats(self) -> Stats: ...
 
     async def aclose(self) -> None: ...
@@ -185,6 +187,9 @@ class ModelPort:
             req.n for req, out in zip(requests, outcomes, strict=True) if isinstance(out, Response)
         )
         return outcomes
+
+    def _cs_closing(self) -> None:
+        return None
 
     async def aclose(self) -> None:
         """Wait for calls in flight; the user's model is the user's and stays open."""

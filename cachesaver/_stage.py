@@ -62,14 +62,19 @@ class Stage:
     def _new_loop(self) -> None:
         """Reset state that belongs to one event loop (a new ``asyncio.run``)."""
 
+    def _cs_closing(self) -> None:
+        """The pipeline is closing: send waiting work now and stop delaying new work."""
+        self._inner._cs_closing()
+
     async def _drain(self) -> None:
-        """Send what is waiting; called by `aclose` before in-flight work is awaited."""
+        """Wait for this stage's own in-flight work (its tasks are awaited after)."""
 
     async def aclose(self) -> None:
         """Send what is waiting, wait for what is in flight, then close the stages below."""
         if self._closed:
             return
         self._closed = True
+        self._cs_closing()
         if self._loop is not None and self._loop is asyncio.get_running_loop():
             await self._drain()
             await self._tasks.wait()

@@ -52,6 +52,7 @@ class AsyncBatcher(Stage):
         self.batch_size = batch_size
         self.timeout = float(timeout)
         self._pending = _Pending()
+        self._closing = False
 
     def _new_loop(self) -> None:
         self._pending = _Pending()
@@ -91,7 +92,7 @@ class AsyncBatcher(Stage):
         pending.requests.append(request)
         pending.futures.append(future)
         pending.samples += n
-        if pending.samples >= self.batch_size:
+        if pending.samples >= self.batch_size or self._closing:
             self._flush()
         elif pending.timer is None:
             if self.timeout == 0:
@@ -135,6 +136,8 @@ class AsyncBatcher(Stage):
             if not future.done():
                 future.set_result(outcome)
 
-    async def _drain(self) -> None:
-        if self._loop is asyncio.get_running_loop():
+    def _cs_closing(self) -> None:
+        self._closing = True
+        if self._loop is not None and self._pending.requests:
             self._flush()
+        self._inner._cs_closing()

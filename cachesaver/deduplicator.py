@@ -76,6 +76,9 @@ class AsyncDeduplicator(Stage):
                 results[p] = response
         return results
 
+    def _cs_closing(self) -> None:
+        self._tick._cs_closing()
+
     async def aclose(self) -> None:
         if self._closed:
             return
@@ -110,6 +113,9 @@ class _Merger:
 
     def _cs_stats(self) -> Stats:
         return Stats()
+
+    def _cs_closing(self) -> None:
+        self._owner._inner._cs_closing()
 
     async def aclose(self) -> None:
         return None
