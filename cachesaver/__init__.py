@@ -19,6 +19,7 @@ from cachesaver.errors import (
     UnknownTypeTagError,
     UnstorableSampleError,
 )
+from cachesaver.manifest import ManifestEntry, RunManifest, read_manifest
 from cachesaver.pipelines import LocalAPI, OnlineAPI
 from cachesaver.stores import DiskStore, Store
 from cachesaver.typedefs import Batch, BatchRequestModel, Request, Response, SingleRequestModel
@@ -36,11 +37,13 @@ __all__ = [
     "DiskStore",
     "InvalidRequestError",
     "LocalAPI",
+    "ManifestEntry",
     "ModelContractError",
     "OnlineAPI",
     "PipelineClosedError",
     "Request",
     "Response",
+    "RunManifest",
     "SingleRequestModel",
     "Stats",
     "Store",
@@ -50,5 +53,6 @@ __all__ = [
     "__version__",
     "decode_sample",
     "encode_sample",
+    "read_manifest",
     "register_type",
 ]

@@ -13,21 +13,25 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import os
 import weakref
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from cachesaver._canonical import canonical_json, digest
 from cachesaver._models import Outcome, describe
 from cachesaver._stage import Stage
 from cachesaver._tasks import Coalescer
 from cachesaver.codec import decode_sample, encode_sample
-from cachesaver.errors import ModelContractError, UnstorableSampleError
+from cachesaver.errors import CacheMissError, ModelContractError, UnstorableSampleError
+from cachesaver.manifest import RunManifest
 from cachesaver.stores import CacheLike, open_store
 from cachesaver.stores.base import SampleRead, SampleWrite, Store, WriteResult
 from cachesaver.typedefs import Batch, Request, Response, request_content, with_n
 
 __all__ = ["AsyncCacher"]
+
+Mode = Literal["readwrite", "replay"]
 
 # (value, cached, duplicated) of one sample as the requester will see it.
 _Served = tuple[Any, bool, bool]
@@ -145,10 +149,32 @@ class AsyncCacher(Stage):
     ``cache`` is a directory path, a ``diskcache.Cache`` or a `Store`. Within a
     namespace every draw is fresh; across namespaces the same samples are reused; a new
     `AsyncCacher` (a new run) over the same cache replays everything.
+
+    ``mode="replay"`` never calls the model (a miss raises `CacheMissError`);
+    ``manifest`` (a path or a `RunManifest`) records the indices each request received.
     """
 
-    def __init__(self, model: object, cache: CacheLike) -> None:
+    def __init__(
+        self,
+        model: object,
+        cache: CacheLike,
+        *,
+        mode: Mode = "readwrite",
+        manifest: str | os.PathLike[str] | RunManifest | None = None,
+    ) -> None:
         super().__init__(model)
+        if mode not in ("readwrite", "replay"):
+            raise ValueError(
+                f"mode must be 'readwrite' (the default) or 'replay' (never call the model), "
+                f"got {mode!r}"
+            )
+        self.mode: Mode = mode
+        if manifest is None or isinstance(manifest, RunManifest):
+            self._manifest = manifest
+            self._owns_manifest = False
+        else:
+            self._manifest = RunManifest(manifest)
+            self._owns_manifest = True
         self._store, self._owns_store = open_store(cache)
         identity = self._inner.identity
         self._identity = None if identity is None else canonical_json(identity, "identity")
@@ -195,6 +221,8 @@ class AsyncCacher(Stage):
             self._run.release(request.namespace, key, indices)
             raise
         self._tally(response)
+        if self._manifest is not None:
+            self._manifest.record(key, request.namespace, request.request_id, indices)
         return response
 
     async def _cs_batch_each(self, batch: Batch) -> list[Outcome]:
@@ -222,6 +250,9 @@ class AsyncCacher(Stage):
             return outcomes
         for outcome in outcomes:
             self._tally(outcome)  # type: ignore[arg-type]
+        if self._manifest is not None:
+            for (r, key, _), indices in zip(keyed, reserved, strict=True):
+                self._manifest.record(key, r.namespace, r.request_id, indices)
         return outcomes
 
     async def _serve(
@@ -268,6 +299,14 @@ class AsyncCacher(Stage):
                     if found:
                         coord.release(key, list(found), claim)
                     missing = [index for index in mine if index not in found]
+                    if self.mode == "replay":
+                        coord.release(key, missing, claim)
+                        claim.finish()
+                        raise CacheMissError(
+                            f"replay mode: {len(missing)} of the {request.n} samples of "
+                            f"({describe(request, key)}) are not in the cache {self._store!r}; "
+                            "run once with mode='readwrite' (or import the run's cache) first"
+                        )
                     # The model call and the write are driven by callbacks, not by this
                     # coroutine: if this requester is cancelled they still finish, the
                     # samples are stored, and waiters on the claim still get them.
@@ -309,6 +348,8 @@ class AsyncCacher(Stage):
         if self._closed:
             return
         await super().aclose()
+        if self._owns_manifest and self._manifest is not None:
+            await self._manifest.aclose()
         if self._owns_store:
             await self._store.aclose()
 

@@ -8,12 +8,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from cachesaver._models import ModelPort
 from cachesaver.batcher import AsyncBatcher
-from cachesaver.cacher import AsyncCacher
+from cachesaver.cacher import AsyncCacher, Mode
 from cachesaver.deduplicator import AsyncDeduplicator
+from cachesaver.manifest import RunManifest
 from cachesaver.stores import CacheLike
 
 __all__ = ["DEFAULT_CACHE", "LocalAPI", "OnlineAPI", "Pipeline"]
@@ -37,6 +39,9 @@ class Pipeline(AsyncCacher):
         cache: CacheLike = DEFAULT_CACHE,
         batch_size: int = 16,
         timeout: float = 0.05,
+        *,
+        mode: Mode = "readwrite",
+        manifest: str | os.PathLike[str] | RunManifest | None = None,
     ) -> None:
         self.model = model
         chain = AsyncBatcher(
@@ -44,7 +49,7 @@ class Pipeline(AsyncCacher):
             batch_size=batch_size,
             timeout=timeout,
         )
-        super().__init__(chain, cache)
+        super().__init__(chain, cache, mode=mode, manifest=manifest)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r}, store={self.store!r})"

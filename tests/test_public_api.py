@@ -1,0 +1,66 @@
+"""The public surface: __all__ is honest, seed import paths work, types are shipped."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cachesaver
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_all_names_exist_and_nothing_public_is_missing() -> None:
+    """Every name in __all__ exists, and every public class defined by the package is listed."""
+    for name in cachesaver.__all__:
+        assert hasattr(cachesaver, name), name
+    for name in ("AsyncCacher", "AsyncDeduplicator", "AsyncBatcher", "OnlineAPI", "LocalAPI",
+                 "Request", "Batch", "Response", "SingleRequestModel", "BatchRequestModel",
+                 "CacheSaverError", "DiskStore", "Store"):
+        assert name in cachesaver.__all__, name
+    assert sorted(cachesaver.__all__) == cachesaver.__all__
+
+
+def test_seed_import_paths_work() -> None:
+    """The import paths of the researcher's notebook keep working."""
+    from cachesaver.pipelines import LocalAPI, OnlineAPI
+    from cachesaver.typedefs import Batch, BatchRequestModel, Request, Response, SingleRequestModel
+
+    assert OnlineAPI is cachesaver.OnlineAPI and LocalAPI is cachesaver.LocalAPI
+    assert (Request, Batch, Response) == (cachesaver.Request, cachesaver.Batch,
+                                          cachesaver.Response)
+    assert SingleRequestModel is cachesaver.SingleRequestModel
+    assert BatchRequestModel is cachesaver.BatchRequestModel
+
+
+def test_errors_share_one_root_and_fitting_builtins() -> None:
+    """Every error is a CacheSaverError and also the builtin whose meaning it shares."""
+    assert issubclass(cachesaver.InvalidRequestError, ValueError)
+    assert issubclass(cachesaver.InvalidRequestError, TypeError)
+    assert issubclass(cachesaver.UnstorableSampleError, TypeError)
+    assert issubclass(cachesaver.ModelContractError, RuntimeError)
+    assert issubclass(cachesaver.PipelineClosedError, RuntimeError)
+    assert issubclass(cachesaver.StoreError, RuntimeError)
+    assert issubclass(cachesaver.CacheMissError, LookupError)
+    for name in cachesaver.__all__:
+        obj = getattr(cachesaver, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, cachesaver.CacheSaverError), name
+
+
+def test_package_ships_py_typed() -> None:
+    """py.typed is in the package so type checkers use our annotations."""
+    assert (Path(cachesaver.__file__).parent / "py.typed").exists()
+
+
+def test_quickstart_runs_offline_and_shows_flags_and_replay() -> None:
+    """examples/quickstart.py works with no API key and shows flags and a replay."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py")],
+        capture_output=True, text=True, timeout=60, check=True,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+    ).stdout
+    assert "cached=[False, False], duplicated=[False, True]" in out
+    assert "cached=[True, True]" in out
+    assert out.count("model calls: 0") == 2
