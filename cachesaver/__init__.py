@@ -12,6 +12,7 @@ from cachesaver.deduplicator import AsyncDeduplicator
 from cachesaver.errors import (
     CacheMissError,
     CacheSaverError,
+    ImportConflictError,
     InvalidRequestError,
     ModelContractError,
     PipelineClosedError,
@@ -35,6 +36,7 @@ __all__ = [
     "CacheMissError",
     "CacheSaverError",
     "DiskStore",
+    "ImportConflictError",
     "InvalidRequestError",
     "LocalAPI",
     "ManifestEntry",

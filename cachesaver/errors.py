@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "CacheMissError",
     "CacheSaverError",
+    "ImportConflictError",
     "InvalidRequestError",
     "ModelContractError",
     "PipelineClosedError",
@@ -44,6 +45,10 @@ class PipelineClosedError(CacheSaverError, RuntimeError):
 
 class StoreError(CacheSaverError, RuntimeError):
     """The store could not be read or written (which store and what failed is named)."""
+
+
+class ImportConflictError(CacheSaverError, ValueError):
+    """An import would change a sample that is already stored; nothing was written."""
 
 
 class CacheMissError(CacheSaverError, LookupError):

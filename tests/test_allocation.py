@@ -70,7 +70,9 @@ async def test_allocation_follows_issue_order_not_timing(
         Request("same", n=1, namespace="n", request_id="second"),
         Request("same", n=2, namespace="n", request_id="third"),
     ]
-    async with OnlineAPI(SlowFirst(), cache=cache_dir, batch_size=batch_size, timeout=timeout) as api:
+    async with OnlineAPI(
+        SlowFirst(), cache=cache_dir, batch_size=batch_size, timeout=timeout
+    ) as api:
         responses = await asyncio.gather(*(api.request(r) for r in requests))
         samples = await stored(api.store, api.key_of(requests[0]), 5)
     assert responses[0].data == samples[0:2]
@@ -104,8 +106,7 @@ async def test_waits_for_in_flight_samples_instead_of_regenerating(cache_dir: st
     model.hold()
     async with OnlineAPI(model, cache=cache_dir, batch_size=10, timeout=0) as api:
         a = asyncio.ensure_future(api.request(Request("q", n=2, namespace="A")))
-        while model.entered == 0:
-            await asyncio.sleep(0.001)
+        await model.wait_entered()
         b = asyncio.ensure_future(api.request(Request("q", n=3, namespace="B")))
         await asyncio.sleep(0.02)
         model.release()
@@ -122,8 +123,7 @@ async def test_two_pipelines_on_one_store_share_in_flight_samples(cache_dir: str
     model.hold()
     async with OnlineAPI(model, cache=cache_dir) as one, OnlineAPI(model, cache=cache_dir) as two:
         a = asyncio.ensure_future(one.request(Request("q", n=2, namespace="x")))
-        while model.entered == 0:
-            await asyncio.sleep(0.001)
+        await model.wait_entered()
         b = asyncio.ensure_future(two.request(Request("q", n=2, namespace="x")))
         await asyncio.sleep(0.02)
         model.release()
@@ -140,8 +140,7 @@ async def test_waiter_makes_its_own_call_when_the_awaited_call_fails(cache_dir: 
     model.fail_next(1)
     async with OnlineAPI(model, cache=cache_dir, timeout=0) as api:
         a = asyncio.ensure_future(api.request(Request("q", n=2, namespace="A")))
-        while model.entered == 0:
-            await asyncio.sleep(0.001)
+        await model.wait_entered()
         b = asyncio.ensure_future(api.request(Request("q", n=2, namespace="B")))
         await asyncio.sleep(0.02)
         model.release()
@@ -191,8 +190,7 @@ async def test_cancelled_request_consumes_nothing_but_its_samples_are_kept(
     model.hold()
     async with OnlineAPI(model, cache=cache_dir, timeout=0) as api:
         task = asyncio.ensure_future(api.request(Request("q", n=2, namespace="n")))
-        while model.entered == 0:
-            await asyncio.sleep(0.001)
+        await model.wait_entered()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -212,7 +210,9 @@ async def test_failing_batch_consumes_nothing(cache_dir: str) -> None:
     async with OnlineAPI(model, cache=cache_dir, batch_size=1, timeout=0) as api:
         model.fail_next(1)
         with pytest.raises(InjectedFailure):
-            await api.batch_request(Batch([Request("a", namespace="n"), Request("b", namespace="n")]))
+            await api.batch_request(
+                Batch([Request("a", namespace="n"), Request("b", namespace="n")])
+            )
         calls = len(model.calls)
         responses = await api.batch_request(
             Batch([Request("a", namespace="n"), Request("b", namespace="n")])

@@ -23,7 +23,9 @@ async def test_batch_size_bounds_the_samples_in_a_batch() -> None:
     """A batch holds at most batch_size samples, counting every request's n."""
     model = RecordingModel()
     async with AsyncBatcher(model, batch_size=4, timeout=0.01) as batcher:
-        await asyncio.gather(*(batcher.request(Request(f"q{i}", n=n)) for i, n in enumerate([1, 2, 2, 3, 1])))
+        await asyncio.gather(
+            *(batcher.request(Request(f"q{i}", n=n)) for i, n in enumerate([1, 2, 2, 3, 1]))
+        )
     sizes = [sum(r.n for r in b.requests) for b in model.batches]
     assert all(size <= 4 for size in sizes)
     assert sizes == [3, 2, 4]
@@ -108,8 +110,9 @@ async def test_model_error_reaches_callers_and_the_batcher_stays_usable() -> Non
     model.fail_next(1, ValueError("boom"))
     async with AsyncBatcher(model, batch_size=2, timeout=0.01) as batcher:
         results = await asyncio.wait_for(
-            asyncio.gather(batcher.request(Request("a")), batcher.request(Request("b")),
-                           return_exceptions=True),
+            asyncio.gather(
+                batcher.request(Request("a")), batcher.request(Request("b")), return_exceptions=True
+            ),
             2,
         )
         assert all(isinstance(r, ValueError) for r in results)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -9,12 +10,13 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any, ClassVar
 
 import diskcache
 import pytest
 
-from cachesaver import DiskStore, OnlineAPI, Request, StoreError
-from cachesaver.stores.base import SampleRead, SampleWrite
+from cachesaver import DiskStore, ImportConflictError, OnlineAPI, Request, StoreError
+from cachesaver.stores.base import KeyRecord, SampleWrite
 from cachesaver.testing import RecordingModel
 
 from .helpers import stored
@@ -26,7 +28,11 @@ def run_python(code: str, *args: str, timeout: float = 30) -> subprocess.Complet
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code), *args],
-        capture_output=True, text=True, env=env, timeout=timeout, check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=True,
     )
 
 
@@ -147,14 +153,17 @@ asyncio.run(main(sys.argv[1], int(sys.argv[2]), float(sys.argv[3])))
 """
 
 
-async def test_processes_filling_the_same_keys_lose_nothing(cache_dir: str) -> None:
+def test_processes_filling_the_same_keys_lose_nothing(cache_dir: str) -> None:
     """Four processes racing on the same keys lose no sample and agree on one order."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     start = time.time() + 1.5
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", WORKER, cache_dir, str(w), str(start)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         for w in range(4)
     ]
@@ -165,22 +174,27 @@ async def test_processes_filling_the_same_keys_lose_nothing(cache_dir: str) -> N
         results.append(json.loads(out))
 
     class Shared(RecordingModel):
-        identity = {"model": "shared"}
+        identity: ClassVar[dict[str, str]] = {"model": "shared"}
 
+    asyncio.run(check_race(cache_dir, results, Shared()))
+
+
+async def check_race(cache_dir: str, results: list[Any], model: RecordingModel) -> None:
     store = DiskStore(cache_dir)
-    api = OnlineAPI(Shared(), cache=cache_dir)
+    api = OnlineAPI(model, cache=cache_dir)
     try:
         for prompt in [f"q{i}" for i in range(5)]:
             key = api.key_of(Request(prompt))
-            generated = [s for r in results for p, data in r["generated"] if p == prompt
-                         for s in data]
+            generated = [
+                s for r in results for p, data in r["generated"] if p == prompt for s in data
+            ]
             samples = await stored(store, key, len(generated) + 1)
             assert samples[-1] is None and None not in samples[:-1], "contiguous list"
             assert sorted(samples[:-1]) == sorted(generated), "no sample lost or invented"
             used = []
             for r in results:
                 position = 0
-                for p, n, data, cached in r["responses"]:
+                for p, n, data, _cached in r["responses"]:
                     if p == prompt:
                         assert data == samples[position : position + n]
                         position += n
@@ -189,3 +203,33 @@ async def test_processes_filling_the_same_keys_lose_nothing(cache_dir: str) -> N
     finally:
         await store.aclose()
         await api.aclose()
+
+
+async def test_admin_operations_list_read_import_and_delete(cache_dir: str, tmp_path: Path) -> None:
+    """Tools can list keys, read whole records, import atomically and delete keys."""
+    async with OnlineAPI(RecordingModel(), cache=cache_dir) as api:
+        await api.request(Request("a", n=3))
+        await api.request(Request("b", n=1))
+        key_a = api.key_of(Request("a"))
+    source = DiskStore(cache_dir)
+    target = DiskStore(str(tmp_path / "copy"))
+    try:
+        keys = await source.keys()
+        records = await source.records(keys)
+        assert {r.key for r in records} == set(keys) and len(keys) == 2
+        (rec_a,) = [r for r in records if r.key == key_a]
+        assert sorted(rec_a.samples) == [0, 1, 2]
+        assert await target.import_records(records) == 4
+        assert await target.import_records(records) == 0, "re-import is a no-op"
+        assert await target.records(keys) == await source.records(keys)
+
+        clash = KeyRecord(key_a, rec_a.content, {0: '"different"', 7: '"new"'})
+        with pytest.raises(ImportConflictError, match="never changed"):
+            await target.import_records([KeyRecord("f" * 64, "{}", {0: '"x"'}), clash])
+        assert set(await target.keys()) == set(keys), "a failed import writes nothing"
+
+        assert await target.delete([key_a, "0" * 64]) == 1
+        assert await target.keys() == [k for k in keys if k != key_a]
+    finally:
+        await source.aclose()
+        await target.aclose()

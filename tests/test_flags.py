@@ -61,8 +61,7 @@ async def test_samples_generated_by_another_request_are_cached(cache_dir: str) -
     model.hold()
     async with OnlineAPI(model, cache=cache_dir, timeout=0) as api:
         first = asyncio.ensure_future(api.request(Request("q", n=1, namespace="a")))
-        while model.entered == 0:
-            await asyncio.sleep(0.001)
+        await model.wait_entered()
         second = asyncio.ensure_future(api.request(Request("q", n=1, namespace="b")))
         await asyncio.sleep(0.01)
         model.release()
@@ -123,7 +122,9 @@ async def test_stats_is_a_frozen_value(cache_dir: str) -> None:
 async def test_composed_stages_work_in_any_order(cache_dir: str) -> None:
     """AsyncCacher(AsyncDeduplicator(AsyncBatcher(model))) composes like the pipelines."""
     model = RecordingModel()
-    chain = AsyncCacher(AsyncDeduplicator(AsyncBatcher(model, batch_size=4, timeout=0.01)), cache_dir)
+    chain = AsyncCacher(
+        AsyncDeduplicator(AsyncBatcher(model, batch_size=4, timeout=0.01)), cache_dir
+    )
     async with chain:
         a, b = await asyncio.gather(
             chain.request(Request("q", n=2, namespace="n")),

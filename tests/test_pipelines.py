@@ -75,10 +75,16 @@ async def test_the_notebook_works_as_written(tmp_path: Any) -> None:
 
     client = FakeClient()
     model = OnlineLLM(client, model="meta-llama/Llama-3.3-70B-Instruct-Turbo-Free")
-    request1 = Request(prompt="What is the meaning of life?", n=2, request_id="sth1",
-                       namespace="sth", max_completion_tokens=10)
-    request2 = Request(prompt="Cats or dogs?", n=1, request_id="sth2", namespace="sth",
-                       max_completion_tokens=10)
+    request1 = Request(
+        prompt="What is the meaning of life?",
+        n=2,
+        request_id="sth1",
+        namespace="sth",
+        max_completion_tokens=10,
+    )
+    request2 = Request(
+        prompt="Cats or dogs?", n=1, request_id="sth2", namespace="sth", max_completion_tokens=10
+    )
     batch = Batch(requests=[request1, request2])
     cache = diskcache.Cache(str(tmp_path / "developping"))
     pipeline = OnlineAPI(model=model, cache=cache, batch_size=2, timeout=1)
@@ -220,9 +226,13 @@ def test_bad_cache_argument_says_what_is_accepted() -> None:
         OnlineAPI(RecordingModel(), cache=42)  # type: ignore[arg-type]
 
 
-async def test_default_cache_lives_under_caches(tmp_path: Any, monkeypatch: Any) -> None:
+def test_default_cache_lives_under_caches(tmp_path: Any, monkeypatch: Any) -> None:
     """Without cache=, samples go to caches/default in the working directory."""
     monkeypatch.chdir(tmp_path)
-    async with OnlineAPI(RecordingModel()) as api:
-        await api.request(Request("q"))
+
+    async def use() -> None:
+        async with OnlineAPI(RecordingModel()) as api:
+            await api.request(Request("q"))
+
+    asyncio.run(use())
     assert os.path.isdir(tmp_path / "caches" / "default")

@@ -15,9 +15,21 @@ def test_all_names_exist_and_nothing_public_is_missing() -> None:
     """Every name in __all__ exists, and every public class defined by the package is listed."""
     for name in cachesaver.__all__:
         assert hasattr(cachesaver, name), name
-    for name in ("AsyncCacher", "AsyncDeduplicator", "AsyncBatcher", "OnlineAPI", "LocalAPI",
-                 "Request", "Batch", "Response", "SingleRequestModel", "BatchRequestModel",
-                 "CacheSaverError", "DiskStore", "Store"):
+    for name in (
+        "AsyncCacher",
+        "AsyncDeduplicator",
+        "AsyncBatcher",
+        "OnlineAPI",
+        "LocalAPI",
+        "Request",
+        "Batch",
+        "Response",
+        "SingleRequestModel",
+        "BatchRequestModel",
+        "CacheSaverError",
+        "DiskStore",
+        "Store",
+    ):
         assert name in cachesaver.__all__, name
     assert sorted(cachesaver.__all__) == cachesaver.__all__
 
@@ -28,8 +40,7 @@ def test_seed_import_paths_work() -> None:
     from cachesaver.typedefs import Batch, BatchRequestModel, Request, Response, SingleRequestModel
 
     assert OnlineAPI is cachesaver.OnlineAPI and LocalAPI is cachesaver.LocalAPI
-    assert (Request, Batch, Response) == (cachesaver.Request, cachesaver.Batch,
-                                          cachesaver.Response)
+    assert (Request, Batch, Response) == (cachesaver.Request, cachesaver.Batch, cachesaver.Response)
     assert SingleRequestModel is cachesaver.SingleRequestModel
     assert BatchRequestModel is cachesaver.BatchRequestModel
 
@@ -58,7 +69,10 @@ def test_quickstart_runs_offline_and_shows_flags_and_replay() -> None:
     """examples/quickstart.py works with no API key and shows flags and a replay."""
     out = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "quickstart.py")],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
     ).stdout
     assert "cached=[False, False], duplicated=[False, True]" in out

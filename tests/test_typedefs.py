@@ -119,9 +119,7 @@ def test_prompt_may_be_a_list_of_chat_messages() -> None:
 def test_response_repr_shows_all_three_lists() -> None:
     """Response's repr shows data, cached and duplicated."""
     r = Response(data=["a", "b"], cached=[True, False], duplicated=[False, True])
-    assert repr(r) == (
-        "Response(data=['a', 'b'], cached=[True, False], duplicated=[False, True])"
-    )
+    assert repr(r) == ("Response(data=['a', 'b'], cached=[True, False], duplicated=[False, True])")
     assert Response(data=["a"]).cached is None and Response(data=["a"]).duplicated is None
 
 

@@ -7,12 +7,21 @@ from typing import Union
 
 import diskcache
 
-from cachesaver.stores.base import SampleRead, SampleWrite, Store, WriteResult
+from cachesaver.stores.base import (
+    AdminStore,
+    KeyRecord,
+    SampleRead,
+    SampleWrite,
+    Store,
+    WriteResult,
+)
 from cachesaver.stores.disk import DiskStore
 
 __all__ = [
+    "AdminStore",
     "CacheLike",
     "DiskStore",
+    "KeyRecord",
     "SampleRead",
     "SampleWrite",
     "Store",

@@ -12,7 +12,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["SampleRead", "SampleWrite", "Store", "WriteResult"]
+__all__ = [
+    "AdminStore",
+    "KeyRecord",
+    "SampleRead",
+    "SampleWrite",
+    "Store",
+    "WriteResult",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,4 +75,38 @@ class Store(Protocol):
 
     async def aclose(self) -> None:
         """Release what the store opened itself (never what the user passed in)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """Everything a store holds for one key: its content and its samples by index."""
+
+    key: str
+    content: str
+    samples: Mapping[int, str]
+
+
+@runtime_checkable
+class AdminStore(Store, Protocol):
+    """Whole-store operations for tools (stats, show, export, import, copy, verify, prune)."""
+
+    async def keys(self) -> list[str]:
+        """Return every key that has request content in the store."""
+        ...
+
+    async def records(self, keys: Sequence[str]) -> list[KeyRecord]:
+        """Return the content and every stored sample of each key (missing keys skipped)."""
+        ...
+
+    async def import_records(self, records: Sequence[KeyRecord]) -> int:
+        """Store the records all at once, or nothing at all; return samples written.
+
+        Samples already stored with the same text are skipped; a different text at an
+        existing index raises `ImportConflictError` and leaves the store unchanged.
+        """
+        ...
+
+    async def delete(self, keys: Sequence[str]) -> int:
+        """Remove the keys (content and samples); return how many keys existed."""
         ...

@@ -25,8 +25,8 @@ from typing import TypeVar
 
 import diskcache
 
-from cachesaver.errors import StoreError
-from cachesaver.stores.base import SampleRead, SampleWrite, WriteResult
+from cachesaver.errors import ImportConflictError, StoreError
+from cachesaver.stores.base import KeyRecord, SampleRead, SampleWrite, WriteResult
 
 __all__ = ["DiskStore"]
 
@@ -195,16 +195,76 @@ class DiskStore:
             cache._con.executemany(_INSERT, rows)
         return WriteResult(stored, appended)
 
-    # -- tools (synchronous; used by the command line) ----------------------------------
+    # -- whole-store operations for tools -------------------------------------------------
 
-    def iter_keys(self) -> Iterator[str]:
-        """Yield every key that has request content in this store."""
-        cache = self._open()
-        for (entry,) in cache._sql(
+    def _keys(self, cache: diskcache.Cache) -> list[str]:
+        rows = cache._sql(
             "SELECT key FROM Cache WHERE raw = 1 AND key >= ? AND key < ? AND key LIKE ?",
             (_PREFIX, _PREFIX[:-1] + ";", "%:request"),
-        ):
-            yield entry[len(_PREFIX) : -len(":request")]
+        ).fetchall()
+        return [entry[len(_PREFIX) : -len(":request")] for (entry,) in rows]
+
+    def _samples_of(self, cache: diskcache.Cache, key: str) -> dict[int, str]:
+        low, high = f"{_PREFIX}{key}:", f"{_PREFIX}{key};"
+        rows = cache._sql(
+            "SELECT key, value, mode FROM Cache WHERE raw = 1 AND key >= ? AND key < ?",
+            (low, high),
+        ).fetchall()
+        samples: dict[int, str] = {}
+        for entry, value, mode in rows:
+            suffix = entry[len(low) :]
+            if suffix.isdigit():
+                samples[int(suffix)] = value if mode == _MODE_RAW else cache.get(entry)
+        return dict(sorted(samples.items()))
+
+    def _records(self, cache: diskcache.Cache, keys: Sequence[str]) -> list[KeyRecord]:
+        contents = self._select(cache, [content_entry(k) for k in keys])
+        out: list[KeyRecord] = []
+        for key in keys:
+            content = contents.get(content_entry(key))
+            if content is not None:
+                out.append(KeyRecord(key, content, self._samples_of(cache, key)))
+        return out
+
+    def _import(self, cache: diskcache.Cache, records: Sequence[KeyRecord]) -> int:
+        now = time.time()
+        written = 0
+        with cache.transact(retry=True):
+            entries = [content_entry(r.key) for r in records]
+            entries += [sample_entry(r.key, i) for r in records for i in r.samples]
+            existing = self._select(cache, entries)
+            rows: list[tuple[str, float, float, str]] = []
+            for record in records:
+                pairs = [(content_entry(record.key), record.content)]
+                pairs += [(sample_entry(record.key, i), t) for i, t in record.samples.items()]
+                for entry, text in pairs:
+                    have = existing.get(entry)
+                    if have is None:
+                        existing[entry] = text
+                        rows.append((entry, now, now, text))
+                        written += not entry.endswith(":request")
+                    elif have != text:
+                        raise ImportConflictError(
+                            f"{entry} already holds a different value in {self._directory!r}; "
+                            "a stored sample is never changed, so nothing was imported"
+                        )
+            cache._con.executemany(_INSERT, rows)
+        return written
+
+    def _delete(self, cache: diskcache.Cache, keys: Sequence[str]) -> int:
+        found = 0
+        with cache.transact(retry=True):
+            for key in keys:
+                low, high = f"{_PREFIX}{key}:", f"{_PREFIX}{key};"
+                deleted = cache._sql(
+                    "DELETE FROM Cache WHERE raw = 1 AND key >= ? AND key < ?", (low, high)
+                ).rowcount
+                found += deleted > 0
+        return found
+
+    def iter_keys(self) -> Iterator[str]:
+        """Yield every key that has request content (synchronous, for scripts)."""
+        yield from self._call(self._keys)
 
     # -- event-loop side ---------------------------------------------------------------
 
@@ -221,6 +281,18 @@ class DiskStore:
 
     async def write(self, writes: Sequence[SampleWrite]) -> list[WriteResult]:
         return await self._run(lambda cache: self._write(cache, writes))
+
+    async def keys(self) -> list[str]:
+        return await self._run(self._keys)
+
+    async def records(self, keys: Sequence[str]) -> list[KeyRecord]:
+        return await self._run(lambda cache: self._records(cache, keys))
+
+    async def import_records(self, records: Sequence[KeyRecord]) -> int:
+        return await self._run(lambda cache: self._import(cache, records))
+
+    async def delete(self, keys: Sequence[str]) -> int:
+        return await self._run(lambda cache: self._delete(cache, keys))
 
     async def aclose(self) -> None:
         if self._closed:

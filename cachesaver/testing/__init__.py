@@ -90,7 +90,8 @@ class RecordingModel:
     - ``batches``: every batch received through ``batch_request``;
     - ``fail_next(count, error)``: the next ``count`` calls raise ``error``;
     - ``wrong_count_next(count)``: the next ``count`` calls return one sample too many;
-    - ``hold()`` / ``release()``: calls wait at a gate until released (for tests of
+    - ``hold()`` / ``release()``: calls wait at a gate until released, and
+      ``await wait_entered(k)`` returns once ``k`` calls have arrived (for tests of
       in-flight behaviour).
     """
 
@@ -103,6 +104,7 @@ class RecordingModel:
         self._wrong = 0
         self._held = False
         self._gate: asyncio.Event | None = None
+        self._arrivals: list[tuple[int, asyncio.Future[None]]] = []
         self.entered = 0
 
     @property
@@ -132,8 +134,21 @@ class RecordingModel:
         if self._gate is not None:
             self._gate.set()
 
+    async def wait_entered(self, count: int = 1) -> None:
+        """Return once at least ``count`` calls have reached the model."""
+        if self.entered >= count:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._arrivals.append((count, future))
+        await future
+
     async def _arrive(self) -> None:
         self.entered += 1
+        for count, future in list(self._arrivals):
+            if self.entered >= count:
+                self._arrivals.remove((count, future))
+                if not future.done():
+                    future.set_result(None)
         if self.latency:
             await asyncio.sleep(self.latency)
         if self._held:
