@@ -12,8 +12,12 @@ namespace; samples a model returned are stored even if their requester is gone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
+import math
 import os
+import socket
+import uuid
 import weakref
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -23,10 +27,24 @@ from cachesaver._models import Outcome, describe
 from cachesaver._stage import Stage
 from cachesaver._tasks import Coalescer
 from cachesaver.codec import decode_sample, encode_sample
-from cachesaver.errors import CacheMissError, ModelContractError, UnstorableSampleError
+from cachesaver.errors import (
+    CacheMissError,
+    CacheSaverError,
+    ModelContractError,
+    UnstorableSampleError,
+)
 from cachesaver.manifest import RunManifest
 from cachesaver.stores import CacheLike, open_store
-from cachesaver.stores.base import SampleRead, SampleWrite, Store, WriteResult
+from cachesaver.stores.base import (
+    LeaseRequest,
+    Reservation,
+    SampleRead,
+    SampleWrite,
+    SharedStore,
+    Store,
+    Unreservation,
+    WriteResult,
+)
 from cachesaver.typedefs import Batch, Request, Response, request_content, with_n
 
 __all__ = ["AsyncCacher"]
@@ -110,6 +128,12 @@ class _Claim:
             await waiter
 
 
+def _seen(future: asyncio.Future[Any]) -> None:
+    """Mark a background store call's error as seen (it has no caller to raise to)."""
+    if not future.cancelled():
+        future.exception()
+
+
 class _Coordinator:
     """The claims of every key of one store, shared by all pipelines of this loop."""
 
@@ -152,6 +176,12 @@ class AsyncCacher(Stage):
 
     ``mode="replay"`` never calls the model (a miss raises `CacheMissError`);
     ``manifest`` (a path or a `RunManifest`) records the indices each request received.
+
+    ``run_id`` makes this a worker of a shared run: namespace positions live in the
+    store, so workers of one run (any processes, any machines) draw disjoint samples, and
+    a worker generating a sample holds a lease on it (renewed every ``lease_ttl / 3``
+    seconds) so other workers wait for it instead of paying twice; a worker that dies
+    blocks the others no longer than ``lease_ttl``.
     """
 
     def __init__(
@@ -161,6 +191,8 @@ class AsyncCacher(Stage):
         *,
         mode: Mode = "readwrite",
         manifest: str | os.PathLike[str] | RunManifest | None = None,
+        run_id: str | None = None,
+        lease_ttl: float = 30.0,
     ) -> None:
         super().__init__(model)
         if mode not in ("readwrite", "replay"):
@@ -176,6 +208,23 @@ class AsyncCacher(Stage):
             self._manifest = RunManifest(manifest)
             self._owns_manifest = True
         self._store, self._owns_store = open_store(cache)
+        self.run_id = run_id
+        self.lease_ttl = lease_ttl
+        self._shared: SharedStore | None = None
+        if run_id is not None:
+            if not isinstance(run_id, str) or not run_id:
+                raise ValueError(f"run_id must be a non-empty str, got {run_id!r}")
+            if not isinstance(self._store, SharedStore):
+                raise TypeError(
+                    f"run_id={run_id!r} needs a store that can hold shared runs (DiskStore or "
+                    f"RedisStore); {self._store!r} cannot"
+                )
+            if not (isinstance(lease_ttl, (int, float)) and 0 < lease_ttl < math.inf):
+                raise ValueError(
+                    f"lease_ttl must be a positive number of seconds, got {lease_ttl!r}"
+                )
+            self._shared = self._store
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         identity = self._inner.identity
         self._identity = None if identity is None else canonical_json(identity, "identity")
         self._run = _Run()
@@ -184,6 +233,13 @@ class AsyncCacher(Stage):
         self._writes: Coalescer[SampleWrite, WriteResult] | None = None
         self._jobs = 0
         self._idle: asyncio.Future[None] | None = None
+        self._reserves: Coalescer[Reservation, list[int]] | None = None
+        self._unreserves: Coalescer[Unreservation, None] | None = None
+        self._leases: Coalescer[LeaseRequest, list[int]] | None = None
+        self._unleases: Coalescer[LeaseRequest, None] | None = None
+        self._active_leases: dict[int, LeaseRequest] = {}
+        self._keeper_wake: asyncio.Event | None = None
+        self._keeper_running = False
 
     @property
     def store(self) -> Store:
@@ -196,6 +252,14 @@ class AsyncCacher(Stage):
         self._coord = _coordinator(self._store.location)
         self._reads = Coalescer(self._store.read, self._tasks)
         self._writes = Coalescer(self._store.write, self._tasks)
+        if self._shared is not None:
+            self._reserves = Coalescer(self._shared.reserve, self._tasks)
+            self._unreserves = Coalescer(self._shared.unreserve, self._tasks)
+            self._leases = Coalescer(self._shared.lease, self._tasks)
+            self._unleases = Coalescer(self._shared.unlease, self._tasks)
+            self._active_leases = {}
+            self._keeper_wake = asyncio.Event()
+            self._keeper_running = False
 
     def key_of(self, request: Request) -> str:
         """Return the key of ``request``: its content plus this model's identity."""
@@ -214,11 +278,16 @@ class AsyncCacher(Stage):
     async def request(self, request: Request) -> Response:
         self._enter()
         key, content = self._key(request)
-        indices = self._run.reserve(request.namespace, key, request.n)
+        if self._reserves is None:
+            indices = self._run.reserve(request.namespace, key, request.n)
+        else:
+            indices = await self._reserves.submit(
+                Reservation(self.run_id or "", request.namespace, key, request.n)
+            )
         try:
             response = await self._serve(request, key, content, indices)
         except BaseException:
-            self._run.release(request.namespace, key, indices)
+            self._give_back(request.namespace, key, indices)
             raise
         self._tally(response)
         if self._manifest is not None:
@@ -228,7 +297,14 @@ class AsyncCacher(Stage):
     async def _cs_batch_each(self, batch: Batch) -> list[Outcome]:
         self._enter()
         keyed = [(request, *self._key(request)) for request in batch.requests]
-        reserved = [self._run.reserve(r.namespace, key, r.n) for r, key, _ in keyed]
+        if self._reserves is None:
+            reserved = [self._run.reserve(r.namespace, key, r.n) for r, key, _ in keyed]
+        else:
+            futures = [
+                self._reserves.submit(Reservation(self.run_id or "", r.namespace, key, r.n))
+                for r, key, _ in keyed
+            ]
+            reserved = list(await asyncio.gather(*futures))
         try:
             outcomes: list[Outcome] = list(
                 await asyncio.gather(
@@ -241,12 +317,12 @@ class AsyncCacher(Stage):
             )
         except BaseException:
             for (r, key, _), indices in zip(keyed, reserved, strict=True):
-                self._run.release(r.namespace, key, indices)
+                self._give_back(r.namespace, key, indices)
             raise
         if any(isinstance(o, BaseException) for o in outcomes):
             # A batch that fails consumes nothing: every request's indices go back.
             for (r, key, _), indices in zip(keyed, reserved, strict=True):
-                self._run.release(r.namespace, key, indices)
+                self._give_back(r.namespace, key, indices)
             return outcomes
         for outcome in outcomes:
             self._tally(outcome)  # type: ignore[arg-type]
@@ -254,6 +330,16 @@ class AsyncCacher(Stage):
             for (r, key, _), indices in zip(keyed, reserved, strict=True):
                 self._manifest.record(key, r.namespace, r.request_id, indices)
         return outcomes
+
+    def _give_back(self, namespace: str, key: str, indices: list[int]) -> None:
+        """Return a failed request's indices to its namespace (rule 5)."""
+        if self._unreserves is None:
+            self._run.release(namespace, key, indices)
+            return
+        # Sent with the next bulk call (an owned task that close() waits for). If the
+        # store is down, the indices stay unused: a gap in this run, never a wrong sample.
+        future = self._unreserves.submit(Unreservation(self.run_id or "", namespace, key, indices))
+        future.add_done_callback(_seen)
 
     async def _serve(
         self, request: Request, key: str, content: str, indices: list[int]
@@ -263,7 +349,9 @@ class AsyncCacher(Stage):
         assert coord is not None and reads is not None
         served: dict[int, _Served] = {}
         todo = indices
+        delay = 0.02
         while todo:
+            remote: list[int] = []
             owned = coord.claims.get(key)
             if owned is None:
                 owned = coord.claims[key] = {}
@@ -310,10 +398,24 @@ class AsyncCacher(Stage):
                     # The model call and the write are driven by callbacks, not by this
                     # coroutine: if this requester is cancelled they still finish, the
                     # samples are stored, and waiters on the claim still get them.
-                    job = _Generation(self, request, key, content, missing, claim)
-                    for index, value, dup in await job.start():
-                        served[index] = (value, False, dup)
-            todo = []
+                    lease: LeaseRequest | None = None
+                    if self._leases is not None:
+                        # Another worker may be generating some of these right now:
+                        # wait for those (polling) instead of paying for them twice.
+                        asked = LeaseRequest(key, missing, self._owner, self.lease_ttl)
+                        held = set(await self._leases.submit(asked))
+                        remote = [index for index in missing if index not in held]
+                        if remote:
+                            coord.release(key, remote, claim)
+                        missing = [index for index in missing if index in held]
+                        lease = LeaseRequest(key, missing, self._owner, self.lease_ttl)
+                    if missing:
+                        job = _Generation(self, request, key, content, missing, claim, lease)
+                        for index, value, dup in await job.start():
+                            served[index] = (value, False, dup)
+                    else:
+                        claim.finish()
+            todo = remote
             for other, wanted in waits.items():
                 await other.wait(produced=False)
                 if any(index not in other.values for index in wanted):
@@ -323,6 +425,9 @@ class AsyncCacher(Stage):
                         served[index] = (other.values[index], True, False)
                     else:  # its producer failed: produce these ourselves next round
                         todo.append(index)
+            if remote:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
         data: list[Any] = []
         cached: list[bool] = []
         duplicated: list[bool] = []
@@ -332,6 +437,35 @@ class AsyncCacher(Stage):
             cached.append(was_cached)
             duplicated.append(was_dup)
         return Response(data, cached, duplicated if self._cs_dedup else None)
+
+    def _hold_lease(self, job_id: int, lease: LeaseRequest) -> None:
+        self._active_leases[job_id] = lease
+        if not self._keeper_running:
+            self._keeper_running = True
+            self._tasks.spawn(self._keep_leases())
+
+    def _drop_lease(self, job_id: int) -> None:
+        lease = self._active_leases.pop(job_id, None)
+        if lease is None:
+            return
+        assert self._unleases is not None and self._keeper_wake is not None
+        self._unleases.submit(lease).add_done_callback(_seen)
+        if not self._active_leases:
+            self._keeper_wake.set()
+
+    async def _keep_leases(self) -> None:
+        """Renew the leases of generations in flight until none is left."""
+        assert self._shared is not None and self._keeper_wake is not None
+        try:
+            while self._active_leases:
+                self._keeper_wake.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._keeper_wake.wait(), self.lease_ttl / 3)
+                if self._active_leases:
+                    with contextlib.suppress(CacheSaverError):
+                        await self._shared.lease(list(self._active_leases.values()))
+        finally:
+            self._keeper_running = False
 
     def _job_done(self) -> None:
         self._jobs -= 1
@@ -369,6 +503,7 @@ class _Generation:
         "dups",
         "future",
         "key",
+        "lease",
         "missing",
         "request",
         "texts",
@@ -382,8 +517,10 @@ class _Generation:
         content: str,
         missing: list[int],
         claim: _Claim,
+        lease: LeaseRequest | None = None,
     ) -> None:
         self.cacher = cacher
+        self.lease = lease
         self.request = request
         self.key = key
         self.content = content
@@ -398,6 +535,8 @@ class _Generation:
 
     def start(self) -> asyncio.Future[list[tuple[int, Any, bool]]]:
         self.cacher._jobs += 1
+        if self.lease is not None:
+            self.cacher._hold_lease(id(self), self.lease)
         try:
             asked = with_n(self.request, len(self.missing))
             self.cacher._inner._cs_submit(asked).add_done_callback(self._on_model)
@@ -458,6 +597,8 @@ class _Generation:
                 self.future.set_exception(exc)
 
     def _end(self) -> None:
+        if self.lease is not None:
+            self.cacher._drop_lease(id(self))
         assert self.cacher._coord is not None
         self.cacher._coord.release(self.key, self.missing, self.claim)
         self.claim.finish()

@@ -42,6 +42,8 @@ class Pipeline(AsyncCacher):
         *,
         mode: Mode = "readwrite",
         manifest: str | os.PathLike[str] | RunManifest | None = None,
+        run_id: str | None = None,
+        lease_ttl: float = 30.0,
     ) -> None:
         self.model = model
         chain = AsyncBatcher(
@@ -49,7 +51,9 @@ class Pipeline(AsyncCacher):
             batch_size=batch_size,
             timeout=timeout,
         )
-        super().__init__(chain, cache, mode=mode, manifest=manifest)
+        super().__init__(
+            chain, cache, mode=mode, manifest=manifest, run_id=run_id, lease_ttl=lease_ttl
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r}, store={self.store!r})"

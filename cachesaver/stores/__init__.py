@@ -35,9 +35,14 @@ CacheLike = Union[str, "os.PathLike[str]", diskcache.Cache, Store]
 def open_store(cache: CacheLike) -> tuple[Store, bool]:
     """Return the store for ``cache`` and whether the caller opened it (and must close it).
 
-    A path opens a `DiskStore` there; a ``diskcache.Cache`` is used as it is (and stays
-    open); any object with the `Store` methods is used as it is.
+    A path opens a `DiskStore` there; a ``redis://`` (``rediss://``, ``unix://``) URL
+    opens a `RedisStore`; a ``diskcache.Cache`` is used as it is (and stays open); any
+    object with the `Store` methods is used as it is.
     """
+    if isinstance(cache, str) and cache.startswith(("redis://", "rediss://", "unix://")):
+        from cachesaver.stores.redis import RedisStore
+
+        return RedisStore(cache), True
     if isinstance(cache, diskcache.Cache):
         return DiskStore(cache), True  # the wrapper is ours; it leaves the Cache open
     if isinstance(cache, (str, os.PathLike)):

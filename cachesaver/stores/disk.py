@@ -16,6 +16,7 @@ silently drop samples.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 import time
@@ -26,7 +27,15 @@ from typing import TypeVar
 import diskcache
 
 from cachesaver.errors import ImportConflictError, StoreError
-from cachesaver.stores.base import KeyRecord, SampleRead, SampleWrite, WriteResult
+from cachesaver.stores.base import (
+    KeyRecord,
+    LeaseRequest,
+    Reservation,
+    SampleRead,
+    SampleWrite,
+    Unreservation,
+    WriteResult,
+)
 
 __all__ = ["DiskStore"]
 
@@ -262,6 +271,60 @@ class DiskStore:
                 found += deleted > 0
         return found
 
+    # -- shared runs and leases ----------------------------------------------------------
+
+    def _reserve(self, cache: diskcache.Cache, items: Sequence[Reservation]) -> list[list[int]]:
+        out: list[list[int]] = []
+        with cache.transact(retry=True):
+            for r in items:
+                entry = _PREFIX + "run:" + json.dumps([r.run_id, r.namespace, r.key])
+                state = json.loads(cache.get(entry, '{"next": 0, "free": []}'))
+                free: list[int] = sorted(state["free"])
+                taken = free[: r.n]
+                fresh = r.n - len(taken)
+                start = state["next"]
+                state = {"next": start + fresh, "free": free[len(taken) :]}
+                cache.set(entry, json.dumps(state))
+                out.append(taken + list(range(start, start + fresh)))
+        return out
+
+    def _unreserve(self, cache: diskcache.Cache, items: Sequence[Unreservation]) -> list[None]:
+        with cache.transact(retry=True):
+            for u in items:
+                entry = _PREFIX + "run:" + json.dumps([u.run_id, u.namespace, u.key])
+                state = json.loads(cache.get(entry, '{"next": 0, "free": []}'))
+                state["free"] = sorted(set(state["free"]) | set(u.indices))
+                cache.set(entry, json.dumps(state))
+        return [None] * len(items)
+
+    def _lease(self, cache: diskcache.Cache, requests: Sequence[LeaseRequest]) -> list[list[int]]:
+        out: list[list[int]] = []
+        with cache.transact(retry=True):
+            for q in requests:
+                held: list[int] = []
+                # A sample already stored is never leased: its writer may have finished
+                # between the caller's read and now.
+                present = self._select(cache, [sample_entry(q.key, i) for i in q.indices])
+                for index in q.indices:
+                    if sample_entry(q.key, index) in present:
+                        continue
+                    entry = f"{_PREFIX}lease:{q.key}:{index}"
+                    owner = cache.get(entry)  # an expired lease reads as absent
+                    if owner is None or owner == q.owner:
+                        cache.set(entry, q.owner, expire=q.ttl)
+                        held.append(index)
+                out.append(held)
+        return out
+
+    def _unlease(self, cache: diskcache.Cache, requests: Sequence[LeaseRequest]) -> list[None]:
+        with cache.transact(retry=True):
+            for q in requests:
+                for index in q.indices:
+                    entry = f"{_PREFIX}lease:{q.key}:{index}"
+                    if cache.get(entry) == q.owner:
+                        cache.delete(entry)
+        return [None] * len(requests)
+
     def iter_keys(self) -> Iterator[str]:
         """Yield every key that has request content (synchronous, for scripts)."""
         yield from self._call(self._keys)
@@ -284,6 +347,18 @@ class DiskStore:
 
     async def keys(self) -> list[str]:
         return await self._run(self._keys)
+
+    async def reserve(self, reservations: Sequence[Reservation]) -> list[list[int]]:
+        return await self._run(lambda cache: self._reserve(cache, reservations))
+
+    async def unreserve(self, items: Sequence[Unreservation]) -> list[None]:
+        return await self._run(lambda cache: self._unreserve(cache, items))
+
+    async def lease(self, requests: Sequence[LeaseRequest]) -> list[list[int]]:
+        return await self._run(lambda cache: self._lease(cache, requests))
+
+    async def unlease(self, requests: Sequence[LeaseRequest]) -> list[None]:
+        return await self._run(lambda cache: self._unlease(cache, requests))
 
     async def records(self, keys: Sequence[str]) -> list[KeyRecord]:
         return await self._run(lambda cache: self._records(cache, keys))

@@ -1,0 +1,383 @@
+"""The networked store: Redis, shared by many processes on many machines.
+
+Layout (every name starts with ``prefix``, so one Redis can hold several caches):
+
+- ``{prefix}:s:{key}``: a hash, sample index -> sample text (JSON made by the codec);
+- ``{prefix}:c:{key}``: the key's canonical request content, written once;
+- ``{prefix}:keys``: the set of all keys;
+- ``{prefix}:run:{run_id}`` / ``{prefix}:free:...``: namespace positions of shared runs;
+- ``{prefix}:lease:{key}:{i}``: who is generating sample ``i`` right now (expires).
+
+Writes are Lua scripts, so "first writer wins, the loser is appended" is atomic across
+machines; every batch of reads or writes is one pipelined round trip. Nothing ever
+expires except leases, and nothing is evicted unless the user deletes it (configure
+Redis with ``maxmemory-policy noeviction``). Connection problems become `StoreError`
+naming the server (never the password) and what failed; the client reconnects on the
+next call once Redis is back.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from cachesaver.errors import ImportConflictError, StoreError
+from cachesaver.stores.base import (
+    KeyRecord,
+    LeaseRequest,
+    Reservation,
+    SampleRead,
+    SampleWrite,
+    Unreservation,
+    WriteResult,
+)
+
+__all__ = ["RedisStore"]
+
+_T = TypeVar("_T")
+
+# KEYS: samples hash, content key, keys set. ARGV: key, content, then index/text pairs.
+# Returns {flags, appended}: flags[j] is 1 when pair j was stored at its index, else the
+# text already there (ours is then appended past the largest index).
+_WRITE = """
+redis.call('SET', KEYS[2], ARGV[2], 'NX')
+redis.call('SADD', KEYS[3], ARGV[1])
+local flags, losers, top = {}, {}, -1
+for i = 3, #ARGV, 2 do
+  local index = tonumber(ARGV[i])
+  if index > top then top = index end
+  if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) == 1 then
+    flags[#flags + 1] = 1
+  else
+    flags[#flags + 1] = redis.call('HGET', KEYS[1], ARGV[i])
+    losers[#losers + 1] = ARGV[i + 1]
+  end
+end
+local appended = {}
+if #losers > 0 then
+  for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+    local index = tonumber(field)
+    if index and index > top then top = index end
+  end
+  for _, text in ipairs(losers) do
+    top = top + 1
+    redis.call('HSET', KEYS[1], top, text)
+    appended[#appended + 1] = top
+  end
+end
+return {flags, appended}
+"""
+
+# KEYS: run hash, free zset. ARGV: field, n. Returned indices first (lowest), then new.
+_RESERVE = """
+local n = tonumber(ARGV[2])
+local out = {}
+local popped = redis.call('ZPOPMIN', KEYS[2], n)
+for i = 1, #popped, 2 do out[#out + 1] = tonumber(popped[i]) end
+local fresh = n - #out
+if fresh > 0 then
+  local stop = redis.call('HINCRBY', KEYS[1], ARGV[1], fresh)
+  for i = stop - fresh, stop - 1 do out[#out + 1] = i end
+end
+return out
+"""
+
+# KEYS: samples hash, then lease keys. ARGV: owner, ttl in ms, then the indices.
+# Returns positions (0-based) now held. A sample already stored is never leased (its
+# writer may have finished between our read and this call).
+_LEASE = """
+local held = {}
+for i = 2, #KEYS do
+  if redis.call('HEXISTS', KEYS[1], ARGV[i + 1]) == 0 then
+    local owner = redis.call('GET', KEYS[i])
+    if (not owner) or owner == ARGV[1] then
+      redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
+      held[#held + 1] = i - 2
+    end
+  end
+end
+return held
+"""
+
+_UNLEASE = """
+for _, name in ipairs(KEYS) do
+  if redis.call('GET', name) == ARGV[1] then redis.call('DEL', name) end
+end
+return 0
+"""
+
+# KEYS: for each record, its samples hash and content key, then the keys set.
+# ARGV[1]: JSON [[key, content, [index, text, index, text, ...]], ...]. All or nothing.
+_IMPORT = """
+local records = cjson.decode(ARGV[1])
+for r, record in ipairs(records) do
+  local have = redis.call('GET', KEYS[2 * r])
+  if have and have ~= record[2] then
+    return redis.error_reply('CONFLICT content of ' .. record[1])
+  end
+  local pairs_ = record[3]
+  for j = 1, #pairs_, 2 do
+    local stored = redis.call('HGET', KEYS[2 * r - 1], pairs_[j])
+    if stored and stored ~= pairs_[j + 1] then
+      return redis.error_reply('CONFLICT sample ' .. pairs_[j] .. ' of ' .. record[1])
+    end
+  end
+end
+local written = 0
+for r, record in ipairs(records) do
+  redis.call('SET', KEYS[2 * r], record[2], 'NX')
+  redis.call('SADD', KEYS[#KEYS], record[1])
+  local pairs_ = record[3]
+  for j = 1, #pairs_, 2 do
+    written = written + redis.call('HSETNX', KEYS[2 * r - 1], pairs_[j], pairs_[j + 1])
+  end
+end
+return written
+"""
+
+
+def _split_prefix(url: str, prefix: str) -> tuple[str, str]:
+    """Take a ``prefix=`` query parameter out of the URL (it names keys, not a connection)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    kept = [(name, value) for name, value in query if name != "prefix"]
+    for name, value in query:
+        if name == "prefix":
+            prefix = value
+    return urlunsplit(parts._replace(query=urlencode(kept))), prefix
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+
+
+class RedisStore:
+    """A `Store` (and `AdminStore`, `SharedStore`) in Redis, via redis-py's asyncio client.
+
+    ``url`` is a Redis URL (``redis://[:password@]host:6379/0``, ``rediss://`` for TLS,
+    ``unix://``); password and TLS options come through it. ``prefix`` (or a
+    ``?prefix=NAME`` query parameter in the URL) separates caches that share one Redis.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        prefix: str = "cachesaver",
+        *,
+        socket_timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                f"RedisStore needs a redis://, rediss:// or unix:// URL, got {url!r}; "
+                "for example redis://127.0.0.1:6379/0"
+            )
+        url, prefix = _split_prefix(url, prefix)
+        if not prefix or not isinstance(prefix, str):
+            raise ValueError(f"prefix must be a non-empty str, got {prefix!r}")
+        self.url = url
+        self.prefix = prefix
+        self._shown = _redact(url)
+        self._client = aioredis.Redis.from_url(
+            url,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=connect_timeout,
+            decode_responses=True,
+        )
+        self._write_script = self._client.register_script(_WRITE)
+        self._reserve_script = self._client.register_script(_RESERVE)
+        self._lease_script = self._client.register_script(_LEASE)
+        self._unlease_script = self._client.register_script(_UNLEASE)
+        self._import_script = self._client.register_script(_IMPORT)
+        self._closed = False
+
+    @property
+    def location(self) -> str:
+        return f"redis:{self._shown}#{self.prefix}"
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self._shown!r}, prefix={self.prefix!r})"
+
+    def _samples(self, key: str) -> str:
+        return f"{self.prefix}:s:{key}"
+
+    def _content(self, key: str) -> str:
+        return f"{self.prefix}:c:{key}"
+
+    def _lease_name(self, key: str, index: int) -> str:
+        return f"{self.prefix}:lease:{key}:{index}"
+
+    async def _guard(self, what: str, call: Callable[[], Awaitable[_T]]) -> _T:
+        if self._closed:
+            raise StoreError(f"{self!r} is closed")
+        try:
+            return await call()
+        except ResponseError as exc:
+            if str(exc).startswith("CONFLICT"):
+                raise ImportConflictError(
+                    f"{exc} in {self!r}: a stored sample is never changed, so nothing was imported"
+                ) from None
+            raise StoreError(f"Redis at {self._shown} refused to {what}: {exc}") from exc
+        except (RedisError, OSError) as exc:
+            raise StoreError(
+                f"Redis at {self._shown} failed to {what}: {exc!r}; check that Redis is "
+                "running and reachable (the pipeline reconnects once it is back)"
+            ) from exc
+
+    async def _pipelined(self, what: str, queue: Callable[[Any], Awaitable[None]]) -> list[Any]:
+        async def run() -> list[Any]:
+            async with self._client.pipeline(transaction=False) as pipe:
+                await queue(pipe)
+                return list(await pipe.execute())
+
+        return await self._guard(what, run)
+
+    # -- samples ---------------------------------------------------------------------------
+
+    async def read(self, reads: Sequence[SampleRead]) -> list[dict[int, str]]:
+        async def queue(pipe: Any) -> None:
+            for r in reads:
+                pipe.hmget(self._samples(r.key), list(r.indices))
+
+        rows = await self._pipelined("read samples", queue)
+        out: list[dict[int, str]] = []
+        for r, values in zip(reads, rows, strict=True):
+            out.append({i: v for i, v in zip(r.indices, values, strict=True) if v is not None})
+        return out
+
+    async def write(self, writes: Sequence[SampleWrite]) -> list[WriteResult]:
+        keys_set = f"{self.prefix}:keys"
+
+        async def queue(pipe: Any) -> None:
+            for w in writes:
+                args: list[Any] = [w.key, w.content]
+                for index, text in w.samples.items():
+                    args += [index, text]
+                await self._write_script(
+                    keys=[self._samples(w.key), self._content(w.key), keys_set],
+                    args=args,
+                    client=pipe,
+                )
+
+        rows = await self._pipelined("write samples", queue)
+        results: list[WriteResult] = []
+        for w, (flags, appended) in zip(writes, rows, strict=True):
+            stored = {
+                index: (text if flag == 1 else flag)
+                for (index, text), flag in zip(w.samples.items(), flags, strict=True)
+            }
+            results.append(WriteResult(stored, [int(i) for i in appended]))
+        return results
+
+    # -- shared runs and leases ----------------------------------------------------------
+
+    async def reserve(self, reservations: Sequence[Reservation]) -> list[list[int]]:
+        async def queue(pipe: Any) -> None:
+            for r in reservations:
+                field = json.dumps([r.namespace, r.key])
+                free = f"{self.prefix}:free:{r.run_id}:{field}"
+                await self._reserve_script(
+                    keys=[f"{self.prefix}:run:{r.run_id}", free], args=[field, r.n], client=pipe
+                )
+
+        rows = await self._pipelined("reserve sample indices", queue)
+        return [[int(i) for i in row] for row in rows]
+
+    async def unreserve(self, items: Sequence[Unreservation]) -> list[None]:
+        async def queue(pipe: Any) -> None:
+            for u in items:
+                field = json.dumps([u.namespace, u.key])
+                pipe.zadd(f"{self.prefix}:free:{u.run_id}:{field}", {str(i): i for i in u.indices})
+
+        await self._pipelined("return sample indices", queue)
+        return [None] * len(items)
+
+    async def lease(self, requests: Sequence[LeaseRequest]) -> list[list[int]]:
+        async def queue(pipe: Any) -> None:
+            for q in requests:
+                await self._lease_script(
+                    keys=[self._samples(q.key)] + [self._lease_name(q.key, i) for i in q.indices],
+                    args=[q.owner, max(1, int(q.ttl * 1000)), *q.indices],
+                    client=pipe,
+                )
+
+        rows = await self._pipelined("take leases", queue)
+        return [[q.indices[int(p)] for p in row] for q, row in zip(requests, rows, strict=True)]
+
+    async def unlease(self, requests: Sequence[LeaseRequest]) -> list[None]:
+        async def queue(pipe: Any) -> None:
+            for q in requests:
+                await self._unlease_script(
+                    keys=[self._lease_name(q.key, i) for i in q.indices],
+                    args=[q.owner],
+                    client=pipe,
+                )
+
+        await self._pipelined("drop leases", queue)
+        return [None] * len(requests)
+
+    # -- whole-store operations for tools ------------------------------------------------
+
+    async def keys(self) -> list[str]:
+        async def run() -> list[str]:
+            return sorted(str(k) for k in await self._client.smembers(f"{self.prefix}:keys"))
+
+        return await self._guard("list keys", run)
+
+    async def records(self, keys: Sequence[str]) -> list[KeyRecord]:
+        async def queue(pipe: Any) -> None:
+            for key in keys:
+                pipe.get(self._content(key))
+                pipe.hgetall(self._samples(key))
+
+        rows = await self._pipelined("read records", queue)
+        out: list[KeyRecord] = []
+        for n, key in enumerate(keys):
+            content, samples = rows[2 * n], rows[2 * n + 1]
+            if content is not None:
+                ordered = dict(sorted((int(i), text) for i, text in samples.items()))
+                out.append(KeyRecord(key, content, ordered))
+        return out
+
+    async def import_records(self, records: Sequence[KeyRecord]) -> int:
+        if not records:
+            return 0
+        keys: list[str] = []
+        for record in records:
+            keys += [self._samples(record.key), self._content(record.key)]
+        keys.append(f"{self.prefix}:keys")
+        payload = json.dumps(
+            [[r.key, r.content, [x for i, t in r.samples.items() for x in (i, t)]] for r in records]
+        )
+
+        async def run() -> int:
+            return int(await self._import_script(keys=keys, args=[payload]))
+
+        return await self._guard("import records", run)
+
+    async def delete(self, keys: Sequence[str]) -> int:
+        async def queue(pipe: Any) -> None:
+            for key in keys:
+                pipe.delete(self._content(key), self._samples(key))
+                pipe.srem(f"{self.prefix}:keys", key)
+
+        rows = await self._pipelined("delete keys", queue)
+        return sum(1 for n in range(len(keys)) if rows[2 * n] > 0)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._client.aclose()
