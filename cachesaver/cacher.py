@@ -351,72 +351,29 @@ class AsyncCacher(Stage):
         todo = indices
         delay = 0.02
         while todo:
-            remote: list[int] = []
             owned = coord.claims.get(key)
             if owned is None:
                 owned = coord.claims[key] = {}
             mine: list[int] = []
-            waits: dict[_Claim, list[int]] = {}
+            waits: dict[_Claim, list[int]] | None = None
             for index in todo:
                 other = owned.get(index)
                 if other is None:
                     mine.append(index)
                 else:
+                    if waits is None:
+                        waits = {}
                     waits.setdefault(other, []).append(index)
+            remote: list[int] = []
             if mine:
                 # Claim before the first await, so nobody in this process reads or
                 # generates these indices twice.
                 claim = _Claim()
                 for index in mine:
                     owned[index] = claim
-                try:
-                    found = await reads.submit(SampleRead(key, mine))
-                    for index, text in found.items():
-                        value = decode_sample(text)
-                        claim.values[index] = value
-                        served[index] = (value, True, False)
-                except BaseException:
-                    coord.release(key, mine, claim)
-                    claim.finish()
-                    raise
-                if len(found) == len(mine):
-                    coord.release(key, mine, claim)
-                    claim.finish()
-                else:
-                    claim.mark_checked()
-                    if found:
-                        coord.release(key, list(found), claim)
-                    missing = [index for index in mine if index not in found]
-                    if self.mode == "replay":
-                        coord.release(key, missing, claim)
-                        claim.finish()
-                        raise CacheMissError(
-                            f"replay mode: {len(missing)} of the {request.n} samples of "
-                            f"({describe(request, key)}) are not in the cache {self._store!r}; "
-                            "run once with mode='readwrite' (or import the run's cache) first"
-                        )
-                    # The model call and the write are driven by callbacks, not by this
-                    # coroutine: if this requester is cancelled they still finish, the
-                    # samples are stored, and waiters on the claim still get them.
-                    lease: LeaseRequest | None = None
-                    if self._leases is not None:
-                        # Another worker may be generating some of these right now:
-                        # wait for those (polling) instead of paying for them twice.
-                        asked = LeaseRequest(key, missing, self._owner, self.lease_ttl)
-                        held = set(await self._leases.submit(asked))
-                        remote = [index for index in missing if index not in held]
-                        if remote:
-                            coord.release(key, remote, claim)
-                        missing = [index for index in missing if index in held]
-                        lease = LeaseRequest(key, missing, self._owner, self.lease_ttl)
-                    if missing:
-                        job = _Generation(self, request, key, content, missing, claim, lease)
-                        for index, value, dup in await job.start():
-                            served[index] = (value, False, dup)
-                    else:
-                        claim.finish()
+                remote = await self._produce(request, key, content, mine, claim, served)
             todo = remote
-            for other, wanted in waits.items():
+            for other, wanted in (waits or {}).items():
                 await other.wait(produced=False)
                 if any(index not in other.values for index in wanted):
                     await other.wait(produced=True)
@@ -437,6 +394,72 @@ class AsyncCacher(Stage):
             cached.append(was_cached)
             duplicated.append(was_dup)
         return Response(data, cached, duplicated if self._cs_dedup else None)
+
+    async def _produce(
+        self,
+        request: Request,
+        key: str,
+        content: str,
+        mine: list[int],
+        claim: _Claim,
+        served: dict[int, _Served],
+    ) -> list[int]:
+        """Read the claimed indices, generate what is missing; return indices to poll for.
+
+        Until a generation takes the claim over, any failure or cancellation releases it,
+        so no request of this process waits on a claim nobody will finish.
+        """
+        coord, reads = self._coord, self._reads
+        assert coord is not None and reads is not None
+        lease: LeaseRequest | None = None
+        try:
+            found = await reads.submit(SampleRead(key, mine))
+            for index, text in found.items():
+                value = decode_sample(text)
+                claim.values[index] = value
+                served[index] = (value, True, False)
+            if len(found) == len(mine):
+                coord.release(key, mine, claim)
+                claim.finish()
+                return []
+            claim.mark_checked()
+            if found:
+                coord.release(key, list(found), claim)
+            missing = [index for index in mine if index not in found]
+            if self.mode == "replay":
+                raise CacheMissError(
+                    f"replay mode: {len(missing)} of the {request.n} samples of "
+                    f"({describe(request, key)}) are not in the cache {self._store!r}; "
+                    "run once with mode='readwrite' (or import the run's cache) first"
+                )
+            remote: list[int] = []
+            if self._leases is not None:
+                # Another worker may be generating some of these right now: wait for
+                # those (polling) instead of paying for them twice.
+                asked = LeaseRequest(key, missing, self._owner, self.lease_ttl)
+                held = set(await self._leases.submit(asked))
+                remote = [index for index in missing if index not in held]
+                missing = [index for index in missing if index in held]
+                lease = LeaseRequest(key, missing, self._owner, self.lease_ttl)
+                if remote:
+                    coord.release(key, remote, claim)
+            if not missing:
+                claim.finish()
+                return remote
+            job = _Generation(self, request, key, content, missing, claim, lease)
+            future = job.start()
+        except BaseException:
+            coord.release(key, mine, claim)
+            claim.finish()
+            if lease is not None and lease.indices and self._unleases is not None:
+                self._unleases.submit(lease).add_done_callback(_seen)
+            raise
+        # The model call and the write are driven by callbacks, not by this coroutine:
+        # if this requester is cancelled they still finish, the samples are stored, and
+        # waiters on the claim still get them.
+        for index, value, dup in await future:
+            served[index] = (value, False, dup)
+        return remote
 
     def _hold_lease(self, job_id: int, lease: LeaseRequest) -> None:
         self._active_leases[job_id] = lease

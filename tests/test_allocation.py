@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import pytest
 
-from cachesaver import Batch, LocalAPI, OnlineAPI, Request, Response
+from cachesaver import Batch, DiskStore, LocalAPI, OnlineAPI, Request, Response, StoreError
+from cachesaver.stores.base import SampleRead
 from cachesaver.testing import InjectedFailure, RecordingModel, SimulatedLLM
 
 from .helpers import stored
@@ -256,3 +258,32 @@ async def test_online_api_sends_a_batchs_requests_concurrently(cache_dir: str) -
         elapsed = loop.time() - start
     assert len(model.calls) == 10
     assert elapsed < 0.3, "ten 50 ms calls ran concurrently, not one after another"
+
+
+class FlakyReads(DiskStore):
+    """The real disk store, whose next read fails (as a lost connection would)."""
+
+    fail_reads = 0
+
+    async def read(self, reads: Sequence[SampleRead]) -> list[dict[int, str]]:
+        if self.fail_reads:
+            self.fail_reads -= 1
+            await asyncio.sleep(0.01)
+            raise StoreError("disk cache went away")
+        return await super().read(reads)
+
+
+async def test_store_failure_fails_only_its_requests_and_frees_waiters(cache_dir: str) -> None:
+    """A failed store read fails the requests in it; nobody waits forever on its claims."""
+    store = FlakyReads(cache_dir)
+    store.fail_reads = 1
+    async with OnlineAPI(RecordingModel(), cache=store, timeout=0) as api:
+        first = asyncio.ensure_future(api.request(Request("q", n=1, namespace="a")))
+        await asyncio.sleep(0)
+        second = asyncio.ensure_future(api.request(Request("q", n=1, namespace="b")))
+        with pytest.raises(StoreError):
+            await first
+        recovered = await asyncio.wait_for(second, 5)
+        retry = await api.request(Request("q", n=1, namespace="a"))
+    await store.aclose()
+    assert retry.data == recovered.data

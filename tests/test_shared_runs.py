@@ -10,13 +10,14 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cachesaver import OnlineAPI, Request
-from cachesaver.stores.base import SampleRead, SampleWrite, Store, WriteResult
+from cachesaver import DiskStore, OnlineAPI, Request
+from cachesaver.stores.base import LeaseRequest, SampleRead, SampleWrite, Store, WriteResult
 from cachesaver.testing import InjectedFailure, RecordingModel
 
 from .helpers import stored
@@ -173,3 +174,31 @@ def test_a_killed_worker_blocks_others_no_longer_than_its_lease(store_spec: str)
     assert sum('"generating"' in line for line in lines) == 1, "it generated once, itself"
     assert json.loads(lines[-1])["cached"] == [False, False]
     assert 1.0 <= elapsed < 15, f"waited for the lease ({elapsed:.1f}s), not forever"
+
+
+class SlowLeases(DiskStore):
+    """The real disk store, with lease calls that take a while (to cancel during one)."""
+
+    async def lease(self, requests: Sequence[LeaseRequest]) -> list[list[int]]:
+        await asyncio.sleep(0.2)
+        return await super().lease(requests)
+
+
+async def test_cancelled_while_taking_a_lease_leaves_nothing_stuck(cache_dir: str) -> None:
+    """Cancelling a request during its lease call frees its claim, indices and lease."""
+    store = SlowLeases(cache_dir)
+    model = Shared()
+    async with OnlineAPI(model, cache=store, run_id="r", lease_ttl=60, timeout=0) as api:
+        first = asyncio.ensure_future(api.request(Request("q", n=2, namespace="n")))
+        await asyncio.sleep(0.05)
+        waiter = asyncio.ensure_future(api.request(Request("q", n=2, namespace="m")))
+        await asyncio.sleep(0.05)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        got = await asyncio.wait_for(waiter, 5)
+        again = await asyncio.wait_for(api.request(Request("q", n=2, namespace="n")), 5)
+    await store.aclose()
+    assert got.cached == [False, False], "the waiter generated once the claim was freed"
+    assert again.data == got.data and again.cached == [True, True]
+    assert len(model.calls) == 1
