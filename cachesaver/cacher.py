@@ -51,6 +51,8 @@ __all__ = ["AsyncCacher"]
 
 Mode = Literal["readwrite", "replay"]
 
+_NOTHING: list[int] = []  # "no index left to poll for" (never mutated)
+
 # (value, cached, duplicated) of one sample as the requester will see it.
 _Served = tuple[Any, bool, bool]
 
@@ -373,27 +375,26 @@ class AsyncCacher(Stage):
                     owned[index] = claim
                 remote = await self._produce(request, key, content, mine, claim, served)
             todo = remote
-            for other, wanted in (waits or {}).items():
-                await other.wait(produced=False)
-                if any(index not in other.values for index in wanted):
-                    await other.wait(produced=True)
-                for index in wanted:
-                    if index in other.values:
-                        served[index] = (other.values[index], True, False)
-                    else:  # its producer failed: produce these ourselves next round
-                        todo.append(index)
-            if remote:
+            if waits is not None:
+                todo = list(remote)
+                for other, wanted in waits.items():
+                    await other.wait(produced=False)
+                    if any(index not in other.values for index in wanted):
+                        await other.wait(produced=True)
+                    for index in wanted:
+                        if index in other.values:
+                            served[index] = (other.values[index], True, False)
+                        else:  # its producer failed: produce these ourselves next round
+                            todo.append(index)
+            if remote:  # held by another worker's lease: poll until stored or expired
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.5)
-        data: list[Any] = []
-        cached: list[bool] = []
-        duplicated: list[bool] = []
-        for index in indices:
-            value, was_cached, was_dup = served[index]
-            data.append(value)
-            cached.append(was_cached)
-            duplicated.append(was_dup)
-        return Response(data, cached, duplicated if self._cs_dedup else None)
+        rows = [served[index] for index in indices]
+        return Response(
+            [row[0] for row in rows],
+            [row[1] for row in rows],
+            [row[2] for row in rows] if self._cs_dedup else None,
+        )
 
     async def _produce(
         self,
@@ -421,7 +422,7 @@ class AsyncCacher(Stage):
             if len(found) == len(mine):
                 coord.release(key, mine, claim)
                 claim.finish()
-                return []
+                return _NOTHING
             claim.mark_checked()
             if found:
                 coord.release(key, list(found), claim)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 __all__ = [
     "AdminStore",
@@ -26,16 +26,14 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class SampleRead:
+class SampleRead(NamedTuple):
     """Which sample indices of one key to read."""
 
     key: str
     indices: Sequence[int]
 
 
-@dataclass(frozen=True, slots=True)
-class SampleWrite:
+class SampleWrite(NamedTuple):
     """Samples for one key at target indices, plus the key's canonical content."""
 
     key: str

@@ -1,0 +1,68 @@
+"""Provider adapters and drop-in clients.
+
+- Drop-in clients (change one import): ``cachesaver.models.openai.AsyncOpenAI`` and
+  ``cachesaver.models.together.AsyncTogether``.
+- Pipeline adapters: `OpenAIModel`, `TogetherModel` (chat, `SingleRequestModel`) and
+  `OpenAIEmbeddingModel`, `TogetherEmbeddingModel` (embeddings, `BatchRequestModel`).
+- `ChatRequest` / `EmbeddingRequest`: `Request` subclasses whose fields are API
+  parameters; `ChatSample` / `EmbeddingSample`: what ``sample="full"`` stores (plain
+  JSON, typed); `cache_flags`: the per-choice flags of a drop-in answer.
+
+The provider classes are imported on first use, so ``import cachesaver.models`` does
+not import both SDKs. See ``docs/providers.md``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from cachesaver.models._common import TokenUsage
+from cachesaver.models._stream import ChatStream
+from cachesaver.models.requests import ChatRequest, EmbeddingRequest
+from cachesaver.models.samples import (
+    ChatSample,
+    ChoiceFlags,
+    EmbeddingSample,
+    cache_flags,
+    sample_message,
+    sample_text,
+)
+
+if TYPE_CHECKING:
+    from cachesaver.models.openai import OpenAIEmbeddingModel, OpenAIModel
+    from cachesaver.models.together import TogetherEmbeddingModel, TogetherModel
+
+__all__ = [
+    "ChatRequest",
+    "ChatSample",
+    "ChatStream",
+    "ChoiceFlags",
+    "EmbeddingRequest",
+    "EmbeddingSample",
+    "OpenAIEmbeddingModel",
+    "OpenAIModel",
+    "TogetherEmbeddingModel",
+    "TogetherModel",
+    "TokenUsage",
+    "cache_flags",
+    "sample_message",
+    "sample_text",
+]
+
+_LAZY = {
+    "OpenAIModel": "cachesaver.models.openai",
+    "OpenAIEmbeddingModel": "cachesaver.models.openai",
+    "TogetherModel": "cachesaver.models.together",
+    "TogetherEmbeddingModel": "cachesaver.models.together",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cachesaver.models' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,152 @@
+"""Helpers shared by the provider adapters and the drop-in clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cachesaver.errors import InvalidRequestError
+
+__all__ = [
+    "CACHESAVER_KEYWORDS",
+    "CALL_OPTIONS_ATTR",
+    "ConcurrencyLimit",
+    "TokenUsage",
+    "apportion",
+    "is_omitted",
+    "jsonable",
+]
+
+# Keywords of a drop-in call that cachesaver takes for itself and never sends.
+CACHESAVER_KEYWORDS = frozenset({"namespace", "request_id"})
+
+# Name of the attribute a drop-in request carries its call options in: parameters that
+# are sent to the API but are not part of the key (extra_headers, timeout, user, ...).
+CALL_OPTIONS_ATTR = "_csm_call_options"
+
+
+def is_omitted(value: Any) -> bool:
+    """True for ``None`` and for the SDKs' ``NOT_GIVEN`` / ``omit`` sentinels."""
+    return value is None or type(value).__name__ in ("NotGiven", "Omit")
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def jsonable(value: Any, path: str) -> Any:
+    """Return ``value`` as plain JSON data (what the SDK would send), or raise.
+
+    Mappings become dicts, tuples and other iterables become lists, pydantic objects (for
+    example a ``ChatCompletionMessage`` taken from an earlier answer) become the dict the
+    SDK would send. Anything else that is not JSON is refused, naming ``path``. The
+    result is a copy: mutating the argument afterwards does not change it.
+    """
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is dict:
+        out: dict[str, Any] = {}
+        for k, item in value.items():
+            if type(k) is not str:
+                raise InvalidRequestError(
+                    f"{path} has a dict key {k!r} of type {type(k).__name__}; JSON object "
+                    "keys must be strings"
+                )
+            if type(item) in _SCALARS:
+                out[k] = item
+            elif not is_omitted(item):
+                out[k] = jsonable(item, f"{path}[{k!r}]")
+        return out
+    if kind is list or kind is tuple:
+        return [
+            item if type(item) in _SCALARS else jsonable(item, f"{path}[{i}]")
+            for i, item in enumerate(value)
+        ]
+    dump = getattr(value, "model_dump", None)
+    if callable(dump) and not isinstance(value, type):
+        return jsonable(dump(mode="json", exclude_unset=True), path)
+    if isinstance(value, Mapping):
+        return jsonable(dict(value), path)
+    if isinstance(value, (str, bytes, bytearray)):  # str subclasses, bytes
+        raise InvalidRequestError(
+            f"{path} is a {kind.__name__}; pass a plain str (bytes are not JSON)"
+        )
+    if isinstance(value, Iterable) and not isinstance(value, type):
+        return [jsonable(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    raise InvalidRequestError(
+        f"{path} is a {kind.__module__}.{kind.__qualname__}, which is not JSON data; pass "
+        "str, int, float, bool, None, lists and dicts (as the API receives them)"
+    )
+
+
+def apportion(total: int, weights: list[int]) -> list[int]:
+    """Split ``total`` into integer parts proportional to ``weights`` that sum to it."""
+    if not weights:
+        return []
+    if len(weights) == 1:
+        return [total]
+    weight_sum = sum(weights)
+    if weight_sum <= 0:
+        weights = [1] * len(weights)
+        weight_sum = len(weights)
+    exact = [total * w / weight_sum for w in weights]
+    parts = [int(x) for x in exact]
+    short = total - sum(parts)
+    order = sorted(range(len(weights)), key=lambda i: (parts[i] - exact[i], i))
+    for i in order[:short]:
+        parts[i] += 1
+    return parts
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """Tokens an adapter paid for: what its API calls reported, summed.
+
+    ``calls`` counts API calls that returned (failed calls are the SDK's business and
+    cost nothing here); ``samples`` counts the samples they produced.
+    """
+
+    calls: int = 0
+    samples: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            self.calls + other.calls,
+            self.samples + other.samples,
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+        )
+
+
+class ConcurrencyLimit:
+    """At most ``limit`` API calls at once (``None``: no limit), per event loop."""
+
+    def __init__(self, limit: int | None) -> None:
+        if limit is not None and (type(limit) is not int or limit < 1):
+            raise ValueError(
+                f"max_concurrency must be a positive int or None (no limit), got {limit!r}"
+            )
+        self.limit = limit
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._semaphore: asyncio.Semaphore | None = None
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        if self.limit is None:
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        if self._semaphore is None or self._loop is not loop:
+            self._loop = loop
+            self._semaphore = asyncio.Semaphore(self.limit)
+        async with self._semaphore:
+            yield

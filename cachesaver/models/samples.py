@@ -1,0 +1,101 @@
+"""What the adapters store as one sample, and how to read a drop-in answer's flags.
+
+Samples are plain JSON (``TypedDict`` s, so they are typed for you and stored as they
+are: no type tag, nothing to register, readable by any process and any tool). No SDK
+class is ever stored; the drop-in clients rebuild the SDK's own objects from them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, TypedDict
+
+__all__ = [
+    "ChatSample",
+    "ChoiceFlags",
+    "EmbeddingSample",
+    "cache_flags",
+    "sample_message",
+    "sample_text",
+]
+
+
+class ChatSample(TypedDict):
+    """One chat sample (``sample="full"``) as the provider returned it, with its tokens.
+
+    - ``choice``: the provider's choice as JSON (``message``, ``finish_reason``,
+      ``logprobs``, ...), without its ``index``;
+    - ``prompt_tokens``: the prompt tokens of the API call that produced it (a call's
+      prompt is paid once: by its sample whose ``duplicated`` flag is False);
+    - ``completion_tokens``: its output tokens. When a call returns several choices and
+      the provider reports only the total, the total is split by the length of each
+      choice's output (the parts sum to the exact total);
+    - ``model``, ``id``, ``created``, ``system_fingerprint``: of that API call.
+    """
+
+    choice: dict[str, Any]
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    model: str
+    id: str
+    created: int
+    system_fingerprint: str | None
+
+
+class EmbeddingSample(TypedDict):
+    """One input's embedding, with its share of the call's prompt tokens."""
+
+    embedding: list[float]
+    prompt_tokens: int | None
+    model: str
+
+
+def sample_message(sample: ChatSample) -> dict[str, Any]:
+    """The assistant message of a `ChatSample` (append it to a conversation as it is)."""
+    message = sample["choice"].get("message")
+    return dict(message) if isinstance(message, dict) else {"role": "assistant"}
+
+
+def sample_text(sample: ChatSample | str | None) -> str | None:
+    """The text of a sample of either kind (``None`` for a pure tool call or a refusal)."""
+    if sample is None or isinstance(sample, str):
+        return sample
+    choice = sample["choice"]
+    message = choice.get("message")
+    if isinstance(message, dict):
+        content = message.get("content")
+        return content if isinstance(content, str) else None
+    text = choice.get("text")
+    return text if isinstance(text, str) else None
+
+
+class ChoiceFlags(NamedTuple):
+    """The two flags of one choice of a drop-in answer (see SEMANTICS "Flags")."""
+
+    cached: bool
+    duplicated: bool
+
+
+def cache_flags(completion: Any) -> list[ChoiceFlags]:
+    """Return the flags of each choice of a drop-in ``ChatCompletion``, in choice order.
+
+    The same values are on each choice as extra fields: ``choice.cached`` and
+    ``choice.duplicated``. Raises ``ValueError`` for a completion that did not come from
+    a cachesaver drop-in client.
+    """
+    choices = getattr(completion, "choices", None)
+    if not isinstance(choices, list):
+        raise ValueError(
+            f"cache_flags needs a ChatCompletion from a cachesaver drop-in client, got "
+            f"{type(completion).__name__}"
+        )
+    flags: list[ChoiceFlags] = []
+    for choice in choices:
+        extra = getattr(choice, "model_extra", None) or {}
+        if "cached" not in extra or "duplicated" not in extra:
+            raise ValueError(
+                "this ChatCompletion has no cachesaver flags: it did not come from "
+                "cachesaver.models.openai.AsyncOpenAI or cachesaver.models.together."
+                "AsyncTogether"
+            )
+        flags.append(ChoiceFlags(bool(extra["cached"]), bool(extra["duplicated"])))
+    return flags

@@ -1,0 +1,321 @@
+"""Together: a drop-in `AsyncTogether` client and the pipeline adapters.
+
+Change one import and existing code becomes cached, deduplicated and reproducible::
+
+    from cachesaver.models.together import AsyncTogether   # was: from together import ...
+
+    client = AsyncTogether(cache="caches/exp1")              # api_key, base_url, ... as before
+    completion = await client.chat.completions.create(
+        model="meta-llama/Llama-3.3-70B-Instruct-Turbo",
+        messages=[{"role": "user", "content": "Hi"}], n=3, namespace="run-1",
+    )
+
+For pipelines, `TogetherModel` is a `SingleRequestModel` over a ``together.AsyncTogether``
+client and `TogetherEmbeddingModel` a `BatchRequestModel`. See ``docs/providers.md``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal, overload
+
+import together
+from together.resources.chat.completions import AsyncCompletionsResource
+from together.resources.embeddings import AsyncEmbeddingsResource
+from together.types.chat.chat_completion import ChatCompletion
+from together.types.chat.chat_completion_chunk import ChatCompletionChunk
+from together.types.embedding import Embedding
+
+from cachesaver.cacher import Mode
+from cachesaver.models._chat import ChatAdapter, SampleKind
+from cachesaver.models._dropin import DropInClient, ResourceProxy
+from cachesaver.models._embed import EmbeddingAdapter
+from cachesaver.models._stream import ChatStream
+from cachesaver.pipelines import DEFAULT_CACHE
+from cachesaver.stores import CacheLike
+
+__all__ = [
+    "CHAT_NOT_IN_KEY",
+    "EMBEDDINGS_NOT_IN_KEY",
+    "AsyncTogether",
+    "TogetherEmbeddingModel",
+    "TogetherModel",
+]
+
+_TRANSPORT = frozenset({"extra_headers", "extra_query", "timeout"})
+_HANDLED = frozenset({"self", "model", "messages", "input", "n", "stream", "extra_body"})
+
+
+def _sdk_params(create: Callable[..., Any]) -> frozenset[str]:
+    return frozenset(inspect.signature(create).parameters) - _HANDLED - _TRANSPORT
+
+
+#: Chat parameters that do not change the output: sent, never part of the key.
+#: ``compliance`` routes the call to compliant infrastructure serving the same model.
+CHAT_NOT_IN_KEY: frozenset[str] = _TRANSPORT | frozenset({"compliance"})
+#: Embedding parameters that do not change the output.
+EMBEDDINGS_NOT_IN_KEY: frozenset[str] = _TRANSPORT
+
+_CHAT_PARAMS = _sdk_params(AsyncCompletionsResource.create)
+_EMBED_PARAMS = _sdk_params(AsyncEmbeddingsResource.create)
+
+
+class TogetherModel(ChatAdapter):
+    """Together chat completions as a `SingleRequestModel` for `OnlineAPI`.
+
+    Same options as `cachesaver.models.openai.OpenAIModel` (``sample``,
+    ``max_concurrency``, ``call_options``, ``ignore_fields``, ``identity_base_url``);
+    Together's own parameters (``top_k``, ``repetition_penalty``, ``min_p``, ...) are
+    request fields like any other, or entries of `ChatRequest.params`.
+    """
+
+    provider = "together"
+    sdk_params = _CHAT_PARAMS
+    call_option_names = CHAT_NOT_IN_KEY
+
+    def __init__(
+        self,
+        client: together.AsyncTogether,
+        model: str,
+        *,
+        sample: SampleKind = "text",
+        max_concurrency: int | None = None,
+        call_options: Mapping[str, Any] | None = None,
+        ignore_fields: Iterable[str] = (),
+        identity_base_url: str | None = None,
+    ) -> None:
+        super().__init__(
+            client,
+            model,
+            sample=sample,
+            max_concurrency=max_concurrency,
+            call_options=call_options,
+            ignore_fields=ignore_fields,
+            identity_base_url=identity_base_url,
+        )
+        self.client: together.AsyncTogether = client
+
+    async def _create(self, kwargs: dict[str, Any]) -> ChatCompletion:
+        completion: ChatCompletion = await self.client.chat.completions.create(**kwargs)
+        return completion
+
+
+class TogetherEmbeddingModel(EmbeddingAdapter):
+    """Together embeddings as a `BatchRequestModel` (use it with `LocalAPI`)."""
+
+    provider = "together"
+    sdk_params = _EMBED_PARAMS
+    call_option_names = EMBEDDINGS_NOT_IN_KEY
+
+    def __init__(
+        self,
+        client: together.AsyncTogether,
+        model: str,
+        *,
+        max_inputs: int = 2048,
+        max_concurrency: int | None = None,
+        call_options: Mapping[str, Any] | None = None,
+        identity_base_url: str | None = None,
+    ) -> None:
+        super().__init__(
+            client,
+            model,
+            max_inputs=max_inputs,
+            max_concurrency=max_concurrency,
+            call_options=call_options,
+            identity_base_url=identity_base_url,
+        )
+        self.client: together.AsyncTogether = client
+
+    async def _create(self, kwargs: dict[str, Any]) -> Embedding:
+        return await self.client.embeddings.create(**kwargs)
+
+
+class _ChatCompletions(ResourceProxy):
+    def __init__(self, owner: AsyncTogether) -> None:
+        super().__init__(
+            owner.sdk.chat.completions,
+            frozenset({"with_raw_response", "with_streaming_response"}),
+            "chat.completions",
+        )
+        self._owner = owner
+
+    @overload
+    async def create(
+        self,
+        *,
+        model: str,
+        messages: Iterable[Any],
+        stream: Literal[False] | None = None,
+        namespace: str | None = None,
+        request_id: str | None = None,
+        **params: Any,
+    ) -> ChatCompletion: ...
+
+    @overload
+    async def create(
+        self,
+        *,
+        model: str,
+        messages: Iterable[Any],
+        stream: Literal[True],
+        namespace: str | None = None,
+        request_id: str | None = None,
+        **params: Any,
+    ) -> ChatStream[ChatCompletionChunk]: ...
+
+    async def create(
+        self,
+        *,
+        model: str,
+        messages: Iterable[Any],
+        stream: bool | None = None,
+        namespace: str | None = None,
+        request_id: str | None = None,
+        **params: Any,
+    ) -> ChatCompletion | ChatStream[ChatCompletionChunk]:
+        """Like ``together`` ``chat.completions.create``, served through the cache.
+
+        ``namespace`` and ``request_id`` are cachesaver's (never sent). Returns the SDK's
+        ``ChatCompletion`` whose choices carry ``cached``/``duplicated`` extra fields and
+        whose ``usage`` is what this call paid; ``stream=True`` returns a `ChatStream`.
+        """
+        result: ChatCompletion | ChatStream[ChatCompletionChunk] = await self._owner._chat_create(
+            model, messages, stream, namespace, request_id, params
+        )
+        return result
+
+
+class _Chat(ResourceProxy):
+    def __init__(self, owner: AsyncTogether) -> None:
+        super().__init__(owner.sdk.chat, frozenset(), "chat")
+        self.completions = _ChatCompletions(owner)
+
+
+class _Embeddings(ResourceProxy):
+    def __init__(self, owner: AsyncTogether) -> None:
+        super().__init__(
+            owner.sdk.embeddings,
+            frozenset({"with_raw_response", "with_streaming_response"}),
+            "embeddings",
+        )
+        self._owner = owner
+
+    async def create(
+        self,
+        *,
+        model: str,
+        input: str | Iterable[Any],
+        namespace: str | None = None,
+        request_id: str | None = None,
+        **params: Any,
+    ) -> Embedding:
+        """Like ``together`` ``embeddings.create``; each input is cached on its own.
+
+        Only inputs not in the cache are sent (in one call); ``namespace`` is accepted
+        and ignored (embeddings are deterministic).
+        """
+        del namespace
+        result: Embedding = await self._owner._embeddings_create(model, input, request_id, params)
+        return result
+
+
+class AsyncTogether(DropInClient):
+    """``together.AsyncTogether`` with chat completions and embeddings served by cachesaver.
+
+    SDK options (``api_key``, ``base_url``, ``timeout``, ``max_retries``, ...) go to the
+    real client (``client.sdk``), or wrap one with ``sdk_client=``. cachesaver options
+    as for `cachesaver.models.openai.AsyncOpenAI`: ``cache``, ``namespace``,
+    ``batch_size``, ``batch_timeout``, ``max_concurrency``, ``max_embedding_inputs``,
+    ``identity_base_url``, ``mode``.
+    """
+
+    _provider = "together"
+    _chat_params = _CHAT_PARAMS | CHAT_NOT_IN_KEY
+    _chat_not_in_key = CHAT_NOT_IN_KEY
+    _embed_params = _EMBED_PARAMS | EMBEDDINGS_NOT_IN_KEY
+    _embed_not_in_key = EMBEDDINGS_NOT_IN_KEY
+    _role_in_every_delta = True
+    _logprobs_in_chunks = False
+
+    def __init__(
+        self,
+        *,
+        cache: CacheLike = DEFAULT_CACHE,
+        namespace: str = "default",
+        batch_size: int = 16,
+        batch_timeout: float = 0.0,
+        max_concurrency: int | None = None,
+        max_embedding_inputs: int = 2048,
+        identity_base_url: str | None = None,
+        mode: Mode = "readwrite",
+        sdk_client: together.AsyncTogether | None = None,
+        **sdk_options: Any,
+    ) -> None:
+        if sdk_client is not None and sdk_options:
+            raise TypeError(
+                f"AsyncTogether: pass either sdk_client or SDK options, not both (got "
+                f"{sorted(sdk_options)}); configure the client you pass in instead"
+            )
+        sdk = sdk_client if sdk_client is not None else together.AsyncTogether(**sdk_options)
+        super().__init__(
+            sdk,
+            sdk_client is None,
+            cache=cache,
+            namespace=namespace,
+            batch_size=batch_size,
+            batch_timeout=batch_timeout,
+            max_concurrency=max_concurrency,
+            max_embedding_inputs=max_embedding_inputs,
+            identity_base_url=identity_base_url,
+            mode=mode,
+        )
+        self.sdk: together.AsyncTogether = sdk
+        self.chat = _Chat(self)
+        self.embeddings = _Embeddings(self)
+
+    async def __aenter__(self) -> AsyncTogether:
+        return self
+
+    def _chat_adapter(self, model: str) -> TogetherModel:
+        return TogetherModel(
+            self.sdk,
+            model,
+            sample="full",
+            max_concurrency=self.max_concurrency,
+            identity_base_url=self._identity_base_url,
+        )
+
+    def _embedding_adapter(self, model: str) -> TogetherEmbeddingModel:
+        return TogetherEmbeddingModel(
+            self.sdk,
+            model,
+            max_inputs=self.max_embedding_inputs,
+            max_concurrency=self.max_concurrency,
+            identity_base_url=self._identity_base_url,
+        )
+
+    def _completion(self, data: dict[str, Any]) -> ChatCompletion:
+        data.setdefault("prompt", [])
+        return ChatCompletion.model_validate(data)
+
+    def _chunk(self, data: dict[str, Any]) -> ChatCompletionChunk:
+        return ChatCompletionChunk.model_validate(data)
+
+    def _embedding_response(
+        self, vectors: list[Any], model: str, prompt_tokens: int | None
+    ) -> Embedding:
+        data: dict[str, Any] = {
+            "object": "list",
+            "model": model,
+            "data": [
+                {"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)
+            ],
+        }
+        if prompt_tokens is not None:
+            # Not a field of together's Embedding type: an extra, as the API may send.
+            data["usage"] = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
+        if vectors and isinstance(vectors[0], str):
+            return Embedding.construct(**data)
+        return Embedding.model_validate(data)
