@@ -19,8 +19,10 @@ import json
 import os
 import re
 import sys
+import traceback
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
 
@@ -55,11 +57,12 @@ class ExitCode(enum.IntEnum):
     """What the process exit status means."""
 
     OK = 0
-    FAILED = 1  # verify found broken keys; an import or copy conflicts with stored samples
+    FAILED = 1  # verify found broken keys; an import/copy conflicts; a file write failed
     USAGE = 2  # bad arguments, ambiguous key prefix, output exists, input file missing
     STORE = 3  # the store cannot be opened or reached (wrong path, not a cache, Redis down)
     BAD_FILE = 4  # a malformed or hostile export file or manifest (the line is named)
     NOT_FOUND = 5  # no key matches; a manifest names samples the cache does not hold
+    INTERNAL = 70  # an unexpected error (a bug): the traceback is printed
     INTERRUPTED = 130  # Ctrl-C
 
 
@@ -84,7 +87,7 @@ def _redis_store(spec: str) -> AdminStore:
             raise
         raise CliError(
             ExitCode.STORE,
-            f"{spec}: this cachesaver has no Redis store ({exc}); install cachesaver with "
+            f"{_shown(spec)}: this cachesaver has no Redis store ({exc}); install cachesaver with "
             "its Redis dependency",
         ) from None
     try:
@@ -92,7 +95,9 @@ def _redis_store(spec: str) -> AdminStore:
     except ValueError as exc:
         raise CliError(ExitCode.USAGE, f"bad Redis URL: {exc}") from None
     if not isinstance(store, AdminStore):
-        raise CliError(ExitCode.STORE, f"{spec}: the Redis store lacks the admin operations")
+        raise CliError(
+            ExitCode.STORE, f"{_shown(spec)}: the Redis store lacks the admin operations"
+        )
     return store
 
 
@@ -109,7 +114,7 @@ def open_admin_store(spec: str, *, create: bool = False) -> AdminStore:
         if scheme not in _REDIS_SCHEMES:
             raise CliError(
                 ExitCode.USAGE,
-                f"{spec}: unsupported store URL scheme {scheme!r}; use a directory path or "
+                f"{_shown(spec)}: unsupported store URL scheme {scheme!r}; use a directory path or "
                 "redis://, rediss:// or unix:// URL",
             )
         return _redis_store(spec)
@@ -118,17 +123,32 @@ def open_admin_store(spec: str, *, create: bool = False) -> AdminStore:
         if not os.path.isfile(marker) and (not create or os.listdir(spec)):
             raise CliError(
                 ExitCode.STORE,
-                f"{spec} is a directory but not a cachesaver cache (no {_DISKCACHE_DB} inside)"
-                + ("; refusing to write into it" if create else ""),
+                f"{_shown(spec)} is a directory but not a cachesaver cache "
+                f"(no {_DISKCACHE_DB} inside)" + ("; refusing to write into it" if create else ""),
             )
     elif os.path.lexists(spec):
-        raise CliError(ExitCode.STORE, f"{spec} is not a directory, so not a cachesaver cache")
+        raise CliError(
+            ExitCode.STORE, f"{_shown(spec)} is not a directory, so not a cachesaver cache"
+        )
     elif not create:
         raise CliError(
             ExitCode.STORE,
-            f"{spec}: no such cache directory (check the path; reading never creates a cache)",
+            f"{_shown(spec)}: no such cache directory (check the path; reading never "
+            "creates a cache)",
         )
     return DiskStore(spec)
+
+
+def _shown(spec: str) -> str:
+    """Return ``spec`` fit for output: a password in a URL is replaced by ``***``."""
+    if not _URL.match(spec):
+        return spec
+    parts = urlsplit(spec)
+    if parts.password is None:
+        return spec
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 @contextlib.asynccontextmanager
@@ -292,8 +312,13 @@ def _shown_sample(text: str) -> tuple[Any, str]:
     return stored, repr(value)
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
 def _indented(text: str, first: str, rest: str) -> list[str]:
-    lines = text.split("\n") or [""]
+    """Indent ``text`` for a terminal; control characters (escape codes) are shown escaped."""
+    text = _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+    lines = text.split("\n")
     return [first + lines[0]] + [rest + line for line in lines[1:]]
 
 
@@ -322,7 +347,7 @@ def _summary(record: KeyRecord) -> str:
     request = json.dumps(content.get("request"), ensure_ascii=False)
     if len(request) > 60:
         request = request[:57] + "..."
-    return f"{record.key}  {len(record.samples):>4} samples  {request}"
+    return _indented(f"{record.key}  {len(record.samples):>4} samples  {request}", "", "")[0]
 
 
 async def _cmd_show(args: argparse.Namespace) -> int:
@@ -333,7 +358,9 @@ async def _cmd_show(args: argparse.Namespace) -> int:
     async with _opened(args.cache) as store:
         matches = sorted(k for k in await store.keys() if k.startswith(prefix))
         if not matches:
-            raise CliError(ExitCode.NOT_FOUND, f"no key starts with {prefix!r} in {args.cache}")
+            raise CliError(
+                ExitCode.NOT_FOUND, f"no key starts with {prefix!r} in {_shown(args.cache)}"
+            )
         if len(matches) > 1 and not args.all:
             listed = await store.records(matches[:_SHOWN])
             raise CliError(
@@ -399,18 +426,24 @@ async def _cmd_export(args: argparse.Namespace) -> int:
             if missing:
                 raise CliError(
                     ExitCode.NOT_FOUND,
-                    f"the manifest names samples {args.cache} does not hold ({len(missing)} "
-                    "keys); nothing was written. Export from the cache the run used",
+                    f"the manifest names samples {_shown(args.cache)} does not hold "
+                    f"({len(missing)} keys); nothing was written. Export from the cache the "
+                    "run used",
                     missing,
                 )
             if broken:
                 raise CliError(
                     ExitCode.FAILED,
-                    f"{len(broken)} keys of {args.cache} are damaged; nothing was written. "
+                    f"{len(broken)} keys of {_shown(args.cache)} are damaged; nothing was written. "
                     "Run `cachesaver verify` to see them, `cachesaver prune` to drop them",
                     broken,
                 )
             await asyncio.to_thread(writer.commit)
+        except OSError as exc:
+            await asyncio.to_thread(writer.abort)
+            raise CliError(
+                ExitCode.FAILED, f"cannot write {args.output}: {exc.strerror or exc}"
+            ) from None
         except BaseException:
             await asyncio.to_thread(writer.abort)
             raise
@@ -495,10 +528,17 @@ async def _conflicts(store: AdminStore, records: Sequence[KeyRecord]) -> tuple[l
     return conflicts, new
 
 
+def _plain_size(path: str) -> int | None:
+    """Return the size of an uncompressed file (the bar's total), None for gzip."""
+    with open(path, "rb") as handle:
+        gzipped = handle.read(2) == b"\x1f\x8b"
+        return None if gzipped else os.fstat(handle.fileno()).st_size
+
+
 async def _cmd_import(args: argparse.Namespace) -> int:
     """Check a whole export file, then load it into a store in one atomic operation."""
     try:
-        total = await asyncio.to_thread(os.path.getsize, args.file)
+        total = await asyncio.to_thread(_plain_size, args.file)
     except OSError as exc:
         raise _input_file_error(args.file, exc) from None
     with _bar(args, total, "check", unit="B") as bar:
@@ -528,7 +568,7 @@ async def _cmd_import(args: argparse.Namespace) -> int:
         }
         lines = [
             f"{args.file} is a valid export: {len(records)} keys, {contents.samples} samples",
-            f"importing into {args.cache} would write {new} new samples"
+            f"importing into {_shown(args.cache)} would write {new} new samples"
             + ("" if exists else " (the cache would be created)"),
         ]
         if conflicts:
@@ -553,7 +593,7 @@ async def _cmd_import(args: argparse.Namespace) -> int:
         "dry_run": False,
     }
     lines = [
-        f"imported {args.file} into {args.cache}: {len(records)} keys, {contents.samples} "
+        f"imported {args.file} into {_shown(args.cache)}: {len(records)} keys, {contents.samples} "
         f"samples, {written} new ({contents.samples - written} already stored)"
     ]
     _emit(args, data, lines)
@@ -567,7 +607,9 @@ async def _cmd_copy(args: argparse.Namespace) -> int:
     """Copy every key of one store into another (e.g. a disk cache into Redis)."""
     async with _opened(args.src) as src, _opened(args.dst, create=True) as dst:
         if src.location == dst.location:
-            raise CliError(ExitCode.USAGE, f"{args.src} and {args.dst} are the same store")
+            raise CliError(
+                ExitCode.USAGE, f"{_shown(args.src)} and {_shown(args.dst)} are the same store"
+            )
         keys = sorted(await src.keys())
         problems: list[str] = []
         conflicts: list[str] = []
@@ -583,15 +625,15 @@ async def _cmd_copy(args: argparse.Namespace) -> int:
         if problems:
             raise CliError(
                 ExitCode.FAILED,
-                f"{len(problems)} keys of {args.src} are damaged; nothing was copied. Run "
+                f"{len(problems)} keys of {_shown(args.src)} are damaged; nothing was copied. Run "
                 "`cachesaver verify` to see them, `cachesaver prune` to drop them",
                 problems,
             )
         if conflicts:
             raise CliError(
                 ExitCode.FAILED,
-                f"{len(conflicts)} keys of {args.src} conflict with {args.dst}; nothing was "
-                "copied (a stored sample is never changed)",
+                f"{len(conflicts)} keys of {_shown(args.src)} conflict with "
+                f"{_shown(args.dst)}; nothing was copied (a stored sample is never changed)",
                 conflicts,
             )
         written = samples = 0
@@ -604,8 +646,8 @@ async def _cmd_copy(args: argparse.Namespace) -> int:
                 except ImportConflictError as exc:
                     raise CliError(
                         ExitCode.FAILED,
-                        f"{args.dst} changed during the copy: {exc}; {written} samples were "
-                        "copied before it. Re-run the copy once the writer is done",
+                        f"{_shown(args.dst)} changed during the copy: {exc}; {written} "
+                        "samples were copied before it. Re-run the copy once the writer is done",
                     ) from None
                 bar.update(len(chunk))
         data = {
@@ -616,7 +658,7 @@ async def _cmd_copy(args: argparse.Namespace) -> int:
             "written": written,
         }
     lines = [
-        f"copied {len(keys)} keys, {samples} samples from {args.src} to {args.dst} "
+        f"copied {len(keys)} keys, {samples} samples from {_shown(args.src)} to {_shown(args.dst)} "
         f"({written} new, {samples - written} already there)"
     ]
     _emit(args, data, lines)
@@ -649,10 +691,10 @@ async def _cmd_verify(args: argparse.Namespace) -> int:
         "broken": broken,
     }
     if broken:
-        lines = [f"{len(broken)} of {len(keys)} keys in {args.cache} are broken:"]
+        lines = [f"{len(broken)} of {len(keys)} keys in {_shown(args.cache)} are broken:"]
         lines += _listed([f"{b['key']}: {'; '.join(b['problems'])}" for b in broken])
     else:
-        lines = [f"ok: {len(keys)} keys, {samples} samples in {args.cache}"]
+        lines = [f"ok: {len(keys)} keys, {samples} samples in {_shown(args.cache)}"]
     _emit(args, data, lines)
     return ExitCode.FAILED if broken else ExitCode.OK
 
@@ -734,7 +776,9 @@ async def _cmd_prune(args: argparse.Namespace) -> int:
         "matched": chosen,
     }
     verb = "would delete" if args.dry_run else "deleted"
-    lines = [f"{verb} {len(chosen)} of {len(keys)} keys ({samples} samples) in {args.cache}"]
+    lines = [
+        f"{verb} {len(chosen)} of {len(keys)} keys ({samples} samples) in {_shown(args.cache)}"
+    ]
     if args.dry_run:
         lines += _listed(chosen)
     _emit(args, data, lines)
@@ -747,11 +791,13 @@ _STORE = "a cache directory, or a Redis URL (redis://host:6379/0[?prefix=P])"
 _EPILOG = """\
 exit codes:
   0  ok
-  1  verification failed, or an import/copy conflicts with stored samples
+  1  verification failed, an import/copy conflicts with stored samples, or an
+     export met a damaged key or could not be written
   2  usage error (bad arguments, ambiguous key prefix, output file exists, ...)
   3  the store cannot be opened or reached (wrong path, not a cache, Redis down)
   4  malformed export file or manifest (the line is named)
   5  not found (no key matches; the manifest names samples the cache lacks)
+  70 internal error (a bug; the traceback is printed)
   130 interrupted
 
 docs: docs/cli.md
@@ -879,7 +925,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if _store_failure(exc):
             return _report(args, ExitCode.STORE, f"store failure: {exc}", [])
-        raise
+        if isinstance(exc, OSError):
+            return _report(args, ExitCode.FAILED, f"I/O error: {exc}", [])
+        # A bug (ours or the store's): keep the traceback, and an exit code of its own
+        # so scripts never mistake it for a verification failure (Python's default is 1).
+        traceback.print_exc()
+        return _report(args, ExitCode.INTERNAL, f"internal error: {exc!r}", [])
 
 
 if __name__ == "__main__":  # pragma: no cover

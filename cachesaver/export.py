@@ -64,7 +64,6 @@ MAX_IMPORT_BYTES = 256 * 1024 * 1024
 _GZIP_MAGIC = b"\x1f\x8b"
 _KEY = re.compile(r"[0-9a-f]{64}")
 _INDEX = re.compile(r"0|[1-9][0-9]{0,8}")  # canonical decimal, below 10**9
-_CLASS_TAG = re.compile(r"[^\s:]+:[^\s:]+")
 _NON_FINITE = frozenset({"nan", "inf", "-inf"})
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -115,6 +114,8 @@ def _tag_problem(tagged: dict[str, Any], stack: list[Any]) -> str | None:
             isinstance(p, list) and len(p) == 2 for p in payload
         ):
             return "a 'dict' tag needs a list of [key, value] pairs"
+        if any(isinstance(k, list) or (isinstance(k, dict) and TAG not in k) for k, _ in payload):
+            return "a 'dict' tag has a key that decodes to a list or dict (not hashable)"
         for pair in payload:
             stack.extend(pair)
     elif tag == "bytes":
@@ -127,15 +128,16 @@ def _tag_problem(tagged: dict[str, Any], stack: list[Any]) -> str | None:
     elif tag == "float":
         if payload not in _NON_FINITE:
             return "a 'float' tag needs 'nan', 'inf' or '-inf'"
-    elif _CLASS_TAG.fullmatch(tag):
-        # A class tag (module:QualName): whether the class is registered is the reader's
-        # business; here the payload only has to be well-formed tagged JSON.
+    elif tag:
+        # A class tag ("module:QualName", or a name given to register_type): whether the
+        # class is registered is the reader's business; here the payload only has to be
+        # well-formed tagged JSON.
         if isinstance(payload, dict):
             stack.extend(payload.values())
         else:
             stack.append(payload)
     else:
-        return f"unknown type tag {tag!r} (neither built-in nor module:QualName)"
+        return "a type tag must not be empty"
     return None
 
 
@@ -149,8 +151,8 @@ def sample_problem(text: str) -> str | None:
         value = _loads(text)
     except ValueError as exc:
         return f"not valid JSON ({exc})"
-    if TAG not in text and "\\u" not in text:
-        return None  # no tag can hide in it
+    if TAG not in text:
+        return None  # decode_sample reads such a text as plain JSON
     stack: list[Any] = [value]
     while stack:
         item = stack.pop()
