@@ -12,6 +12,8 @@ from cachesaver.deduplicator import AsyncDeduplicator
 from cachesaver.errors import (
     CacheMissError,
     CacheSaverError,
+    ExportFileError,
+    ExportTooLargeError,
     ImportConflictError,
     InvalidRequestError,
     ModelContractError,
@@ -36,6 +38,8 @@ __all__ = [
     "CacheMissError",
     "CacheSaverError",
     "DiskStore",
+    "ExportFileError",
+    "ExportTooLargeError",
     "ImportConflictError",
     "InvalidRequestError",
     "LocalAPI",

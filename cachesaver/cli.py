@@ -21,10 +21,10 @@ import re
 import sys
 import traceback
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
+from tqdm import tqdm
 
 from cachesaver._canonical import CanonicalError, canonical_json
 from cachesaver.codec import TAG, decode_sample
@@ -168,17 +168,10 @@ def _chunks(items: Sequence[_T], size: int = CHUNK_KEYS) -> Iterator[Sequence[_T
         yield items[start : start + size]
 
 
-class _Progress(Protocol):
-    """The part of a tqdm bar the commands use (bars go to stderr, on a terminal only)."""
-
-    def update(self, n: float = 1) -> object: ...
-    def __enter__(self) -> _Progress: ...
-    def __exit__(self, *exc: object) -> None: ...
-
-
-def _bar(args: argparse.Namespace, total: int | None, desc: str, unit: str = "key") -> _Progress:
+def _bar(args: argparse.Namespace, total: int | None, desc: str, unit: str = "key") -> tqdm[Any]:
+    """A progress bar on stderr, drawn only when stderr is a terminal."""
     enabled = not args.no_progress and sys.stderr.isatty()
-    bar: _Progress = tqdm(
+    bar: tqdm[Any] = tqdm(
         total=total,
         desc=desc,
         unit=unit,

@@ -9,6 +9,8 @@ from __future__ import annotations
 __all__ = [
     "CacheMissError",
     "CacheSaverError",
+    "ExportFileError",
+    "ExportTooLargeError",
     "ImportConflictError",
     "InvalidRequestError",
     "ModelContractError",
@@ -49,6 +51,20 @@ class StoreError(CacheSaverError, RuntimeError):
 
 class ImportConflictError(CacheSaverError, ValueError):
     """An import would change a sample that is already stored; nothing was written."""
+
+
+class ExportFileError(CacheSaverError, ValueError):
+    """An export file is malformed or hostile; ``line`` is where (1-based)."""
+
+    def __init__(self, path: str, line: int, problem: str) -> None:
+        super().__init__(f"{path}:{line}: {problem}")
+        self.path = path
+        self.line = line
+        self.problem = problem
+
+
+class ExportTooLargeError(ExportFileError):
+    """An export file holds more text than the reader was allowed to load at once."""
 
 
 class CacheMissError(CacheSaverError, LookupError):

@@ -36,7 +36,7 @@ from typing import Any
 
 from cachesaver._canonical import digest
 from cachesaver.codec import TAG
-from cachesaver.errors import CacheSaverError
+from cachesaver.errors import ExportFileError, ExportTooLargeError
 from cachesaver.stores.base import KeyRecord
 
 __all__ = [
@@ -66,20 +66,6 @@ _KEY = re.compile(r"[0-9a-f]{64}")
 _INDEX = re.compile(r"0|[1-9][0-9]{0,8}")  # canonical decimal, below 10**9
 _NON_FINITE = frozenset({"nan", "inf", "-inf"})
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-
-class ExportFileError(CacheSaverError, ValueError):
-    """An export file is malformed or hostile; ``line`` is where (1-based)."""
-
-    def __init__(self, path: str, line: int, problem: str) -> None:
-        super().__init__(f"{path}:{line}: {problem}")
-        self.path = path
-        self.line = line
-        self.problem = problem
-
-
-class ExportTooLargeError(ExportFileError):
-    """An export file holds more text than the reader was allowed to load at once."""
 
 
 def _no_constant(name: str) -> Any:

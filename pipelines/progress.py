@@ -10,7 +10,7 @@ import asyncio
 import sys
 from typing import Any
 
-from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
+from tqdm import tqdm
 
 __all__ = ["Progress"]
 

@@ -74,3 +74,11 @@ async def test_recording_model_hold_and_release() -> None:
     assert not call.done() and model.entered == 1
     model.release()
     assert len((await call).data) == 1
+
+
+async def test_simulated_samples_do_not_depend_on_how_draws_are_split() -> None:
+    """n=2 in one call gives the same samples as two calls of n=1 (merging is invisible)."""
+    together = (await SimulatedLLM(seed=0).request(Request("q", n=2))).data
+    split = SimulatedLLM(seed=0)
+    apart = [(await split.request(Request("q"))).data[0] for _ in range(2)]
+    assert together == apart

@@ -347,6 +347,12 @@ class RedisStore:
         for n, key in enumerate(keys):
             content, samples = rows[2 * n], rows[2 * n + 1]
             if content is not None:
+                foreign = [field for field in samples if not str(field).isdigit()]
+                if foreign:
+                    raise StoreError(
+                        f"{self!r}: hash {self._samples(key)} has non-index fields "
+                        f"{foreign[:3]!r}; something other than cachesaver wrote to it"
+                    )
                 ordered = dict(sorted((int(i), text) for i, text in samples.items()))
                 out.append(KeyRecord(key, content, ordered))
         return out

@@ -33,10 +33,13 @@ def _default_responder(request: Request, rng: random.Random) -> str:
 class SimulatedLLM:
     """A stochastic model: every sample is a fresh draw, reproducible from ``seed``.
 
-    The k-th sample generated for a given request content is the same for the same
-    seed, whatever else the model was asked before, so runs are reproducible even when
-    concurrency reorders calls. ``latency`` (seconds) is slept once per call.
-    ``responder(request, rng)`` makes one sample (default: a short text).
+    The k-th sample this instance generates for a given request content depends only on
+    the seed, the content and k: not on what else was asked before, nor on how the draws
+    were split into calls (merging and batching never change the samples). A new
+    instance with the same seed starts again at k=0, so over an existing cache give each
+    process its own seed if its new draws must differ from the stored ones.
+    ``latency`` (seconds) is slept once per call. ``responder(request, rng)`` makes one
+    sample from an rng seeded for that sample (default: a short text).
     """
 
     def __init__(
@@ -56,27 +59,26 @@ class SimulatedLLM:
     def identity(self) -> dict[str, Any]:
         return {"provider": "cachesaver.testing", "model": self.name, "seed": self.seed}
 
-    def _rng(self, request: Request) -> random.Random:
+    def _samples(self, request: Request) -> list[Any]:
         content = request_content(request)
-        k = self._drawn.get(content, 0)
-        self._drawn[content] = k + request.n
-        material = f"{self.seed}\x00{content}\x00{k}".encode()
-        return random.Random(int.from_bytes(hashlib.sha256(material).digest()[:8], "big"))
+        first = self._drawn.get(content, 0)
+        self._drawn[content] = first + request.n
+        samples = []
+        for k in range(first, first + request.n):
+            material = f"{self.seed}\x00{content}\x00{k}".encode()
+            rng = random.Random(int.from_bytes(hashlib.sha256(material).digest()[:8], "big"))
+            samples.append(self.responder(request, rng))
+        return samples
 
     async def request(self, request: Request) -> Response:
         if self.latency:
             await asyncio.sleep(self.latency)
-        rng = self._rng(request)
-        return Response(data=[self.responder(request, rng) for _ in range(request.n)])
+        return Response(data=self._samples(request))
 
     async def batch_request(self, batch: Batch) -> list[Response]:
         if self.latency:
             await asyncio.sleep(self.latency)
-        out = []
-        for request in batch.requests:
-            rng = self._rng(request)
-            out.append(Response(data=[self.responder(request, rng) for _ in range(request.n)]))
-        return out
+        return [Response(data=self._samples(request)) for request in batch.requests]
 
 
 class InjectedFailure(RuntimeError):
