@@ -39,7 +39,6 @@ def test_cli_runs_a_scenario_and_creates_its_cache(
 
 def test_cli_sweep_grid_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The sweep runs the grid it is given, and --plot writes a PNG."""
-    pytest.importorskip("matplotlib")
     plot = tmp_path / "costs.png"
     grid = ["--widths", "1,2", "--depths", "3", "--eval-grid", "1"]
     args = ["sweep", "--cache", str(tmp_path / "c"), "--plot", str(plot), *grid, *SMALL[:3]]
