@@ -19,7 +19,7 @@ import os
 import socket
 import uuid
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from cachesaver._canonical import canonical_json, digest
@@ -283,9 +283,7 @@ class AsyncCacher(Stage):
         if self._reserves is None:
             indices = self._run.reserve(request.namespace, key, request.n)
         else:
-            indices = await self._reserves.submit(
-                Reservation(self.run_id or "", request.namespace, key, request.n)
-            )
+            (indices,) = await self._reserve_shared([(request, key)])
         try:
             response = await self._serve(request, key, content, indices)
         except BaseException:
@@ -302,11 +300,7 @@ class AsyncCacher(Stage):
         if self._reserves is None:
             reserved = [self._run.reserve(r.namespace, key, r.n) for r, key, _ in keyed]
         else:
-            futures = [
-                self._reserves.submit(Reservation(self.run_id or "", r.namespace, key, r.n))
-                for r, key, _ in keyed
-            ]
-            reserved = list(await asyncio.gather(*futures))
+            reserved = await self._reserve_shared([(r, key) for r, key, _ in keyed])
         try:
             outcomes: list[Outcome] = list(
                 await asyncio.gather(
@@ -332,6 +326,31 @@ class AsyncCacher(Stage):
             for (r, key, _), indices in zip(keyed, reserved, strict=True):
                 self._manifest.record(key, r.namespace, r.request_id, indices)
         return outcomes
+
+    async def _reserve_shared(self, items: list[tuple[Request, str]]) -> list[list[int]]:
+        """Reserve in the store, in issue order; a cancelled caller gives the indices back."""
+        assert self._reserves is not None
+        futures = [
+            self._reserves.submit(Reservation(self.run_id or "", r.namespace, key, r.n))
+            for r, key in items
+        ]
+        try:
+            return list(await asyncio.shield(asyncio.gather(*futures)))
+        except asyncio.CancelledError:
+            for (r, key), future in zip(items, futures, strict=True):
+                future.add_done_callback(self._give_back_later(r.namespace, key))
+            raise
+
+    def _give_back_later(
+        self, namespace: str, key: str
+    ) -> Callable[[asyncio.Future[list[int]]], None]:
+        """A callback that returns a reservation granted after its requester left."""
+
+        def give_back(done: asyncio.Future[list[int]]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                self._give_back(namespace, key, done.result())
+
+        return give_back
 
     def _give_back(self, namespace: str, key: str, indices: list[int]) -> None:
         """Return a failed request's indices to its namespace (rule 5)."""

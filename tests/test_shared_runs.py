@@ -17,7 +17,14 @@ from typing import Any
 import pytest
 
 from cachesaver import DiskStore, OnlineAPI, Request
-from cachesaver.stores.base import LeaseRequest, SampleRead, SampleWrite, Store, WriteResult
+from cachesaver.stores.base import (
+    LeaseRequest,
+    Reservation,
+    SampleRead,
+    SampleWrite,
+    Store,
+    WriteResult,
+)
 from cachesaver.testing import InjectedFailure, RecordingModel
 
 from .helpers import stored
@@ -202,3 +209,28 @@ async def test_cancelled_while_taking_a_lease_leaves_nothing_stuck(cache_dir: st
     assert got.cached == [False, False], "the waiter generated once the claim was freed"
     assert again.data == got.data and again.cached == [True, True]
     assert len(model.calls) == 1
+
+
+class SlowReservations(DiskStore):
+    """The real disk store, with reservations that take a while (to cancel during one)."""
+
+    async def reserve(self, reservations: Sequence[Reservation]) -> list[list[int]]:
+        await asyncio.sleep(0.1)
+        return await super().reserve(reservations)
+
+
+async def test_cancelled_while_reserving_gives_the_indices_back(cache_dir: str) -> None:
+    """A request cancelled during its reservation returns the indices once granted."""
+    store = SlowReservations(cache_dir)
+    model = Shared()
+    async with OnlineAPI(model, cache=store, run_id="r", timeout=0) as api:
+        first = asyncio.ensure_future(api.request(Request("q", n=2, namespace="n")))
+        await asyncio.sleep(0.02)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        await asyncio.sleep(0.2)  # the reservation lands and goes back
+        second = await api.request(Request("q", n=2, namespace="n"))
+        samples = await stored(api.store, api.key_of(Request("q")), 3)
+    await store.aclose()
+    assert second.data == samples[:2], "the next request got indices 0 and 1"
