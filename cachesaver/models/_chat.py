@@ -249,6 +249,7 @@ class ChatAdapter:
             options = {**options, **per_call}
         samples: list[Any] = []
         remaining = request.n
+        extra_prompt = 0
         while remaining > 0:
             call = {**kwargs, **options}
             if remaining > 1:
@@ -256,8 +257,15 @@ class ChatAdapter:
             async with self._limit.slot():
                 completion = await self._create(call)
             got = self._samples(completion, remaining, request)
+            if samples:  # the provider gave fewer choices than asked: this call re-paid
+                usage = getattr(completion, "usage", None)
+                extra_prompt += getattr(usage, "prompt_tokens", None) or 0
             samples.extend(got)
             remaining -= len(got)
+        if extra_prompt and self.sample == "full":
+            # The pipeline sees one model call whose prompt is paid by its first sample.
+            first = samples[0]
+            first["prompt_tokens"] = (first["prompt_tokens"] or 0) + extra_prompt
         return Response(samples)
 
     def _samples(self, completion: Any, wanted: int, request: Request) -> list[Any]:

@@ -65,16 +65,23 @@ def jsonable(value: Any, path: str) -> Any:
             item if type(item) in _SCALARS else jsonable(item, f"{path}[{i}]")
             for i, item in enumerate(value)
         ]
+    if isinstance(value, type):
+        raise InvalidRequestError(
+            f"{path} is the class {value.__qualname__}, not JSON data; pass the JSON the API "
+            "expects (for a structured output, a response_format dict with a json_schema)"
+        )
     dump = getattr(value, "model_dump", None)
-    if callable(dump) and not isinstance(value, type):
-        return jsonable(dump(mode="json", exclude_unset=True), path)
+    if callable(dump):
+        # As the SDKs send a pydantic object (their own ``__api_exclude__`` included).
+        exclude = getattr(value, "__api_exclude__", None)
+        return jsonable(dump(mode="json", exclude_unset=True, exclude=exclude), path)
     if isinstance(value, Mapping):
         return jsonable(dict(value), path)
     if isinstance(value, (str, bytes, bytearray)):  # str subclasses, bytes
         raise InvalidRequestError(
             f"{path} is a {kind.__name__}; pass a plain str (bytes are not JSON)"
         )
-    if isinstance(value, Iterable) and not isinstance(value, type):
+    if isinstance(value, Iterable):
         return [jsonable(item, f"{path}[{i}]") for i, item in enumerate(value)]
     raise InvalidRequestError(
         f"{path} is a {kind.__module__}.{kind.__qualname__}, which is not JSON data; pass "

@@ -14,7 +14,7 @@ import base64
 import json
 import math
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, ClassVar
 
@@ -37,16 +37,20 @@ from cachesaver.pipelines import OnlineAPI
 from cachesaver.stores import CacheLike, Store, open_store
 from cachesaver.typedefs import Batch, Response
 
-__all__ = ["DropInClient"]
+__all__ = ["UNCACHED_CHAT_METHODS", "UNCACHED_EMBEDDING_METHODS", "DropInClient", "ResourceProxy"]
 
 _CHAT_FIELDS = frozenset(
     f
     for f in ChatRequest.__dataclass_fields__
     if f not in ("prompt", "n", "request_id", "namespace", "params", "extra_body")
 )
+_SENTINELS = ("NotGiven", "Omit")
+_SCALARS = (str, int, float, bool)
 # Methods of chat.completions that would bypass the cache: refused, not passed through.
-_UNCACHED_CHAT = frozenset({"parse", "stream", "with_raw_response", "with_streaming_response"})
-_UNCACHED_EMBEDDINGS = frozenset({"with_raw_response", "with_streaming_response"})
+UNCACHED_CHAT_METHODS = frozenset(
+    {"parse", "stream", "with_raw_response", "with_streaming_response"}
+)
+UNCACHED_EMBEDDING_METHODS = frozenset({"with_raw_response", "with_streaming_response"})
 
 
 def _add(stats: Stats, other: Stats) -> Stats:
@@ -76,7 +80,7 @@ class DropInClient:
 
     def __init__(
         self,
-        sdk: Any,
+        make_sdk: Callable[[], Any],
         owns_sdk: bool,
         *,
         cache: CacheLike,
@@ -111,8 +115,6 @@ class DropInClient:
                 f"{where}: max_embedding_inputs must be a positive int, got "
                 f"{max_embedding_inputs!r}"
             )
-        self.sdk = sdk
-        self._owns_sdk = owns_sdk
         self.namespace = namespace
         self.batch_size = batch_size
         self.batch_timeout = batch_timeout
@@ -132,10 +134,14 @@ class DropInClient:
                 f"{where}: max_concurrency must be a positive int (API calls at once) or "
                 f"None, got {max_concurrency!r}"
             )
+        # Options are checked before anything is opened (the disk store opens lazily).
+        self.sdk = make_sdk()
+        self._owns_sdk = owns_sdk
         self._store, self._owns_store = open_store(cache)
         self._chat: dict[str, tuple[ChatAdapter, OnlineAPI]] = {}
         self._embed: dict[str, EmbeddingAdapter] = {}
         self._embed_stats = Stats()
+        self._embed_runs: set[AsyncCacher] = set()
         self._closed = False
 
     # -- provider hooks ------------------------------------------------------------------
@@ -170,12 +176,18 @@ class DropInClient:
         if self._closed:
             return
         self._closed = True
-        for _, pipeline in list(self._chat.values()):
-            await pipeline.aclose()
-        if self._owns_store:
-            await self._store.aclose()
-        if self._owns_sdk:
-            await self.sdk.close()
+        try:
+            for run in list(self._embed_runs):
+                await run.aclose()  # embedding calls in flight finish first
+            for _, pipeline in list(self._chat.values()):
+                await pipeline.aclose()
+        finally:
+            try:
+                if self._owns_store:
+                    await self._store.aclose()
+            finally:
+                if self._owns_sdk:
+                    await self.sdk.close()
 
     async def __aenter__(self) -> DropInClient:
         return self
@@ -196,9 +208,10 @@ class DropInClient:
 
     def __getattr__(self, name: str) -> Any:
         # Everything else (models, files, ...) is the SDK's own, uncached.
-        if name.startswith("_"):
+        sdk = self.__dict__.get("sdk")
+        if name.startswith("_") or sdk is None:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        return getattr(self.sdk, name)
+        return getattr(sdk, name)
 
     def cachesaver_stats(self) -> Stats:
         """Counters of every chat pipeline and embedding call of this client, summed."""
@@ -219,12 +232,12 @@ class DropInClient:
     def chat_pipeline(self, model: str) -> OnlineAPI:
         """The pipeline that serves chat calls for ``model`` (created on first use)."""
         self._check_open()
+        if type(model) is not str or not model:
+            raise TypeError(
+                f"chat.completions.create: model must be a non-empty str, got {model!r}"
+            )
         entry = self._chat.get(model)
         if entry is None:
-            if not isinstance(model, str) or not model:
-                raise TypeError(
-                    f"chat.completions.create: model must be a non-empty str, got {model!r}"
-                )
             adapter = self._chat_adapter(model)
             pipeline = OnlineAPI(
                 adapter,
@@ -245,46 +258,54 @@ class DropInClient:
         namespace: str | None,
         request_id: str | None,
         params: dict[str, Any],
-    ) -> tuple[ChatRequest, dict[str, Any]]:
+    ) -> tuple[ChatRequest, dict[str, Any] | None]:
         """Split the call's parameters: key fields, other key params, call options."""
-        where = f"{self._provider} chat.completions.create"
         fields: dict[str, Any] = {}
-        others: dict[str, Any] = {}
-        options: dict[str, Any] = {}
+        others: dict[str, Any] | None = None
+        options: dict[str, Any] | None = None
         extra_body: Any = None
+        chat_params = self._chat_params
         for name, value in params.items():
-            if is_omitted(value):
+            if value is None or type(value).__name__ in _SENTINELS:
                 continue
-            if name in _CHAT_FIELDS and name in self._chat_params:
-                fields[name] = jsonable(value, name)
+            if name in _CHAT_FIELDS and name in chat_params:
+                fields[name] = value if type(value) in _SCALARS else jsonable(value, name)
             elif name in self._chat_not_in_key:
+                if options is None:
+                    options = {}
                 options[name] = value
             elif name == "extra_body":
                 extra_body = jsonable(value, "extra_body")
                 if not isinstance(extra_body, dict):
-                    raise TypeError(f"{where}: extra_body must be a dict, got {value!r}")
-            elif name in self._chat_params:
+                    raise TypeError(
+                        f"{self._provider} chat.completions.create: extra_body must be a "
+                        f"dict, got {value!r}"
+                    )
+            elif name in chat_params:
+                if others is None:
+                    others = {}
                 others[name] = jsonable(value, name)
             else:
                 raise TypeError(
-                    f"{where}() got an unexpected keyword argument {name!r}: it is not a "
-                    f"parameter of the installed {self._provider} SDK; send provider-specific "
-                    "parameters in extra_body={...} (they are part of the key)"
+                    f"{self._provider} chat.completions.create() got an unexpected keyword "
+                    f"argument {name!r}: it is not a parameter of the installed "
+                    f"{self._provider} SDK; send provider-specific parameters in "
+                    "extra_body={...} (they are part of the key)"
                 )
-        if n is None or type(n).__name__ in ("NotGiven", "Omit"):
+        if n is None or type(n).__name__ in _SENTINELS:
             n = 1
         prompt = jsonable(messages, "messages")
-        if not isinstance(prompt, list) or not prompt:
+        if type(prompt) is not list or not prompt:
             raise InvalidRequestError(
-                f"{where}: messages must be a non-empty list of messages such as "
-                "[{'role': 'user', 'content': 'Hello'}]"
+                f"{self._provider} chat.completions.create: messages must be a non-empty "
+                "list of messages such as [{'role': 'user', 'content': 'Hello'}]"
             )
         request = ChatRequest(
             prompt,
             n=n,
             namespace=self.namespace if namespace is None else namespace,
             request_id=request_id,
-            params=others or None,
+            params=others,
             extra_body=extra_body,
             **fields,
         )
@@ -299,6 +320,10 @@ class DropInClient:
         request_id: str | None,
         params: dict[str, Any],
     ) -> Any:
+        if stream not in (None, False, True) and not is_omitted(stream):
+            raise TypeError(
+                f"chat.completions.create: stream must be True or False, got {stream!r}"
+            )
         n = params.pop("n", None)
         stream_options = params.pop("stream_options", None)
         request, options = self._chat_request(messages, n, namespace, request_id, params)
@@ -317,10 +342,6 @@ class DropInClient:
                 include_usage=include_usage,
                 role_in_every_delta=self._role_in_every_delta,
                 logprobs_in_chunks=self._logprobs_in_chunks,
-            )
-        if stream not in (None, False) and not is_omitted(stream):
-            raise TypeError(
-                f"chat.completions.create: stream must be True or False, got {stream!r}"
             )
         return completion
 
@@ -390,10 +411,10 @@ class DropInClient:
 
     def _embedding_adapter_for(self, model: Any) -> EmbeddingAdapter:
         self._check_open()
+        if type(model) is not str or not model:
+            raise TypeError(f"embeddings.create: model must be a non-empty str, got {model!r}")
         adapter = self._embed.get(model)
         if adapter is None:
-            if not isinstance(model, str) or not model:
-                raise TypeError(f"embeddings.create: model must be a non-empty str, got {model!r}")
             adapter = self._embed[model] = self._embedding_adapter(model)
         return adapter
 
@@ -456,9 +477,13 @@ class DropInClient:
             cache=self._store,
             mode=self.mode,
         )
-        async with run:
-            responses = await run.batch_request(Batch(list(requests)))
-        self._embed_stats = _add(self._embed_stats, run.stats())
+        self._embed_runs.add(run)
+        try:
+            async with run:
+                responses = await run.batch_request(Batch(list(requests)))
+        finally:
+            self._embed_runs.discard(run)
+            self._embed_stats = _add(self._embed_stats, run.stats())
         paid: int | None = 0
         for response in responses:
             sample: EmbeddingSample = response.data[0]
@@ -497,6 +522,6 @@ class ResourceProxy:
             raise AttributeError(
                 f"{self._path}.{name} is not served by cachesaver (it would bypass the "
                 f"cache); use {self._path}.create, or call the SDK directly through "
-                f"client.sdk.{self._path.split('.', 1)[1]}.{name} (uncached)"
+                f"client.sdk.{self._path}.{name} (uncached)"
             )
         return getattr(self._sdk_resource, name)

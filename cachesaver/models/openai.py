@@ -28,7 +28,12 @@ from openai.types.create_embedding_response import CreateEmbeddingResponse
 
 from cachesaver.cacher import Mode
 from cachesaver.models._chat import ChatAdapter, SampleKind
-from cachesaver.models._dropin import DropInClient, ResourceProxy
+from cachesaver.models._dropin import (
+    UNCACHED_CHAT_METHODS,
+    UNCACHED_EMBEDDING_METHODS,
+    DropInClient,
+    ResourceProxy,
+)
 from cachesaver.models._embed import EmbeddingAdapter
 from cachesaver.models._stream import ChatStream
 from cachesaver.pipelines import DEFAULT_CACHE
@@ -162,7 +167,7 @@ class _ChatCompletions(ResourceProxy):
     def __init__(self, owner: AsyncOpenAI) -> None:
         super().__init__(
             owner.sdk.chat.completions,
-            frozenset({"parse", "stream", "with_raw_response", "with_streaming_response"}),
+            UNCACHED_CHAT_METHODS,
             "chat.completions",
         )
         self._owner = owner
@@ -223,7 +228,7 @@ class _Embeddings(ResourceProxy):
     def __init__(self, owner: AsyncOpenAI) -> None:
         super().__init__(
             owner.sdk.embeddings,
-            frozenset({"with_raw_response", "with_streaming_response"}),
+            UNCACHED_EMBEDDING_METHODS,
             "embeddings",
         )
         self._owner = owner
@@ -273,6 +278,7 @@ class AsyncOpenAI(DropInClient):
     ``async with``.
     """
 
+    sdk: openai.AsyncOpenAI
     _provider = "openai"
     _chat_params = _CHAT_PARAMS | {"stream_options"} | CHAT_NOT_IN_KEY
     _chat_not_in_key = CHAT_NOT_IN_KEY
@@ -301,9 +307,12 @@ class AsyncOpenAI(DropInClient):
                 f"AsyncOpenAI: pass either sdk_client or SDK options, not both (got "
                 f"{sorted(sdk_options)}); configure the client you pass in instead"
             )
-        sdk = sdk_client if sdk_client is not None else openai.AsyncOpenAI(**sdk_options)
+
+        def make_sdk() -> openai.AsyncOpenAI:
+            return sdk_client if sdk_client is not None else openai.AsyncOpenAI(**sdk_options)
+
         super().__init__(
-            sdk,
+            make_sdk,
             sdk_client is None,
             cache=cache,
             namespace=namespace,
@@ -314,7 +323,6 @@ class AsyncOpenAI(DropInClient):
             identity_base_url=identity_base_url,
             mode=mode,
         )
-        self.sdk: openai.AsyncOpenAI = sdk
         self.chat = _Chat(self)
         self.embeddings = _Embeddings(self)
 

@@ -25,7 +25,9 @@ class ChatSample(TypedDict):
     - ``choice``: the provider's choice as JSON (``message``, ``finish_reason``,
       ``logprobs``, ...), without its ``index``;
     - ``prompt_tokens``: the prompt tokens of the API call that produced it (a call's
-      prompt is paid once: by its sample whose ``duplicated`` flag is False);
+      prompt is paid once: by its sample whose ``duplicated`` flag is False). When a
+      provider returned fewer choices than asked and was asked again, the first sample
+      carries the prompt tokens of every call;
     - ``completion_tokens``: its output tokens. When a call returns several choices and
       the provider reports only the total, the total is split by the length of each
       choice's output (the parts sum to the exact total);

@@ -29,7 +29,12 @@ from together.types.embedding import Embedding
 
 from cachesaver.cacher import Mode
 from cachesaver.models._chat import ChatAdapter, SampleKind
-from cachesaver.models._dropin import DropInClient, ResourceProxy
+from cachesaver.models._dropin import (
+    UNCACHED_CHAT_METHODS,
+    UNCACHED_EMBEDDING_METHODS,
+    DropInClient,
+    ResourceProxy,
+)
 from cachesaver.models._embed import EmbeddingAdapter
 from cachesaver.models._stream import ChatStream
 from cachesaver.pipelines import DEFAULT_CACHE
@@ -136,7 +141,7 @@ class _ChatCompletions(ResourceProxy):
     def __init__(self, owner: AsyncTogether) -> None:
         super().__init__(
             owner.sdk.chat.completions,
-            frozenset({"with_raw_response", "with_streaming_response"}),
+            UNCACHED_CHAT_METHODS,
             "chat.completions",
         )
         self._owner = owner
@@ -197,7 +202,7 @@ class _Embeddings(ResourceProxy):
     def __init__(self, owner: AsyncTogether) -> None:
         super().__init__(
             owner.sdk.embeddings,
-            frozenset({"with_raw_response", "with_streaming_response"}),
+            UNCACHED_EMBEDDING_METHODS,
             "embeddings",
         )
         self._owner = owner
@@ -231,6 +236,7 @@ class AsyncTogether(DropInClient):
     ``identity_base_url``, ``mode``.
     """
 
+    sdk: together.AsyncTogether
     _provider = "together"
     _chat_params = _CHAT_PARAMS | CHAT_NOT_IN_KEY
     _chat_not_in_key = CHAT_NOT_IN_KEY
@@ -258,9 +264,14 @@ class AsyncTogether(DropInClient):
                 f"AsyncTogether: pass either sdk_client or SDK options, not both (got "
                 f"{sorted(sdk_options)}); configure the client you pass in instead"
             )
-        sdk = sdk_client if sdk_client is not None else together.AsyncTogether(**sdk_options)
+
+        def make_sdk() -> together.AsyncTogether:
+            if sdk_client is not None:
+                return sdk_client
+            return together.AsyncTogether(**sdk_options)
+
         super().__init__(
-            sdk,
+            make_sdk,
             sdk_client is None,
             cache=cache,
             namespace=namespace,
@@ -271,7 +282,6 @@ class AsyncTogether(DropInClient):
             identity_base_url=identity_base_url,
             mode=mode,
         )
-        self.sdk: together.AsyncTogether = sdk
         self.chat = _Chat(self)
         self.embeddings = _Embeddings(self)
 

@@ -177,7 +177,9 @@ class FakeLLMServer:
     - ``port``: 0 (the default) binds a free port; read it back from ``port``/``url``;
     - ``api_key``: if set, requests must send ``Authorization: Bearer <api_key>``;
     - ``error_retry_after``: seconds the SDK is told to wait (``retry-after-ms``) before
-      retrying an injected 429/5xx; small by default so SDK retries are fast in tests.
+      retrying an injected 429/5xx; small by default so SDK retries are fast in tests;
+    - ``max_choices``: answer at most this many choices whatever ``n`` asks (like
+      providers that cap or ignore ``n``).
 
     ``start()``/``stop()`` or ``with`` start and stop it; ``stop()`` closes every open
     connection and joins the thread, so nothing is left behind.
@@ -193,6 +195,7 @@ class FakeLLMServer:
         api_key: str | None = None,
         error_retry_after: float = 0.01,
         embedding_dimensions: int = 8,
+        max_choices: int | None = None,
     ) -> None:
         if latency < 0 or error_retry_after < 0:
             raise ValueError("latency and error_retry_after must be >= 0 seconds")
@@ -206,6 +209,7 @@ class FakeLLMServer:
         self.api_key = api_key
         self.error_retry_after = float(error_retry_after)
         self.embedding_dimensions = embedding_dimensions
+        self.max_choices = max_choices
         self._lock = threading.Lock()
         self._counters = _Counters()
         self._received: list[ReceivedRequest] = []
@@ -217,6 +221,7 @@ class FakeLLMServer:
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._transports: set[asyncio.BaseTransport] = set()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -289,10 +294,29 @@ class FakeLLMServer:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        loop = self._loop
+        transports = self._transports
+
+        class Protocol(asyncio.StreamReaderProtocol):
+            # Every accepted connection is tracked at the transport level, so stop() can
+            # close even one whose handler task has not started yet.
+            tracked: asyncio.BaseTransport | None = None
+
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                self.tracked = transport
+                transports.add(transport)
+                super().connection_made(transport)
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                if self.tracked is not None:
+                    transports.discard(self.tracked)
+                super().connection_lost(exc)
+
+        def factory() -> asyncio.StreamReaderProtocol:
+            return Protocol(asyncio.StreamReader(loop=loop), self._on_connection, loop=loop)
+
         try:
-            server = await asyncio.start_server(
-                self._on_connection, self.host, self._requested_port
-            )
+            server = await loop.create_server(factory, self.host, self._requested_port)
         except OSError as exc:
             self._startup_error = exc
             self._ready.set()
@@ -302,12 +326,31 @@ class FakeLLMServer:
         try:
             await self._stop.wait()
         finally:
+            # Let connections accepted just before stopping finish their setup first:
+            # asyncio (3.11) drops a connection whose transport is created after the
+            # server closed without closing its socket.
+            await self._settle()
             server.close()
+            await self._settle()
             for task in list(self._connections):
                 task.cancel()
             if self._connections:
                 await asyncio.gather(*self._connections, return_exceptions=True)
+            for transport in list(transports):
+                transport.close()
+            for _ in range(100):  # connection_lost runs on the next loop iterations
+                if not transports:
+                    break
+                await asyncio.sleep(0)
             await server.wait_closed()
+
+    async def _settle(self) -> None:
+        """Run the loop until every task is a started connection handler (bounded)."""
+        current = asyncio.current_task()
+        for _ in range(100):
+            if all(t is current or t in self._connections for t in asyncio.all_tasks()):
+                return
+            await asyncio.sleep(0)
 
     # -- control (thread-safe) -----------------------------------------------------------
 
@@ -582,6 +625,8 @@ class FakeLLMServer:
         )
         temperature = body.get("temperature")
         seed = body.get("seed")
+        if self.max_choices is not None:
+            n = min(n, self.max_choices)
         with self._lock:
             first = self._drawn.get(content, 0)
             self._drawn[content] = first + n
