@@ -136,6 +136,49 @@ def _seen(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
+class _Memo:
+    """Sample texts this process has read or written, per store (bounded, oldest out).
+
+    Stored samples never change, so a remembered text is never stale: it saves the
+    store round trip for hits, whatever other processes write meanwhile. Texts, not
+    decoded values, are kept, so no caller can see another caller's mutations.
+    """
+
+    def __init__(self, max_bytes: int = 64 * 2**20) -> None:
+        self.max_bytes = max_bytes
+        self._texts: dict[tuple[str, int], str] = {}
+        self._bytes = 0
+
+    def get(self, key: str, indices: Sequence[int]) -> dict[int, str]:
+        texts = self._texts
+        found: dict[int, str] = {}
+        for index in indices:
+            text = texts.get((key, index))
+            if text is not None:
+                found[index] = text
+        return found
+
+    def put(self, key: str, index: int, text: str) -> None:
+        slot = (key, index)
+        if slot in self._texts:
+            return
+        self._texts[slot] = text
+        self._bytes += len(text) + 100
+        while self._bytes > self.max_bytes and self._texts:
+            oldest = next(iter(self._texts))
+            self._bytes -= len(self._texts.pop(oldest)) + 100
+
+
+_memos: dict[str, _Memo] = {}
+
+
+def _memo(location: str) -> _Memo:
+    found = _memos.get(location)
+    if found is None:
+        found = _memos[location] = _Memo()
+    return found
+
+
 class _Coordinator:
     """The claims of every key of one store, shared by all pipelines of this loop."""
 
@@ -229,6 +272,7 @@ class AsyncCacher(Stage):
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         identity = self._inner.identity
         self._identity = None if identity is None else canonical_json(identity, "identity")
+        self._memo = _memo(self._store.location)
         self._run = _Run()
         self._coord: _Coordinator | None = None
         self._reads: Coalescer[SampleRead, dict[int, str]] | None = None
@@ -371,7 +415,15 @@ class AsyncCacher(Stage):
         served: dict[int, _Served] = {}
         todo = indices
         delay = 0.02
+        memo = self._memo
         while todo:
+            hits = memo.get(key, todo)
+            if hits:  # remembered texts of stored samples: no store round trip
+                for index, text in hits.items():
+                    served[index] = (decode_sample(text), True, False)
+                if len(hits) == len(todo):
+                    break
+                todo = [index for index in todo if index not in hits]
             owned = coord.claims.get(key)
             if owned is None:
                 owned = coord.claims[key] = {}
@@ -435,6 +487,7 @@ class AsyncCacher(Stage):
         try:
             found = await reads.submit(SampleRead(key, mine))
             for index, text in found.items():
+                self._memo.put(key, index, text)
                 value = decode_sample(text)
                 claim.values[index] = value
                 served[index] = (value, True, False)
@@ -619,6 +672,7 @@ class _Generation:
             dups = self.dups
             for j, index in enumerate(self.missing):
                 stored = result.stored[index]
+                self.cacher._memo.put(self.key, index, stored)
                 # Another process may have stored this index first: serve what is
                 # stored (ours was appended), so every reader sees one order.
                 value = self.data[j] if stored == self.texts[j] else decode_sample(stored)

@@ -180,12 +180,20 @@ def own_redis(tmp_path: Path, redis_url: str) -> Iterator[RedisServer]:
 async def test_pipeline_recovers_when_redis_comes_back(own_redis: RedisServer) -> None:
     """Redis restarting mid-run: a clear error meanwhile, samples kept, then recovery."""
     model = RecordingModel()
-    async with OnlineAPI(model, cache=f"redis://127.0.0.1:{own_redis.port}/0", timeout=0) as api:
+    url = f"redis://127.0.0.1:{own_redis.port}/0"
+    async with OnlineAPI(model, cache=url, timeout=0) as api:
         before = await api.request(Request("q", n=2, namespace="a"))
         own_redis.stop()
         with pytest.raises(StoreError, match=str(own_redis.port)):
-            await asyncio.wait_for(api.request(Request("q", n=2, namespace="b")), 15)
+            await asyncio.wait_for(api.request(Request("new", namespace="a")), 15)
         own_redis.start()
-        after = await asyncio.wait_for(api.request(Request("q", n=2, namespace="b")), 15)
-    assert after.data == before.data and after.cached == [True, True]
-    assert len(model.calls) == 1
+        fresh = await asyncio.wait_for(api.request(Request("new", namespace="a")), 15)
+        key_q, key_new = api.key_of(Request("q")), api.key_of(Request("new"))
+    assert fresh.cached == [False]
+    direct = RedisStore(url)
+    try:
+        assert await stored(direct, key_q, 2) == before.data, "returned samples survived"
+        assert await stored(direct, key_new, 1) == fresh.data, "writes work again"
+    finally:
+        await direct.aclose()
+    assert len(model.calls) == 2
