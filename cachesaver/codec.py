@@ -28,6 +28,8 @@ __all__ = ["decode_sample", "encode_sample", "register_type", "registered_types"
 TAG = "$cs"
 _KINDS = ("dataclass", "attrs", "pydantic")
 _registry: dict[str, tuple[str, type]] = {}
+_tag_for: dict[type, str] = {}  # the tag each known class is written with
+_init_names: dict[type, frozenset[str]] = {}  # dataclass fields taken by __init__
 _dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 
 
@@ -61,6 +63,7 @@ def register_type(cls: type, tag: str | None = None) -> str:
         )
     name = tag or _tag_of(cls)
     _registry[name] = (kind, cls)
+    _tag_for[cls] = name
     return name
 
 
@@ -97,7 +100,7 @@ def _to_json(value: Any, path: str) -> Any:
 
 def _object_to_json(value: Any, path: str) -> Any:
     cls = type(value)
-    tag = _tag_of(cls)
+    tag = _tag_for.get(cls) or _tag_of(cls)
     known = _registry.get(tag)
     kind = known[0] if known is not None and known[1] is cls else _kind_of(cls)
     if kind == "dataclass":
@@ -121,6 +124,7 @@ def _object_to_json(value: Any, path: str) -> Any:
     if known is None or known[1] is not cls:
         # This process made the object, so its class is trusted here.
         _registry[tag] = (kind, cls)
+        _tag_for[cls] = tag
     return _tagged(tag, payload)
 
 
@@ -161,7 +165,9 @@ def _from_json(value: Any) -> Any:
         return cls.model_validate(_from_json(payload))  # type: ignore[attr-defined]
     fields = {k: _from_json(v) for k, v in payload.items()}
     if cls_kind == "dataclass":
-        init = {f.name for f in dataclasses.fields(cls) if f.init}
+        init = _init_names.get(cls)
+        if init is None:
+            init = _init_names[cls] = frozenset(f.name for f in dataclasses.fields(cls) if f.init)
         obj = cls(**{k: v for k, v in fields.items() if k in init})
         for k, v in fields.items():
             if k not in init:

@@ -15,6 +15,7 @@ cache valid). Reading a field that no class declares returns ``None``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -129,7 +130,7 @@ def with_n(request: Request, n: int) -> Request:
 class Batch:
     """Several requests sent together; responses come back in the same order."""
 
-    requests: list[Request]
+    requests: Sequence[Request]
 
 
 @dataclass(frozen=True)

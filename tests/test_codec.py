@@ -137,3 +137,16 @@ def test_unstorable_sample_names_its_type_and_the_fix() -> None:
 
     with pytest.raises(UnstorableSampleError, match="Opaque"):
         encode_sample([Opaque()])
+
+
+def test_a_registered_tag_is_used_when_writing() -> None:
+    """register_type(cls, tag=...) makes samples of cls stored under that tag."""
+
+    @dataclasses.dataclass
+    class Versioned:
+        x: int
+
+    register_type(Versioned, tag="tests.Versioned.v1")
+    text = encode_sample(Versioned(3))
+    assert json.loads(text)["$cs"] == "tests.Versioned.v1"
+    assert decode_sample(text) == Versioned(3)
