@@ -116,7 +116,11 @@ def request_content(request: Request) -> str:
 
 
 def with_n(request: Request, n: int) -> Request:
-    """Return a copy of ``request`` asking for ``n`` samples (same content and key)."""
+    """Return a copy of ``request`` asking for ``n`` samples (same content and key).
+
+    Attributes set on the instance outside the dataclass fields (provider adapters use
+    one for per-call transport options that must not enter the key) travel with the copy.
+    """
     state = getattr(request, "__dict__", None)
     if state is None or "_cs_content" not in state:
         return dataclasses.replace(request, n=n)

@@ -151,3 +151,16 @@ def test_models_can_be_subclassed_or_structural() -> None:
     assert isinstance(Both("m"), BatchRequestModel)
     assert isinstance(Duck(), SingleRequestModel)
     assert not isinstance(Duck(), BatchRequestModel)
+
+
+def test_with_n_keeps_content_and_instance_attributes() -> None:
+    """with_n changes only n; attributes set outside the fields travel with the copy."""
+    from cachesaver.typedefs import with_n
+
+    r = Decoding("q", n=1, namespace="ns", request_id="r", temperature=0.2)
+    object.__setattr__(r, "_transport", {"timeout": 3})
+    copy = with_n(r, 4)
+    assert copy.n == 4 and (copy.prompt, copy.namespace, copy.temperature) == ("q", "ns", 0.2)
+    assert request_content(copy) == request_content(r)
+    assert copy._transport == {"timeout": 3}
+    assert r.n == 1
