@@ -22,7 +22,6 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from cachesaver import Batch, OnlineAPI, Request, Response
-from cachesaver.cacher import _memos
 from cachesaver.testing import SimulatedLLM
 
 Row = tuple[str, str, str, str]
@@ -64,17 +63,13 @@ def cold_and_warm(root: str, repeat: int, count: int = 2000) -> list[Row]:
     requests = [Request(f"question {i}", n=1, namespace="bench") for i in range(count)]
     cold: list[float] = []
     warm: list[float] = []
-    disk: list[float] = []
     for trial in range(repeat):
         path = os.path.join(root, f"cold-{trial}")
         cold.append(timed(lambda path=path: drive(path, requests)))  # type: ignore[misc]
         warm.append(timed(lambda path=path: drive(path, requests)))  # type: ignore[misc]
-        _memos.clear()  # as in a new process: every hit is read from disk
-        disk.append(timed(lambda path=path: drive(path, requests)))  # type: ignore[misc]
     return [
         row(f"{count} distinct concurrent requests, fresh cache", count, cold, 15000),
-        row(f"{count} distinct, new run in the same process, all cached", count, warm, 40000),
-        row(f"{count} distinct, new run in a new process, all cached", count, disk, 40000),
+        row(f"{count} distinct concurrent requests, new run, all cached", count, warm, 40000),
     ]
 
 

@@ -9,7 +9,7 @@ place where its answers are checked against the contract.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -17,7 +17,7 @@ from cachesaver._tasks import TaskOwner
 from cachesaver.errors import ModelContractError
 from cachesaver.typedefs import Batch, Request, Response
 
-__all__ = ["Layer", "ModelPort", "Stats", "as_layer", "describe", "first_error"]
+__all__ = ["Layer", "ModelPort", "Stats", "as_layer", "describe", "first_error", "then"]
 
 Outcome = Response | BaseException
 
@@ -49,6 +49,15 @@ def describe(request: Request, key: str | None = None) -> str:
     return f"{text}, key={key[:12]}" if key else text
 
 
+def then(future: asyncio.Future[Outcome], callback: Callable[[Outcome], None]) -> None:
+    """Hand ``future``'s outcome (a cancellation becomes CancelledError) to ``callback``."""
+
+    def deliver(done: asyncio.Future[Outcome]) -> None:
+        callback(asyncio.CancelledError() if done.cancelled() else done.result())
+
+    future.add_done_callback(deliver)
+
+
 def first_error(outcomes: Sequence[Outcome]) -> BaseException | None:
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
@@ -69,6 +78,8 @@ class Layer(Protocol):
     async def _cs_batch_each(self, batch: Batch) -> list[Outcome]: ...
 
     def _cs_submit(self, request: Request) -> asyncio.Future[Outcome]: ...
+
+    def _cs_submit_then(self, request: Request, callback: Callable[[Outcome], None]) -> None: ...
 
     def _cs_closing(self) -> None: ...
 
@@ -158,6 +169,9 @@ class ModelPort:
 
     async def _first(self, request: Request) -> Outcome:
         return (await self._cs_batch_each(Batch([request])))[0]
+
+    def _cs_submit_then(self, request: Request, callback: Callable[[Outcome], None]) -> None:
+        then(self._cs_submit(request), callback)
 
     async def _cs_batch_each(self, batch: Batch) -> list[Outcome]:
         requests = batch.requests

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from cachesaver._models import Layer, Outcome, Stats, as_layer, first_error
+from cachesaver._models import Layer, Outcome, Stats, as_layer, first_error, then
 from cachesaver._tasks import TaskOwner
 from cachesaver.errors import PipelineClosedError
 from cachesaver.typedefs import Batch, Request, Response
@@ -120,6 +121,10 @@ class Stage:
 
     async def _first(self, request: Request) -> Outcome:
         return (await self._cs_batch_each(Batch([request])))[0]
+
+    def _cs_submit_then(self, request: Request, callback: Callable[[Outcome], None]) -> None:
+        """Start one request; ``callback`` gets its outcome (it must not raise)."""
+        then(self._cs_submit(request), callback)
 
     # -- statistics ----------------------------------------------------------------------
 

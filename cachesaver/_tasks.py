@@ -50,53 +50,78 @@ class Coalescer(Generic[_In, _Out]):
     The first item of a group schedules a flush for the next loop iteration, so all
     requests started together (``asyncio.gather``) share one call; while a bulk call
     runs, new items accumulate for the next one. ``run`` returns one result per item.
+    A result goes to a future (`submit`) or straight to a callback (`submit_then`, which
+    saves a trip through the event loop on hot paths).
     """
 
     def __init__(self, run: Callable[[list[_In]], Awaitable[list[_Out]]], tasks: TaskOwner) -> None:
         self._run = run
         self._tasks = tasks
         self._items: list[_In] = []
-        self._futures: list[asyncio.Future[_Out]] = []
+        self._sinks: list[asyncio.Future[_Out] | Callable[[_Out | BaseException], None]] = []
         self._scheduled = False
         self._busy = False
 
     def submit(self, item: _In) -> asyncio.Future[_Out]:
         """Queue ``item`` for the next bulk call; the future holds its result."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[_Out] = loop.create_future()
+        future: asyncio.Future[_Out] = asyncio.get_running_loop().create_future()
+        self._queue(item, future)
+        return future
+
+    def submit_then(self, item: _In, callback: Callable[[_Out | BaseException], None]) -> None:
+        """Queue ``item``; ``callback`` gets its result or error (it must not raise)."""
+        self._queue(item, callback)
+
+    def _queue(
+        self, item: _In, sink: asyncio.Future[_Out] | Callable[[_Out | BaseException], None]
+    ) -> None:
         self._items.append(item)
-        self._futures.append(future)
+        self._sinks.append(sink)
         if not self._scheduled and not self._busy:
             self._scheduled = True
-            loop.call_soon(self._flush)
-        return future
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._scheduled = False
         if self._busy or not self._items:
             return
-        items, futures = self._items, self._futures
-        self._items, self._futures = [], []
+        items, sinks = self._items, self._sinks
+        self._items, self._sinks = [], []
         self._busy = True
-        self._tasks.spawn(self._deliver(items, futures))
+        self._tasks.spawn(self._deliver(items, sinks))
 
-    async def _deliver(self, items: list[_In], futures: list[asyncio.Future[_Out]]) -> None:
+    async def _deliver(
+        self,
+        items: list[_In],
+        sinks: list[asyncio.Future[_Out] | Callable[[_Out | BaseException], None]],
+    ) -> None:
         try:
             results = await self._run(items)
         except BaseException as exc:
-            for future in futures:
-                if not future.done():
-                    if isinstance(exc, asyncio.CancelledError):
-                        future.cancel()
-                    else:
-                        future.set_exception(exc)
+            for sink in sinks:
+                _settle(sink, exc)
             if not isinstance(exc, Exception):
                 raise
         else:
-            for future, result in zip(futures, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
+            for sink, result in zip(sinks, results, strict=True):
+                _settle(sink, result)
         finally:
             self._busy = False
             if self._items:
                 self._flush()
+
+
+def _settle(
+    sink: asyncio.Future[_Out] | Callable[[_Out | BaseException], None],
+    outcome: _Out | BaseException,
+) -> None:
+    if not isinstance(sink, asyncio.Future):
+        sink(outcome)
+    elif sink.done():
+        return
+    elif isinstance(outcome, asyncio.CancelledError):
+        sink.cancel()
+    elif isinstance(outcome, BaseException):
+        sink.set_exception(outcome)
+    else:
+        sink.set_result(outcome)

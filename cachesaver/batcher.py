@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import overload
 
 from cachesaver._models import Outcome
 from cachesaver._stage import Stage
@@ -20,10 +22,13 @@ from cachesaver.typedefs import Batch, Request, Response
 __all__ = ["AsyncBatcher"]
 
 
+_Sink = asyncio.Future[Outcome] | Callable[[Outcome], None]
+
+
 @dataclass(eq=False)
 class _Pending:
     requests: list[Request] = field(default_factory=list)
-    futures: list[asyncio.Future[Outcome]] = field(default_factory=list)
+    sinks: list[_Sink] = field(default_factory=list)
     samples: int = 0
     timer: asyncio.Handle | None = None
 
@@ -78,19 +83,34 @@ class AsyncBatcher(Stage):
         self._enter()
         return self._enqueue(request)
 
-    def _enqueue(self, request: Request) -> asyncio.Future[Outcome]:
+    def _cs_submit_then(self, request: Request, callback: Callable[[Outcome], None]) -> None:
+        self._enter()
+        self._enqueue(request, callback)
+
+    @overload
+    def _enqueue(self, request: Request) -> asyncio.Future[Outcome]: ...
+
+    @overload
+    def _enqueue(self, request: Request, sink: Callable[[Outcome], None]) -> None: ...
+
+    def _enqueue(
+        self, request: Request, sink: Callable[[Outcome], None] | None = None
+    ) -> asyncio.Future[Outcome] | None:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Outcome] = loop.create_future()
+        future: asyncio.Future[Outcome] | None = None
+        if sink is None:
+            future = loop.create_future()
+        target: _Sink = future if future is not None else sink  # type: ignore[assignment]
         n = request.n
         if n > self.batch_size:
-            self._dispatch(_Pending([request], [future], n))
+            self._dispatch(_Pending([request], [target], n))
             return future
         pending = self._pending
         if pending.requests and pending.samples + n > self.batch_size:
             self._flush()
             pending = self._pending
         pending.requests.append(request)
-        pending.futures.append(future)
+        pending.sinks.append(target)
         pending.samples += n
         if pending.samples >= self.batch_size or self._closing:
             self._flush()
@@ -117,27 +137,35 @@ class AsyncBatcher(Stage):
         self._tasks.spawn(self._send(pending))
 
     async def _send(self, pending: _Pending) -> None:
-        live = [i for i, f in enumerate(pending.futures) if not f.done()]
+        # A caller awaiting a future may have gone (cancelled): its request is not sent.
+        live = [
+            i
+            for i, sink in enumerate(pending.sinks)
+            if not (isinstance(sink, asyncio.Future) and sink.done())
+        ]
         if not live:
             return
         requests = [pending.requests[i] for i in live]
         try:
-            outcomes = await self._inner._cs_batch_each(Batch(requests))
+            outcomes: list[Outcome] = await self._inner._cs_batch_each(Batch(requests))
         except BaseException as exc:
-            for i in live:
-                future = pending.futures[i]
-                if not future.done():
-                    future.set_result(exc)
+            outcomes = [exc] * len(live)
             if not isinstance(exc, Exception):
+                for i in live:
+                    _deliver(pending.sinks[i], exc)
                 raise
-            return
         for i, outcome in zip(live, outcomes, strict=True):
-            future = pending.futures[i]
-            if not future.done():
-                future.set_result(outcome)
+            _deliver(pending.sinks[i], outcome)
 
     def _cs_closing(self) -> None:
         self._closing = True
         if self._loop is not None and self._pending.requests:
             self._flush()
         self._inner._cs_closing()
+
+
+def _deliver(sink: _Sink, outcome: Outcome) -> None:
+    if not isinstance(sink, asyncio.Future):
+        sink(outcome)  # callbacks of our own stages never raise
+    elif not sink.done():
+        sink.set_result(outcome)

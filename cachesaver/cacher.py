@@ -137,11 +137,13 @@ def _seen(future: asyncio.Future[Any]) -> None:
 
 
 class _Memo:
-    """Sample texts this process has read or written, per store (bounded, oldest out).
+    """Sample texts a pipeline has read or written (bounded, oldest out).
 
-    Stored samples never change, so a remembered text is never stale: it saves the
-    store round trip for hits, whatever other processes write meanwhile. Texts, not
-    decoded values, are kept, so no caller can see another caller's mutations.
+    Stored samples never change, so a remembered text saves the store round trip for
+    later hits in the same run, whatever other processes write meanwhile. It lives only
+    as long as its pipeline, so a new run always sees what the store holds then (keys
+    pruned meanwhile included). Texts, not decoded values, are kept, so no caller can
+    see another caller's mutations.
     """
 
     def __init__(self, max_bytes: int = 64 * 2**20) -> None:
@@ -167,16 +169,6 @@ class _Memo:
         while self._bytes > self.max_bytes and self._texts:
             oldest = next(iter(self._texts))
             self._bytes -= len(self._texts.pop(oldest)) + 100
-
-
-_memos: dict[str, _Memo] = {}
-
-
-def _memo(location: str) -> _Memo:
-    found = _memos.get(location)
-    if found is None:
-        found = _memos[location] = _Memo()
-    return found
 
 
 class _Coordinator:
@@ -272,7 +264,7 @@ class AsyncCacher(Stage):
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         identity = self._inner.identity
         self._identity = None if identity is None else canonical_json(identity, "identity")
-        self._memo = _memo(self._store.location)
+        self._memo = _Memo()
         self._run = _Run()
         self._coord: _Coordinator | None = None
         self._reads: Coalescer[SampleRead, dict[int, str]] | None = None
@@ -635,14 +627,13 @@ class _Generation:
             self.cacher._hold_lease(id(self), self.lease)
         try:
             asked = with_n(self.request, len(self.missing))
-            self.cacher._inner._cs_submit(asked).add_done_callback(self._on_model)
+            self.cacher._inner._cs_submit_then(asked, self._on_model)
         except BaseException as exc:
             self._fail(exc)
         return self.future
 
-    def _on_model(self, done: asyncio.Future[Outcome]) -> None:
+    def _on_model(self, outcome: Outcome) -> None:
         try:
-            outcome = done.result()
             if isinstance(outcome, BaseException):
                 raise outcome
             data = outcome.data
@@ -661,13 +652,14 @@ class _Generation:
             write = SampleWrite(
                 self.key, self.content, dict(zip(self.missing, self.texts, strict=True))
             )
-            self.cacher._writes.submit(write).add_done_callback(self._on_written)
+            self.cacher._writes.submit_then(write, self._on_written)
         except BaseException as exc:
             self._fail(exc)
 
-    def _on_written(self, done: asyncio.Future[WriteResult]) -> None:
+    def _on_written(self, result: WriteResult | BaseException) -> None:
         try:
-            result = done.result()
+            if isinstance(result, BaseException):
+                raise result
             out: list[tuple[int, Any, bool]] = []
             dups = self.dups
             for j, index in enumerate(self.missing):

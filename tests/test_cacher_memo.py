@@ -55,3 +55,15 @@ def test_memory_is_bounded_and_drops_the_oldest() -> None:
     kept = memo.get("k", range(50))
     assert 0 < len(kept) < 50
     assert max(kept) == 49 and 0 not in kept
+
+
+async def test_a_new_run_sees_keys_pruned_meanwhile(cache_dir: str) -> None:
+    """Memory lives with its pipeline: after a key is deleted, a new run regenerates it."""
+    model = RecordingModel()
+    async with OnlineAPI(model, cache=cache_dir) as api:
+        first = await api.request(Request("q", namespace="a"))
+        await api.store.delete([api.key_of(Request("q"))])  # type: ignore[attr-defined]
+    async with OnlineAPI(model, cache=cache_dir) as api:
+        again = await api.request(Request("q", namespace="a"))
+    assert again.cached == [False] and again.data != first.data
+    assert len(model.calls) == 2
