@@ -55,22 +55,30 @@ def row(label: str, count: int, seconds: list[float], target: float) -> Row:
 
 
 async def drive(spec: str, requests: list[Request]) -> None:
+    """2000 concurrent request() calls, as asyncio.gather issues them."""
     async with OnlineAPI(Echo(), cache=spec, batch_size=100, timeout=0.01) as api:
         await asyncio.gather(*(api.request(r) for r in requests))
 
 
+async def drive_batch(spec: str, requests: list[Request]) -> None:
+    """The same requests, concurrently, as one batch_request() call."""
+    async with OnlineAPI(Echo(), cache=spec, batch_size=100, timeout=0.01) as api:
+        await api.batch_request(Batch(requests))
+
+
 def cold_and_warm(root: str, repeat: int, count: int = 2000) -> list[Row]:
     requests = [Request(f"question {i}", n=1, namespace="bench") for i in range(count)]
-    cold: list[float] = []
-    warm: list[float] = []
-    for trial in range(repeat):
-        path = os.path.join(root, f"cold-{trial}")
-        cold.append(timed(lambda path=path: drive(path, requests)))  # type: ignore[misc]
-        warm.append(timed(lambda path=path: drive(path, requests)))  # type: ignore[misc]
-    return [
-        row(f"{count} distinct concurrent requests, fresh cache", count, cold, 15000),
-        row(f"{count} distinct concurrent requests, new run, all cached", count, warm, 40000),
-    ]
+    rows: list[Row] = []
+    for how, run in (("gather of request()", drive), ("one batch_request()", drive_batch)):
+        cold: list[float] = []
+        warm: list[float] = []
+        for trial in range(repeat):
+            path = os.path.join(root, f"{run.__name__}-{trial}")
+            cold.append(timed(lambda path=path, run=run: run(path, requests)))  # type: ignore[misc]
+            warm.append(timed(lambda path=path, run=run: run(path, requests)))  # type: ignore[misc]
+        rows.append(row(f"{count} distinct, {how}, fresh cache", count, cold, 15000))
+        rows.append(row(f"{count} distinct, {how}, new run, all cached", count, warm, 40000))
+    return rows
 
 
 def redis_warm(repeat: int, count: int = 2000) -> list[Row]:

@@ -68,6 +68,33 @@ class Coalescer(Generic[_In, _Out]):
         self._queue(item, future)
         return future
 
+    def submit_all(self, items: list[_In]) -> asyncio.Future[list[_Out]]:
+        """Queue several items; one future holds all their results, in order."""
+        group: asyncio.Future[list[_Out]] = asyncio.get_running_loop().create_future()
+        results: list[Any] = [None] * len(items)
+        left = len(items)
+
+        def collect(position: int) -> Callable[[_Out | BaseException], None]:
+            def done(outcome: _Out | BaseException) -> None:
+                nonlocal left
+                if group.done():
+                    return
+                if isinstance(outcome, BaseException):
+                    _settle(group, outcome)
+                    return
+                results[position] = outcome
+                left -= 1
+                if left == 0:
+                    group.set_result(results)
+
+            return done
+
+        if not items:
+            group.set_result([])
+        for position, item in enumerate(items):
+            self._queue(item, collect(position))
+        return group
+
     def submit_then(self, item: _In, callback: Callable[[_Out | BaseException], None]) -> None:
         """Queue ``item``; ``callback`` gets its result or error (it must not raise)."""
         self._queue(item, callback)

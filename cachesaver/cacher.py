@@ -338,15 +338,18 @@ class AsyncCacher(Stage):
         else:
             reserved = await self._reserve_shared([(r, key) for r, key, _ in keyed])
         try:
-            outcomes: list[Outcome] = list(
-                await asyncio.gather(
-                    *(
-                        self._serve(r, key, content, indices)
-                        for (r, key, content), indices in zip(keyed, reserved, strict=True)
-                    ),
-                    return_exceptions=True,
+            if self._leases is None:
+                outcomes = await self._serve_all(keyed, reserved)
+            else:
+                outcomes = list(
+                    await asyncio.gather(
+                        *(
+                            self._serve(r, key, content, indices)
+                            for (r, key, content), indices in zip(keyed, reserved, strict=True)
+                        ),
+                        return_exceptions=True,
+                    )
                 )
-            )
         except BaseException:
             for (r, key, _), indices in zip(keyed, reserved, strict=True):
                 self._give_back(r.namespace, key, indices)
@@ -399,65 +402,132 @@ class AsyncCacher(Stage):
         future.add_done_callback(_seen)
 
     async def _serve(
-        self, request: Request, key: str, content: str, indices: list[int]
+        self,
+        request: Request,
+        key: str,
+        content: str,
+        indices: list[int],
+        served: dict[int, _Served] | None = None,
+        todo: list[int] | None = None,
     ) -> Response:
-        """Return the samples at ``indices`` of ``key``: stored, waited for, or generated."""
-        coord, reads = self._coord, self._reads
-        assert coord is not None and reads is not None
-        served: dict[int, _Served] = {}
-        todo = indices
+        """Return the samples at ``indices`` of ``key``: stored, waited for, or generated.
+
+        ``served`` may already hold some indices (then ``todo`` lists the others).
+        """
+        if served is None:
+            served = {}
+        todo = indices if todo is None else todo
         delay = 0.02
-        memo = self._memo
         while todo:
-            hits = memo.get(key, todo)
-            if hits:  # remembered texts of stored samples: no store round trip
-                for index, text in hits.items():
-                    served[index] = (decode_sample(text), True, False)
-                if len(hits) == len(todo):
-                    break
-                todo = [index for index in todo if index not in hits]
-            owned = coord.claims.get(key)
-            if owned is None:
-                owned = coord.claims[key] = {}
-            mine: list[int] = []
-            waits: dict[_Claim, list[int]] | None = None
-            for index in todo:
-                other = owned.get(index)
-                if other is None:
-                    mine.append(index)
-                else:
-                    if waits is None:
-                        waits = {}
-                    waits.setdefault(other, []).append(index)
+            mine, claim, waits = self._take(key, todo, served)
             remote: list[int] = []
-            if mine:
-                # Claim before the first await, so nobody in this process reads or
-                # generates these indices twice.
-                claim = _Claim()
-                for index in mine:
-                    owned[index] = claim
+            if claim is not None:
                 remote = await self._produce(request, key, content, mine, claim, served)
             todo = remote
             if waits is not None:
-                todo = list(remote)
-                for other, wanted in waits.items():
-                    await other.wait(produced=False)
-                    if any(index not in other.values for index in wanted):
-                        await other.wait(produced=True)
-                    for index in wanted:
-                        if index in other.values:
-                            served[index] = (other.values[index], True, False)
-                        else:  # its producer failed: produce these ourselves next round
-                            todo.append(index)
+                todo = remote + await self._wait_for_others(waits, served)
             if remote:  # held by another worker's lease: poll until stored or expired
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.5)
+        return self._respond(indices, served)
+
+    def _respond(self, indices: list[int], served: dict[int, _Served]) -> Response:
         rows = [served[index] for index in indices]
         return Response(
             [row[0] for row in rows],
             [row[1] for row in rows],
             [row[2] for row in rows] if self._cs_dedup else None,
         )
+
+    def _take(
+        self, key: str, todo: list[int], served: dict[int, _Served]
+    ) -> tuple[list[int], _Claim | None, dict[_Claim, list[int]] | None]:
+        """Serve remembered samples, claim the free indices, group the rest by claim.
+
+        Synchronous: it runs before the request's first await, so nobody in this
+        process reads or generates an index twice.
+        """
+        assert self._coord is not None
+        hits = self._memo.get(key, todo)
+        if hits:  # remembered texts of stored samples: no store round trip
+            for index, text in hits.items():
+                served[index] = (decode_sample(text), True, False)
+            if len(hits) == len(todo):
+                return _NOTHING, None, None
+            todo = [index for index in todo if index not in hits]
+        owned = self._coord.claims.get(key)
+        if owned is None:
+            owned = self._coord.claims[key] = {}
+        mine: list[int] = []
+        waits: dict[_Claim, list[int]] | None = None
+        for index in todo:
+            other = owned.get(index)
+            if other is None:
+                mine.append(index)
+            else:
+                if waits is None:
+                    waits = {}
+                waits.setdefault(other, []).append(index)
+        if not mine:
+            return mine, None, waits
+        claim = _Claim()
+        for index in mine:
+            owned[index] = claim
+        return mine, claim, waits
+
+    async def _wait_for_others(
+        self, waits: dict[_Claim, list[int]], served: dict[int, _Served]
+    ) -> list[int]:
+        """Wait for indices other requests claimed; return those whose producer failed."""
+        retry: list[int] = []
+        for other, wanted in waits.items():
+            await other.wait(produced=False)
+            if any(index not in other.values for index in wanted):
+                await other.wait(produced=True)
+            for index in wanted:
+                if index in other.values:
+                    served[index] = (other.values[index], True, False)
+                else:
+                    retry.append(index)
+        return retry
+
+    def _found(
+        self,
+        request: Request,
+        key: str,
+        mine: list[int],
+        claim: _Claim,
+        found: dict[int, str],
+        served: dict[int, _Served],
+    ) -> list[int]:
+        """Take in what a read found; return the claimed indices still missing."""
+        assert self._coord is not None
+        for index, text in found.items():
+            self._memo.put(key, index, text)
+            value = decode_sample(text)
+            claim.values[index] = value
+            served[index] = (value, True, False)
+        if len(found) == len(mine):
+            self._coord.release(key, mine, claim)
+            claim.finish()
+            return _NOTHING
+        claim.mark_checked()
+        if found:
+            self._coord.release(key, list(found), claim)
+        missing = [index for index in mine if index not in found]
+        if self.mode == "replay":
+            raise CacheMissError(
+                f"replay mode: {len(missing)} of the {request.n} samples of "
+                f"({describe(request, key)}) are not in the cache {self._store!r}; "
+                "run once with mode='readwrite' (or import the run's cache) first"
+            )
+        return missing
+
+    def _abandon(self, key: str, mine: list[int], claim: _Claim) -> None:
+        """Free a claim nobody will finish (its request failed or was cancelled)."""
+        assert self._coord is not None
+        self._coord.release(key, mine, claim)
+        claim.finish()
 
     async def _produce(
         self,
@@ -473,30 +543,13 @@ class AsyncCacher(Stage):
         Until a generation takes the claim over, any failure or cancellation releases it,
         so no request of this process waits on a claim nobody will finish.
         """
-        coord, reads = self._coord, self._reads
-        assert coord is not None and reads is not None
+        assert self._coord is not None and self._reads is not None
         lease: LeaseRequest | None = None
         try:
-            found = await reads.submit(SampleRead(key, mine))
-            for index, text in found.items():
-                self._memo.put(key, index, text)
-                value = decode_sample(text)
-                claim.values[index] = value
-                served[index] = (value, True, False)
-            if len(found) == len(mine):
-                coord.release(key, mine, claim)
-                claim.finish()
+            found = await self._reads.submit(SampleRead(key, mine))
+            missing = self._found(request, key, mine, claim, found, served)
+            if not missing:
                 return _NOTHING
-            claim.mark_checked()
-            if found:
-                coord.release(key, list(found), claim)
-            missing = [index for index in mine if index not in found]
-            if self.mode == "replay":
-                raise CacheMissError(
-                    f"replay mode: {len(missing)} of the {request.n} samples of "
-                    f"({describe(request, key)}) are not in the cache {self._store!r}; "
-                    "run once with mode='readwrite' (or import the run's cache) first"
-                )
             remote: list[int] = []
             if self._leases is not None:
                 # Another worker may be generating some of these right now: wait for
@@ -507,15 +560,13 @@ class AsyncCacher(Stage):
                 missing = [index for index in missing if index in held]
                 lease = LeaseRequest(key, missing, self._owner, self.lease_ttl)
                 if remote:
-                    coord.release(key, remote, claim)
+                    self._coord.release(key, remote, claim)
             if not missing:
                 claim.finish()
                 return remote
-            job = _Generation(self, request, key, content, missing, claim, lease)
-            future = job.start()
+            future = _Generation(self, request, key, content, missing, claim, lease).start()
         except BaseException:
-            coord.release(key, mine, claim)
-            claim.finish()
+            self._abandon(key, mine, claim)
             if lease is not None and lease.indices and self._unleases is not None:
                 self._unleases.submit(lease).add_done_callback(_seen)
             raise
@@ -525,6 +576,78 @@ class AsyncCacher(Stage):
         for index, value, dup in await future:
             served[index] = (value, False, dup)
         return remote
+
+    async def _serve_all(
+        self, keyed: list[tuple[Request, str, str]], reserved: list[list[int]]
+    ) -> list[Outcome]:
+        """Serve a whole batch with one bulk read and no task per request.
+
+        Requests that must wait for indices other requests are producing finish through
+        `_serve`; everything else is one read, then the generations, awaited together.
+        """
+        assert self._reads is not None
+        count = len(keyed)
+        served: list[dict[int, _Served]] = [{} for _ in range(count)]
+        outcomes: list[Outcome | None] = [None] * count
+        waiting: list[dict[_Claim, list[int]] | None] = [None] * count
+        claimed: list[tuple[int, list[int], _Claim]] = []
+        for i, ((_, key, _), indices) in enumerate(zip(keyed, reserved, strict=True)):
+            mine, claim, waiting[i] = self._take(key, indices, served[i])
+            if claim is not None:
+                claimed.append((i, mine, claim))
+        if claimed:
+            reads = [SampleRead(keyed[i][1], mine) for i, mine, _ in claimed]
+            try:
+                results = await self._reads.submit_all(reads)
+            except BaseException as exc:
+                for i, mine, claim in claimed:
+                    self._abandon(keyed[i][1], mine, claim)
+                    outcomes[i] = exc
+                if not isinstance(exc, Exception):
+                    raise
+                results = []
+            jobs: list[tuple[int, asyncio.Future[list[tuple[int, Any, bool]]]]] = []
+            for (i, mine, claim), found in zip(claimed, results, strict=False):
+                request, key, content = keyed[i]
+                try:
+                    missing = self._found(request, key, mine, claim, found, served[i])
+                except Exception as exc:
+                    self._abandon(key, mine, claim)
+                    outcomes[i] = exc
+                    continue
+                if missing:
+                    job = _Generation(self, request, key, content, missing, claim)
+                    jobs.append((i, job.start()))
+            if jobs:
+                done = await asyncio.gather(*(future for _, future in jobs), return_exceptions=True)
+                for (i, _), result in zip(jobs, done, strict=True):
+                    if isinstance(result, BaseException):
+                        outcomes[i] = result
+                    else:
+                        for index, value, dup in result:
+                            served[i][index] = (value, False, dup)
+        rest = [i for i in range(count) if outcomes[i] is None and waiting[i] is not None]
+        if rest:
+            finished = await asyncio.gather(
+                *(
+                    self._serve(
+                        keyed[i][0],
+                        keyed[i][1],
+                        keyed[i][2],
+                        reserved[i],
+                        served[i],
+                        [index for index in reserved[i] if index not in served[i]],
+                    )
+                    for i in rest
+                ),
+                return_exceptions=True,
+            )
+            for i, outcome in zip(rest, finished, strict=True):
+                outcomes[i] = outcome
+        return [
+            outcome if outcome is not None else self._respond(indices, served[i])
+            for i, (outcome, indices) in enumerate(zip(outcomes, reserved, strict=True))
+        ]
 
     def _hold_lease(self, job_id: int, lease: LeaseRequest) -> None:
         self._active_leases[job_id] = lease

@@ -287,3 +287,42 @@ async def test_store_failure_fails_only_its_requests_and_frees_waiters(cache_dir
         retry = await api.request(Request("q", n=1, namespace="a"))
     await store.aclose()
     assert retry.data == recovered.data
+
+
+async def test_batch_waits_for_samples_another_request_is_generating(cache_dir: str) -> None:
+    """A batch_request needing in-flight samples waits for them instead of regenerating."""
+    model = RecordingModel()
+    model.hold()
+    async with OnlineAPI(model, cache=cache_dir, timeout=0) as api:
+        single = asyncio.ensure_future(api.request(Request("q", n=2, namespace="a")))
+        await model.wait_entered()
+        batch = asyncio.ensure_future(
+            api.batch_request(Batch([Request("q", n=3, namespace="b"), Request("p")]))
+        )
+        await asyncio.sleep(0.02)
+        model.release()
+        first, (waited, other) = await single, await batch
+    assert waited.data[:2] == first.data
+    assert waited.cached == [True, True, False] and other.cached == [False]
+    assert sorted(r.n for r in model.calls) == [1, 1, 2]
+
+
+async def test_cancelled_batch_keeps_what_the_model_returned(cache_dir: str) -> None:
+    """Cancelling batch_request mid-call stores the samples and consumes nothing."""
+    model = RecordingModel()
+    model.hold()
+    async with OnlineAPI(model, cache=cache_dir, timeout=0) as api:
+        batch = asyncio.ensure_future(
+            api.batch_request(Batch([Request("a", namespace="n"), Request("b", namespace="n")]))
+        )
+        await model.wait_entered(2)
+        batch.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await batch
+        model.release()
+        await asyncio.sleep(0.05)
+        again = await api.batch_request(
+            Batch([Request("a", namespace="n"), Request("b", namespace="n")])
+        )
+    assert [r.cached for r in again] == [[True], [True]]
+    assert len(model.calls) == 2
