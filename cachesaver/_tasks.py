@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
+from cachesaver.errors import StoreError
+
 __all__ = ["Coalescer", "TaskOwner"]
 
 _T = TypeVar("_T")
@@ -124,6 +126,11 @@ class Coalescer(Generic[_In, _Out]):
     ) -> None:
         try:
             results = await self._run(items)
+            if len(results) != len(items):
+                raise StoreError(
+                    f"{getattr(self._run, '__qualname__', self._run)} returned {len(results)} "
+                    f"results for {len(items)} items; a store must return one per item"
+                )
         except BaseException as exc:
             for sink in sinks:
                 _settle(sink, exc)

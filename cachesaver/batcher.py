@@ -17,6 +17,7 @@ from typing import overload
 
 from cachesaver._models import Outcome
 from cachesaver._stage import Stage
+from cachesaver.errors import ModelContractError
 from cachesaver.typedefs import Batch, Request, Response
 
 __all__ = ["AsyncBatcher"]
@@ -148,6 +149,11 @@ class AsyncBatcher(Stage):
         requests = [pending.requests[i] for i in live]
         try:
             outcomes: list[Outcome] = await self._inner._cs_batch_each(Batch(requests))
+            if len(outcomes) != len(requests):
+                raise ModelContractError(
+                    f"the layer below returned {len(outcomes)} outcomes for a batch of "
+                    f"{len(requests)}; it must return one per request"
+                )
         except BaseException as exc:
             outcomes = [exc] * len(live)
             if not isinstance(exc, Exception):

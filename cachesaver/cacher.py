@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from cachesaver._canonical import canonical_json, digest
-from cachesaver._models import Outcome, describe
+from cachesaver._models import Outcome, describe, first_error
 from cachesaver._stage import Stage
 from cachesaver._tasks import Coalescer
 from cachesaver.codec import decode_sample, encode_sample
@@ -102,7 +102,7 @@ class _Claim:
     __slots__ = ("_waiters", "checked", "produced", "values")
 
     def __init__(self) -> None:
-        self.values: dict[int, Any] = {}
+        self.values: dict[int, str] = {}  # stored texts: every waiter decodes its own copy
         self.checked = False
         self.produced = False
         self._waiters: list[asyncio.Future[None]] | None = None
@@ -270,6 +270,7 @@ class AsyncCacher(Stage):
         self._reads: Coalescer[SampleRead, dict[int, str]] | None = None
         self._writes: Coalescer[SampleWrite, WriteResult] | None = None
         self._jobs = 0
+        self._serving = 0
         self._idle: asyncio.Future[None] | None = None
         self._reserves: Coalescer[Reservation, list[int]] | None = None
         self._unreserves: Coalescer[Unreservation, None] | None = None
@@ -286,6 +287,7 @@ class AsyncCacher(Stage):
 
     def _new_loop(self) -> None:
         self._jobs = 0
+        self._serving = 0
         self._idle = None
         self._coord = _coordinator(self._store.location)
         self._reads = Coalescer(self._store.read, self._tasks)
@@ -316,54 +318,82 @@ class AsyncCacher(Stage):
     async def request(self, request: Request) -> Response:
         self._enter()
         key, content = self._key(request)
-        if self._reserves is None:
-            indices = self._run.reserve(request.namespace, key, request.n)
-        else:
-            (indices,) = await self._reserve_shared([(request, key)])
+        self._serving += 1  # aclose() waits for this request
         try:
-            response = await self._serve(request, key, content, indices)
-        except BaseException:
-            self._give_back(request.namespace, key, indices)
-            raise
+            if self._reserves is None:
+                indices = self._run.reserve(request.namespace, key, request.n)
+            else:
+                (indices,) = await self._reserve_shared([(request, key)])
+            try:
+                response = await self._serve(request, key, content, indices)
+            except BaseException:
+                self._give_back(request.namespace, key, indices)
+                raise
+        finally:
+            self._serving -= 1
+            self._maybe_idle()
         self._tally(response)
         if self._manifest is not None:
             self._manifest.record(key, request.namespace, request.request_id, indices)
         return response
 
+    async def batch_request(self, batch: Batch) -> list[Response]:
+        """Return one response per request, in order; all or nothing.
+
+        If any request fails, its error is raised and no request of the batch consumes
+        anything: the samples already stored are handed out again, as cached, next time.
+        """
+        outcomes = await self._batch(batch, all_or_nothing=True)
+        error = first_error(outcomes)
+        if error is not None:
+            raise error
+        return outcomes  # type: ignore[return-value]
+
     async def _cs_batch_each(self, batch: Batch) -> list[Outcome]:
+        # Seen from a stage above: every request stands alone (a failure consumes
+        # nothing of its own, and the others keep what they received).
+        return await self._batch(batch, all_or_nothing=False)
+
+    async def _batch(self, batch: Batch, all_or_nothing: bool) -> list[Outcome]:
         self._enter()
         keyed = [(request, *self._key(request)) for request in batch.requests]
-        if self._reserves is None:
-            reserved = [self._run.reserve(r.namespace, key, r.n) for r, key, _ in keyed]
-        else:
-            reserved = await self._reserve_shared([(r, key) for r, key, _ in keyed])
+        self._serving += 1  # aclose() waits for this batch
         try:
-            if self._leases is None:
-                outcomes = await self._serve_all(keyed, reserved)
+            if self._reserves is None:
+                reserved = [self._run.reserve(r.namespace, key, r.n) for r, key, _ in keyed]
             else:
-                outcomes = list(
-                    await asyncio.gather(
-                        *(
-                            self._serve(r, key, content, indices)
-                            for (r, key, content), indices in zip(keyed, reserved, strict=True)
-                        ),
-                        return_exceptions=True,
+                reserved = await self._reserve_shared([(r, key) for r, key, _ in keyed])
+            try:
+                if self._leases is None:
+                    outcomes = await self._serve_all(keyed, reserved)
+                else:
+                    outcomes = list(
+                        await asyncio.gather(
+                            *(
+                                self._serve(r, key, content, indices)
+                                for (r, key, content), indices in zip(keyed, reserved, strict=True)
+                            ),
+                            return_exceptions=True,
+                        )
                     )
-                )
-        except BaseException:
-            for (r, key, _), indices in zip(keyed, reserved, strict=True):
+            except BaseException:
+                for (r, key, _), indices in zip(keyed, reserved, strict=True):
+                    self._give_back(r.namespace, key, indices)
+                raise
+        finally:
+            self._serving -= 1
+            self._maybe_idle()
+        failed = any(isinstance(o, BaseException) for o in outcomes)
+        for (r, key, _), indices, outcome in zip(keyed, reserved, outcomes, strict=True):
+            if isinstance(outcome, BaseException) or (failed and all_or_nothing):
                 self._give_back(r.namespace, key, indices)
-            raise
-        if any(isinstance(o, BaseException) for o in outcomes):
-            # A batch that fails consumes nothing: every request's indices go back.
-            for (r, key, _), indices in zip(keyed, reserved, strict=True):
-                self._give_back(r.namespace, key, indices)
+        if failed and all_or_nothing:
             return outcomes
-        for outcome in outcomes:
-            self._tally(outcome)  # type: ignore[arg-type]
-        if self._manifest is not None:
-            for (r, key, _), indices in zip(keyed, reserved, strict=True):
-                self._manifest.record(key, r.namespace, r.request_id, indices)
+        for (r, key, _), indices, outcome in zip(keyed, reserved, outcomes, strict=True):
+            if isinstance(outcome, Response):
+                self._tally(outcome)
+                if self._manifest is not None:
+                    self._manifest.record(key, r.namespace, r.request_id, indices)
         return outcomes
 
     async def _reserve_shared(self, items: list[tuple[Request, str]]) -> list[list[int]]:
@@ -486,7 +516,7 @@ class AsyncCacher(Stage):
                 await other.wait(produced=True)
             for index in wanted:
                 if index in other.values:
-                    served[index] = (other.values[index], True, False)
+                    served[index] = (decode_sample(other.values[index]), True, False)
                 else:
                     retry.append(index)
         return retry
@@ -504,9 +534,8 @@ class AsyncCacher(Stage):
         assert self._coord is not None
         for index, text in found.items():
             self._memo.put(key, index, text)
-            value = decode_sample(text)
-            claim.values[index] = value
-            served[index] = (value, True, False)
+            claim.values[index] = text
+            served[index] = (decode_sample(text), True, False)
         if len(found) == len(mine):
             self._coord.release(key, mine, claim)
             claim.finish()
@@ -680,11 +709,16 @@ class AsyncCacher(Stage):
 
     def _job_done(self) -> None:
         self._jobs -= 1
-        if self._jobs == 0 and self._idle is not None and not self._idle.done():
-            self._idle.set_result(None)
+        self._maybe_idle()
+
+    def _maybe_idle(self) -> None:
+        idle = self._idle
+        if self._jobs == 0 and self._serving == 0 and idle is not None and not idle.done():
+            idle.set_result(None)
 
     async def _drain(self) -> None:
-        while self._jobs:
+        """Wait for every request still being served and every generation in flight."""
+        while self._jobs or self._serving:
             self._idle = asyncio.get_running_loop().create_future()
             await self._idle
 
@@ -791,7 +825,7 @@ class _Generation:
                 # Another process may have stored this index first: serve what is
                 # stored (ours was appended), so every reader sees one order.
                 value = self.data[j] if stored == self.texts[j] else decode_sample(stored)
-                self.claim.values[index] = value
+                self.claim.values[index] = stored
                 out.append((index, value, bool(dups[j]) if dups is not None else False))
         except BaseException as exc:
             self._fail(exc)

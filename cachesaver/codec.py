@@ -130,9 +130,15 @@ def _object_to_json(value: Any, path: str) -> Any:
 
 def encode_sample(value: Any) -> str:
     """Return the stored JSON text of one sample, or raise `UnstorableSampleError`."""
-    if type(value) is str:
-        return _dumps(value)
-    return _dumps(_to_json(value, "sample"))
+    text = _dumps(value) if type(value) is str else _dumps(_to_json(value, "sample"))
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise UnstorableSampleError(
+            f"sample text is not valid Unicode ({exc.reason} at position {exc.start}: a lone "
+            "surrogate such as half an emoji); clean the model output before returning it"
+        ) from None
+    return text
 
 
 def _from_json(value: Any) -> Any:

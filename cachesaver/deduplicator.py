@@ -1,9 +1,11 @@
 """The deduplication stage: requests for the same content become one model call.
 
-Requests with the same content (same key) that travel together (in one batch, or issued
-in the same event-loop iteration) are merged into one request whose ``n`` is the sum;
-the call's samples are handed out in issue order. The first sample of every call is
-flagged ``duplicated=False``, every later one ``True`` (its prompt was not paid again).
+Requests with the same content (same key) and the same namespace that travel together
+(in one batch, or issued in the same event-loop iteration) are merged into one request
+whose ``n`` is the sum; the call's samples are handed out in issue order. The first
+sample the call paid for is flagged ``duplicated=False``, every later one ``True`` (its
+prompt was not paid again); samples a caching stage below served are never duplicated,
+and their ``cached`` flags are passed on.
 """
 
 from __future__ import annotations
@@ -45,10 +47,12 @@ class AsyncDeduplicator(Stage):
         return self._tick._cs_submit(request)
 
     async def _merge(self, batch: Batch) -> list[Outcome]:
-        groups: dict[str, list[int]] = {}
+        # Same namespace too: a cacher below allocates by namespace, so merging across
+        # namespaces would change which samples each request receives.
+        groups: dict[tuple[str, str], list[int]] = {}
         requests = batch.requests
         for position, request in enumerate(requests):
-            groups.setdefault(request_content(request), []).append(position)
+            groups.setdefault((request.namespace, request_content(request)), []).append(position)
         merged: list[Request] = []
         for positions in groups.values():
             first = requests[positions[0]]
@@ -60,18 +64,22 @@ class AsyncDeduplicator(Stage):
         outcomes = await self._inner._cs_batch_each(Batch(merged))
         results: list[Outcome] = [None] * len(requests)  # type: ignore[list-item]
         for positions, outcome in zip(groups.values(), outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                for p in positions:
+                    results[p] = outcome
+                continue
+            cached = outcome.cached
+            duplicated = _duplicated_flags(cached, len(outcome.data))
             offset = 0
             for p in positions:
                 n = requests[p].n
-                if isinstance(outcome, BaseException):
-                    results[p] = outcome
-                    continue
+                end = offset + n
                 response = Response(
-                    data=outcome.data[offset : offset + n],
-                    cached=None,
-                    duplicated=[offset + j > 0 for j in range(n)],
+                    data=outcome.data[offset:end],
+                    cached=None if cached is None else cached[offset:end],
+                    duplicated=duplicated[offset:end],
                 )
-                offset += n
+                offset = end
                 self._tally(response)
                 results[p] = response
         return results
@@ -84,6 +92,19 @@ class AsyncDeduplicator(Stage):
             return
         await self._tick.aclose()
         await super().aclose()
+
+
+def _duplicated_flags(cached: list[bool] | None, count: int) -> list[bool]:
+    """Every sample the call paid for after its first paid one shares that prompt."""
+    flags: list[bool] = []
+    paid = False
+    for j in range(count):
+        if cached is not None and cached[j]:
+            flags.append(False)
+        else:
+            flags.append(paid)
+            paid = True
+    return flags
 
 
 class _Merger:

@@ -96,7 +96,19 @@ def _encode_content(request: Request) -> str:
         if value is not None:
             content[name] = value
     try:
-        return canonical_json(content, "request")
+        text = canonical_json(content, "request")
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        for name, value in content.items():
+            try:
+                canonical_json(value).encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidRequestError(
+                    f"{_label(request)}: field {name!r} is not valid Unicode (it holds a lone "
+                    "surrogate, such as half an emoji); clean the text before asking"
+                ) from None
+        raise
     except CanonicalError as exc:
         field_name = exc.path.removeprefix("request[").split("]", 1)[0].strip("'\"")
         raise InvalidRequestError(

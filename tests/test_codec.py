@@ -150,3 +150,11 @@ def test_a_registered_tag_is_used_when_writing() -> None:
     text = encode_sample(Versioned(3))
     assert json.loads(text)["$cs"] == "tests.Versioned.v1"
     assert decode_sample(text) == Versioned(3)
+
+
+def test_text_that_is_not_valid_unicode_cannot_be_stored() -> None:
+    """A sample holding a lone surrogate is refused before it reaches any store."""
+    with pytest.raises(UnstorableSampleError, match="surrogate"):
+        encode_sample("bad \ud800")
+    with pytest.raises(UnstorableSampleError, match="surrogate"):
+        encode_sample({"text": ["fine", "bad \udfff"]})

@@ -164,3 +164,16 @@ def test_with_n_keeps_content_and_instance_attributes() -> None:
     assert request_content(copy) == request_content(r)
     assert copy._transport == {"timeout": 3}
     assert r.n == 1
+
+
+def test_text_that_is_not_valid_unicode_is_refused_naming_the_field() -> None:
+    """A lone surrogate (half an emoji) in a field fails at construction, naming it."""
+    with pytest.raises(InvalidRequestError, match=r"'prompt'.*surrogate"):
+        Request("broken emoji \ud83d")
+    with pytest.raises(InvalidRequestError, match="'stop'"):
+
+        @dataclass(frozen=True)
+        class WithStop(Request):
+            stop: list[str] | None = None
+
+        WithStop("fine", stop=["ok", "\udc00"])

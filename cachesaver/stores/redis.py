@@ -18,8 +18,9 @@ next call once Redis is back.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -190,17 +191,22 @@ class RedisStore:
         self.url = url
         self.prefix = prefix
         self._shown = _redact(url)
-        self._client = aioredis.Redis.from_url(
-            url,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=connect_timeout,
-            decode_responses=True,
-        )
-        self._write_script = self._client.register_script(_WRITE)
-        self._reserve_script = self._client.register_script(_RESERVE)
-        self._lease_script = self._client.register_script(_LEASE)
-        self._unlease_script = self._client.register_script(_UNLEASE)
-        self._import_script = self._client.register_script(_IMPORT)
+        self._options: dict[str, Any] = {
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": connect_timeout,
+            "decode_responses": True,
+        }
+        # Connections belong to one event loop: one client per loop, closed when that
+        # loop shuts down (see _client), so a store made outside a loop serves several
+        # consecutive asyncio.run() calls. Scripts are loaded through each client.
+        self._clients: dict[asyncio.AbstractEventLoop, aioredis.Redis] = {}
+        self._closers: dict[asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = {}
+        template = aioredis.Redis.from_url(url, **self._options)
+        self._write_script = template.register_script(_WRITE)
+        self._reserve_script = template.register_script(_RESERVE)
+        self._lease_script = template.register_script(_LEASE)
+        self._unlease_script = template.register_script(_UNLEASE)
+        self._import_script = template.register_script(_IMPORT)
         self._closed = False
 
     @property
@@ -219,6 +225,22 @@ class RedisStore:
     def _lease_name(self, key: str, index: int) -> str:
         return f"{self.prefix}:lease:{key}:{index}"
 
+    async def _client(self) -> aioredis.Redis:
+        """The client of the running event loop (made on first use in that loop)."""
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            for old in [other for other in self._clients if other.is_closed()]:
+                del self._clients[old]  # closed with its loop already
+                self._closers.pop(old, None)
+            client = self._clients[loop] = aioredis.Redis.from_url(self.url, **self._options)
+            # asyncio.run() finalizes async generators before closing its loop; this one
+            # closes the loop's client then, so no connection outlives its loop.
+            closer = _close_at_shutdown(client)
+            await closer.__anext__()
+            self._closers[loop] = closer
+        return client
+
     async def _guard(self, what: str, call: Callable[[], Awaitable[_T]]) -> _T:
         if self._closed:
             raise StoreError(f"{self!r} is closed")
@@ -230,7 +252,7 @@ class RedisStore:
                     f"{exc} in {self!r}: a stored sample is never changed, so nothing was imported"
                 ) from None
             raise StoreError(f"Redis at {self._shown} refused to {what}: {exc}") from exc
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, RuntimeError) as exc:
             raise StoreError(
                 f"Redis at {self._shown} failed to {what}: {exc!r}; check that Redis is "
                 "running and reachable (the pipeline reconnects once it is back)"
@@ -238,7 +260,8 @@ class RedisStore:
 
     async def _pipelined(self, what: str, queue: Callable[[Any], Awaitable[None]]) -> list[Any]:
         async def run() -> list[Any]:
-            async with self._client.pipeline(transaction=False) as pipe:
+            client = await self._client()
+            async with client.pipeline(transaction=False) as pipe:
                 await queue(pipe)
                 return list(await pipe.execute())
 
@@ -332,7 +355,8 @@ class RedisStore:
 
     async def keys(self) -> list[str]:
         async def run() -> list[str]:
-            return sorted(str(k) for k in await self._client.smembers(f"{self.prefix}:keys"))
+            client = await self._client()
+            return sorted(str(k) for k in await client.smembers(f"{self.prefix}:keys"))
 
         return await self._guard("list keys", run)
 
@@ -369,7 +393,8 @@ class RedisStore:
         )
 
         async def run() -> int:
-            return int(await self._import_script(keys=keys, args=[payload]))
+            client = await self._client()
+            return int(await self._import_script(keys=keys, args=[payload], client=client))
 
         return await self._guard("import records", run)
 
@@ -386,4 +411,14 @@ class RedisStore:
         if self._closed:
             return
         self._closed = True
-        await self._client.aclose()
+        closer = self._closers.pop(asyncio.get_running_loop(), None)
+        self._clients.pop(asyncio.get_running_loop(), None)
+        if closer is not None:
+            await closer.aclose()
+
+
+async def _close_at_shutdown(client: aioredis.Redis) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        await client.aclose()
