@@ -421,6 +421,17 @@ class AsyncCacher(Stage):
 
         return give_back
 
+    def _unlease_later(self, asked: LeaseRequest) -> Callable[[asyncio.Future[list[int]]], None]:
+        """A callback that drops leases granted after their requester left."""
+
+        def unlease(done: asyncio.Future[list[int]]) -> None:
+            if done.cancelled() or done.exception() is not None or not done.result():
+                return
+            assert self._unleases is not None
+            self._unleases.submit(asked).add_done_callback(_seen)
+
+        return unlease
+
     def _give_back(self, namespace: str, key: str, indices: list[int]) -> None:
         """Return a failed request's indices to its namespace (rule 5)."""
         if self._unreserves is None:
@@ -584,7 +595,12 @@ class AsyncCacher(Stage):
                 # Another worker may be generating some of these right now: wait for
                 # those (polling) instead of paying for them twice.
                 asked = LeaseRequest(key, missing, self._owner, self.lease_ttl)
-                held = set(await self._leases.submit(asked))
+                granted = self._leases.submit(asked)
+                try:
+                    held = set(await asyncio.shield(granted))
+                except asyncio.CancelledError:
+                    granted.add_done_callback(self._unlease_later(asked))
+                    raise
                 remote = [index for index in missing if index not in held]
                 missing = [index for index in missing if index in held]
                 lease = LeaseRequest(key, missing, self._owner, self.lease_ttl)
@@ -791,6 +807,8 @@ class _Generation:
 
     def _on_model(self, outcome: Outcome) -> None:
         try:
+            if isinstance(outcome, ModelContractError) and "key=" not in str(outcome):
+                raise ModelContractError(f"{outcome} [key={self.key[:12]}]") from None
             if isinstance(outcome, BaseException):
                 raise outcome
             data = outcome.data

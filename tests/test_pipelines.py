@@ -157,8 +157,10 @@ async def test_wrong_sample_count_is_a_contract_error(cache_dir: str) -> None:
     model = RecordingModel()
     model.wrong_count_next(1)
     async with OnlineAPI(model, cache=cache_dir, timeout=0) as api:
-        with pytest.raises(ModelContractError, match=r"returned 3 samples.*n=2"):
+        with pytest.raises(ModelContractError, match=r"returned 3 samples.*n=2") as info:
             await asyncio.wait_for(api.request(Request("q", n=2, request_id="r7")), 2)
+        message = str(info.value)
+        assert "request_id='r7'" in message and f"key={api.key_of(Request('q'))[:12]}" in message
         ok = await api.request(Request("q", n=2, request_id="r7"))
     assert len(ok.data) == 2
 
