@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import math
 import os
 import socket
 import uuid
-import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Literal
 
 from cachesaver._canonical import canonical_json, digest
+from cachesaver._coordination import Claim, Coordinator, Memo, Run, coordinator, seen
 from cachesaver._models import Outcome, describe, first_error
 from cachesaver._stage import Stage
 from cachesaver._tasks import Coalescer
@@ -55,153 +54,6 @@ _NOTHING: list[int] = []  # "no index left to poll for" (never mutated)
 
 # (value, cached, duplicated) of one sample as the requester will see it.
 _Served = tuple[Any, bool, bool]
-
-
-class _Run:
-    """Namespace positions of one run: which index each namespace draws next, per key."""
-
-    def __init__(self) -> None:
-        self._next: dict[str, dict[str, int]] = {}
-        self._returned: dict[tuple[str, str], list[int]] = {}
-
-    def reserve(self, namespace: str, key: str, n: int) -> list[int]:
-        taken: list[int] = []
-        if self._returned:
-            heap = self._returned.get((namespace, key))
-            if heap:
-                while heap and len(taken) < n:
-                    taken.append(heapq.heappop(heap))
-                if not heap:
-                    del self._returned[(namespace, key)]
-                if len(taken) == n:
-                    return taken
-        positions = self._next.get(namespace)
-        if positions is None:
-            positions = self._next[namespace] = {}
-        start = positions.get(key, 0)
-        fresh = n - len(taken)
-        positions[key] = start + fresh
-        if not taken:
-            return list(range(start, start + fresh))
-        return taken + list(range(start, start + fresh))
-
-    def release(self, namespace: str, key: str, indices: Sequence[int]) -> None:
-        heap = self._returned.setdefault((namespace, key), [])
-        for index in indices:
-            heapq.heappush(heap, index)
-
-
-class _Claim:
-    """Indices of one key that one request is reading or producing in this process.
-
-    Waiters see the values in two steps: after the store read (``checked``) and after
-    the model call (``produced``). A value still missing once ``produced`` is set means
-    the claim failed or was abandoned, and the waiter produces it itself.
-    """
-
-    __slots__ = ("_waiters", "checked", "produced", "values")
-
-    def __init__(self) -> None:
-        self.values: dict[int, str] = {}  # stored texts: every waiter decodes its own copy
-        self.checked = False
-        self.produced = False
-        self._waiters: list[asyncio.Future[None]] | None = None
-
-    def _wake(self) -> None:
-        waiters, self._waiters = self._waiters, None
-        for waiter in waiters or ():
-            if not waiter.done():
-                waiter.set_result(None)
-
-    def mark_checked(self) -> None:
-        self.checked = True
-        self._wake()
-
-    def finish(self) -> None:
-        self.checked = self.produced = True
-        self._wake()
-
-    async def wait(self, produced: bool) -> None:
-        while not (self.produced if produced else self.checked):
-            waiter = asyncio.get_running_loop().create_future()
-            if self._waiters is None:
-                self._waiters = []
-            self._waiters.append(waiter)
-            await waiter
-
-
-def _seen(future: asyncio.Future[Any]) -> None:
-    """Mark a background store call's error as seen (it has no caller to raise to)."""
-    if not future.cancelled():
-        future.exception()
-
-
-class _Memo:
-    """Sample texts a pipeline has read or written (bounded, oldest out).
-
-    Stored samples never change, so a remembered text saves the store round trip for
-    later hits in the same run, whatever other processes write meanwhile. It lives only
-    as long as its pipeline, so a new run always sees what the store holds then (keys
-    pruned meanwhile included). Texts, not decoded values, are kept, so no caller can
-    see another caller's mutations.
-    """
-
-    def __init__(self, max_bytes: int = 64 * 2**20) -> None:
-        self.max_bytes = max_bytes
-        self._texts: dict[tuple[str, int], str] = {}
-        self._bytes = 0
-
-    def get(self, key: str, indices: Sequence[int]) -> dict[int, str]:
-        texts = self._texts
-        found: dict[int, str] = {}
-        for index in indices:
-            text = texts.get((key, index))
-            if text is not None:
-                found[index] = text
-        return found
-
-    def put(self, key: str, index: int, text: str) -> None:
-        slot = (key, index)
-        if slot in self._texts:
-            return
-        self._texts[slot] = text
-        self._bytes += len(text) + 100
-        while self._bytes > self.max_bytes and self._texts:
-            oldest = next(iter(self._texts))
-            self._bytes -= len(self._texts.pop(oldest)) + 100
-
-
-class _Coordinator:
-    """The claims of every key of one store, shared by all pipelines of this loop."""
-
-    def __init__(self) -> None:
-        self.claims: dict[str, dict[int, _Claim]] = {}
-
-    def release(self, key: str, indices: Sequence[int], claim: _Claim) -> None:
-        owned = self.claims.get(key)
-        if owned is None:
-            return
-        for index in indices:
-            if owned.get(index) is claim:
-                del owned[index]
-        if not owned:
-            del self.claims[key]
-
-
-_coordinators: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Coordinator]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _coordinator(location: str) -> _Coordinator:
-    loop = asyncio.get_running_loop()
-    per_loop = _coordinators.get(loop)
-    if per_loop is None:
-        per_loop = _coordinators[loop] = {}
-    found = per_loop.get(location)
-    if found is None:
-        found = per_loop[location] = _Coordinator()
-    return found
 
 
 class AsyncCacher(Stage):
@@ -264,9 +116,9 @@ class AsyncCacher(Stage):
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         identity = self._inner.identity
         self._identity = None if identity is None else canonical_json(identity, "identity")
-        self._memo = _Memo()
-        self._run = _Run()
-        self._coord: _Coordinator | None = None
+        self._memo = Memo()
+        self._run = Run()
+        self._coord: Coordinator | None = None
         self._reads: Coalescer[SampleRead, dict[int, str]] | None = None
         self._writes: Coalescer[SampleWrite, WriteResult] | None = None
         self._jobs = 0
@@ -289,7 +141,7 @@ class AsyncCacher(Stage):
         self._jobs = 0
         self._serving = 0
         self._idle = None
-        self._coord = _coordinator(self._store.location)
+        self._coord = coordinator(self._store.location)
         self._reads = Coalescer(self._store.read, self._tasks)
         self._writes = Coalescer(self._store.write, self._tasks)
         if self._shared is not None:
@@ -428,7 +280,7 @@ class AsyncCacher(Stage):
             if done.cancelled() or done.exception() is not None or not done.result():
                 return
             assert self._unleases is not None
-            self._unleases.submit(asked).add_done_callback(_seen)
+            self._unleases.submit(asked).add_done_callback(seen)
 
         return unlease
 
@@ -440,7 +292,7 @@ class AsyncCacher(Stage):
         # Sent with the next bulk call (an owned task that close() waits for). If the
         # store is down, the indices stay unused: a gap in this run, never a wrong sample.
         future = self._unreserves.submit(Unreservation(self.run_id or "", namespace, key, indices))
-        future.add_done_callback(_seen)
+        future.add_done_callback(seen)
 
     async def _serve(
         self,
@@ -482,7 +334,7 @@ class AsyncCacher(Stage):
 
     def _take(
         self, key: str, todo: list[int], served: dict[int, _Served]
-    ) -> tuple[list[int], _Claim | None, dict[_Claim, list[int]] | None]:
+    ) -> tuple[list[int], Claim | None, dict[Claim, list[int]] | None]:
         """Serve remembered samples, claim the free indices, group the rest by claim.
 
         Synchronous: it runs before the request's first await, so nobody in this
@@ -500,7 +352,7 @@ class AsyncCacher(Stage):
         if owned is None:
             owned = self._coord.claims[key] = {}
         mine: list[int] = []
-        waits: dict[_Claim, list[int]] | None = None
+        waits: dict[Claim, list[int]] | None = None
         for index in todo:
             other = owned.get(index)
             if other is None:
@@ -511,13 +363,13 @@ class AsyncCacher(Stage):
                 waits.setdefault(other, []).append(index)
         if not mine:
             return mine, None, waits
-        claim = _Claim()
+        claim = Claim()
         for index in mine:
             owned[index] = claim
         return mine, claim, waits
 
     async def _wait_for_others(
-        self, waits: dict[_Claim, list[int]], served: dict[int, _Served]
+        self, waits: dict[Claim, list[int]], served: dict[int, _Served]
     ) -> list[int]:
         """Wait for indices other requests claimed; return those whose producer failed."""
         retry: list[int] = []
@@ -537,7 +389,7 @@ class AsyncCacher(Stage):
         request: Request,
         key: str,
         mine: list[int],
-        claim: _Claim,
+        claim: Claim,
         found: dict[int, str],
         served: dict[int, _Served],
     ) -> list[int]:
@@ -563,7 +415,7 @@ class AsyncCacher(Stage):
             )
         return missing
 
-    def _abandon(self, key: str, mine: list[int], claim: _Claim) -> None:
+    def _abandon(self, key: str, mine: list[int], claim: Claim) -> None:
         """Free a claim nobody will finish (its request failed or was cancelled)."""
         assert self._coord is not None
         self._coord.release(key, mine, claim)
@@ -575,7 +427,7 @@ class AsyncCacher(Stage):
         key: str,
         content: str,
         mine: list[int],
-        claim: _Claim,
+        claim: Claim,
         served: dict[int, _Served],
     ) -> list[int]:
         """Read the claimed indices, generate what is missing; return indices to poll for.
@@ -613,7 +465,7 @@ class AsyncCacher(Stage):
         except BaseException:
             self._abandon(key, mine, claim)
             if lease is not None and lease.indices and self._unleases is not None:
-                self._unleases.submit(lease).add_done_callback(_seen)
+                self._unleases.submit(lease).add_done_callback(seen)
             raise
         # The model call and the write are driven by callbacks, not by this coroutine:
         # if this requester is cancelled they still finish, the samples are stored, and
@@ -634,8 +486,8 @@ class AsyncCacher(Stage):
         count = len(keyed)
         served: list[dict[int, _Served]] = [{} for _ in range(count)]
         outcomes: list[Outcome | None] = [None] * count
-        waiting: list[dict[_Claim, list[int]] | None] = [None] * count
-        claimed: list[tuple[int, list[int], _Claim]] = []
+        waiting: list[dict[Claim, list[int]] | None] = [None] * count
+        claimed: list[tuple[int, list[int], Claim]] = []
         for i, ((_, key, _), indices) in enumerate(zip(keyed, reserved, strict=True)):
             mine, claim, waiting[i] = self._take(key, indices, served[i])
             if claim is not None:
@@ -705,7 +557,7 @@ class AsyncCacher(Stage):
         if lease is None:
             return
         assert self._unleases is not None and self._keeper_wake is not None
-        self._unleases.submit(lease).add_done_callback(_seen)
+        self._unleases.submit(lease).add_done_callback(seen)
         if not self._active_leases:
             self._keeper_wake.set()
 
@@ -777,7 +629,7 @@ class _Generation:
         key: str,
         content: str,
         missing: list[int],
-        claim: _Claim,
+        claim: Claim,
         lease: LeaseRequest | None = None,
     ) -> None:
         self.cacher = cacher

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from cachesaver import DiskStore, OnlineAPI, Request
-from cachesaver.cacher import _Memo
+from cachesaver._coordination import Memo
 from cachesaver.stores.base import SampleRead
 from cachesaver.testing import RecordingModel
 
@@ -49,7 +49,7 @@ async def test_returned_samples_are_fresh_copies(cache_dir: str) -> None:
 
 def test_memory_is_bounded_and_drops_the_oldest() -> None:
     """The memo keeps at most max_bytes of texts, dropping the oldest first."""
-    memo = _Memo(max_bytes=1000)
+    memo = Memo(max_bytes=1000)
     for i in range(50):
         memo.put("k", i, "x" * 50)
     kept = memo.get("k", range(50))

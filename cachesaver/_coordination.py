@@ -1,0 +1,164 @@
+"""In-process bookkeeping of the cacher: namespace positions, claims, remembered texts.
+
+- `Run`: which index each namespace draws next, per key (one run, in memory);
+- `Claim` / `Coordinator`: which indices a request of this process is reading or
+  producing right now, so nobody reads or generates them twice;
+- `Memo`: sample texts a pipeline has already read or written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["Claim", "Coordinator", "Memo", "Run", "coordinator", "seen"]
+
+
+class Run:
+    """Namespace positions of one run: which index each namespace draws next, per key."""
+
+    def __init__(self) -> None:
+        self._next: dict[str, dict[str, int]] = {}
+        self._returned: dict[tuple[str, str], list[int]] = {}
+
+    def reserve(self, namespace: str, key: str, n: int) -> list[int]:
+        taken: list[int] = []
+        if self._returned:
+            heap = self._returned.get((namespace, key))
+            if heap:
+                while heap and len(taken) < n:
+                    taken.append(heapq.heappop(heap))
+                if not heap:
+                    del self._returned[(namespace, key)]
+                if len(taken) == n:
+                    return taken
+        positions = self._next.get(namespace)
+        if positions is None:
+            positions = self._next[namespace] = {}
+        start = positions.get(key, 0)
+        fresh = n - len(taken)
+        positions[key] = start + fresh
+        if not taken:
+            return list(range(start, start + fresh))
+        return taken + list(range(start, start + fresh))
+
+    def release(self, namespace: str, key: str, indices: Sequence[int]) -> None:
+        heap = self._returned.setdefault((namespace, key), [])
+        for index in indices:
+            heapq.heappush(heap, index)
+
+
+class Claim:
+    """Indices of one key that one request is reading or producing in this process.
+
+    Waiters see the values in two steps: after the store read (``checked``) and after
+    the model call (``produced``). A value still missing once ``produced`` is set means
+    the claim failed or was abandoned, and the waiter produces it itself.
+    """
+
+    __slots__ = ("_waiters", "checked", "produced", "values")
+
+    def __init__(self) -> None:
+        self.values: dict[int, str] = {}  # stored texts: every waiter decodes its own copy
+        self.checked = False
+        self.produced = False
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def mark_checked(self) -> None:
+        self.checked = True
+        self._wake()
+
+    def finish(self) -> None:
+        self.checked = self.produced = True
+        self._wake()
+
+    async def wait(self, produced: bool) -> None:
+        while not (self.produced if produced else self.checked):
+            waiter = asyncio.get_running_loop().create_future()
+            if self._waiters is None:
+                self._waiters = []
+            self._waiters.append(waiter)
+            await waiter
+
+
+def seen(future: asyncio.Future[Any]) -> None:
+    """Mark a background store call's error as seen (it has no caller to raise to)."""
+    if not future.cancelled():
+        future.exception()
+
+
+class Memo:
+    """Sample texts a pipeline has read or written (bounded, oldest out).
+
+    Stored samples never change, so a remembered text saves the store round trip for
+    later hits in the same run, whatever other processes write meanwhile. It lives only
+    as long as its pipeline, so a new run always sees what the store holds then (keys
+    pruned meanwhile included). Texts, not decoded values, are kept, so no caller can
+    see another caller's mutations.
+    """
+
+    def __init__(self, max_bytes: int = 64 * 2**20) -> None:
+        self.max_bytes = max_bytes
+        self._texts: dict[tuple[str, int], str] = {}
+        self._bytes = 0
+
+    def get(self, key: str, indices: Sequence[int]) -> dict[int, str]:
+        texts = self._texts
+        found: dict[int, str] = {}
+        for index in indices:
+            text = texts.get((key, index))
+            if text is not None:
+                found[index] = text
+        return found
+
+    def put(self, key: str, index: int, text: str) -> None:
+        slot = (key, index)
+        if slot in self._texts:
+            return
+        self._texts[slot] = text
+        self._bytes += len(text) + 100
+        while self._bytes > self.max_bytes and self._texts:
+            oldest = next(iter(self._texts))
+            self._bytes -= len(self._texts.pop(oldest)) + 100
+
+
+class Coordinator:
+    """The claims of every key of one store, shared by all pipelines of this loop."""
+
+    def __init__(self) -> None:
+        self.claims: dict[str, dict[int, Claim]] = {}
+
+    def release(self, key: str, indices: Sequence[int], claim: Claim) -> None:
+        owned = self.claims.get(key)
+        if owned is None:
+            return
+        for index in indices:
+            if owned.get(index) is claim:
+                del owned[index]
+        if not owned:
+            del self.claims[key]
+
+
+_per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Coordinator]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def coordinator(location: str) -> Coordinator:
+    loop = asyncio.get_running_loop()
+    per_loop = _per_loop.get(loop)
+    if per_loop is None:
+        per_loop = _per_loop[loop] = {}
+    found = per_loop.get(location)
+    if found is None:
+        found = per_loop[location] = Coordinator()
+    return found
