@@ -111,14 +111,17 @@ class Memo:
         self._texts: dict[tuple[str, int], str] = {}
         self._bytes = 0
 
-    def get(self, key: str, indices: Sequence[int]) -> dict[int, str]:
+    def get(self, key: str, indices: Sequence[int]) -> dict[int, str] | None:
+        """Return the remembered texts among ``indices``, or None if there is none."""
         texts = self._texts
+        if not texts:
+            return None
         found: dict[int, str] = {}
         for index in indices:
             text = texts.get((key, index))
             if text is not None:
                 found[index] = text
-        return found
+        return found or None
 
     def put(self, key: str, index: int, text: str) -> None:
         slot = (key, index)

@@ -117,6 +117,7 @@ class AsyncCacher(Stage):
         identity = self._inner.identity
         self._identity = None if identity is None else canonical_json(identity, "identity")
         self._memo = Memo()
+        self._dedup = self._inner._cs_dedup  # the chain below is fixed from here on
         self._run = Run()
         self._coord: Coordinator | None = None
         self._reads: Coalescer[SampleRead, dict[int, str]] | None = None
@@ -183,7 +184,8 @@ class AsyncCacher(Stage):
                 raise
         finally:
             self._serving -= 1
-            self._maybe_idle()
+            if self._idle is not None:
+                self._maybe_idle()
         self._tally(response)
         if self._manifest is not None:
             self._manifest.record(key, request.namespace, request.request_id, indices)
@@ -325,11 +327,14 @@ class AsyncCacher(Stage):
         return self._respond(indices, served)
 
     def _respond(self, indices: list[int], served: dict[int, _Served]) -> Response:
+        if len(indices) == 1:
+            value, cached, duplicated = served[indices[0]]
+            return Response([value], [cached], [duplicated] if self._dedup else None)
         rows = [served[index] for index in indices]
         return Response(
             [row[0] for row in rows],
             [row[1] for row in rows],
-            [row[2] for row in rows] if self._cs_dedup else None,
+            [row[2] for row in rows] if self._dedup else None,
         )
 
     def _take(
