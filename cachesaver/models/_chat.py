@@ -12,14 +12,19 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Generic, Literal
 
 from cachesaver.errors import InvalidRequestError, ModelContractError
 from cachesaver.models._common import (
     CALL_OPTIONS_ATTR,
+    ClientT,
     ConcurrencyLimit,
     TokenUsage,
     apportion,
+    base_url_of,
+    check_call_options,
+    check_model,
+    request_label,
 )
 from cachesaver.models.samples import ChatSample
 from cachesaver.typedefs import Request, Response
@@ -34,14 +39,6 @@ _OWNED_PARAMS = frozenset({"model", "messages", "n", "stream"})
 # parameters, as the SDK's extra_body, or not at all (key only).
 _How = Literal["param", "params", "extra_body", "ignore", "owned", "unknown"]
 _Plan = tuple[tuple[str, _How], ...]
-
-
-def _label(request: Request) -> str:
-    return f"{type(request).__name__}(request_id={request.request_id!r})"
-
-
-def _base_url_of(client: Any) -> str:
-    return str(getattr(client, "base_url", "")).rstrip("/")
 
 
 def _output_weight(choice: Mapping[str, Any]) -> int:
@@ -61,7 +58,7 @@ def _output_weight(choice: Mapping[str, Any]) -> int:
     return weight
 
 
-class ChatAdapter:
+class ChatAdapter(Generic[ClientT]):
     """A chat-completions endpoint as a `SingleRequestModel` (see the provider classes)."""
 
     provider: ClassVar[str] = ""
@@ -75,7 +72,7 @@ class ChatAdapter:
 
     def __init__(
         self,
-        client: Any,
+        client: ClientT,
         model: str,
         *,
         sample: SampleKind = "text",
@@ -85,28 +82,26 @@ class ChatAdapter:
         identity_base_url: str | None = None,
     ) -> None:
         name = type(self).__name__
-        if not isinstance(model, str) or not model:
-            raise ValueError(f"{name} needs the model name as a non-empty str, got {model!r}")
+        check_model(name, model)
         if sample not in _SAMPLE_KINDS:
             raise ValueError(
                 f"{name}: sample must be 'text' (the message content) or 'full' (a "
                 f"ChatSample with the whole choice and its token usage), got {sample!r}"
             )
-        options = dict(call_options or {})
-        bad = sorted(set(options) - self.call_option_names)
-        if bad:
-            raise ValueError(
-                f"{name}: call_options {bad} are not options that leave the output "
-                f"unchanged ({sorted(self.call_option_names)}); parameters that change "
-                "the output belong in the Request (as fields), so they are part of the key"
-            )
-        self.client = client
+        options = check_call_options(
+            name,
+            call_options,
+            self.call_option_names,
+            "; parameters that change the output belong in the Request (as fields), so "
+            "they are part of the key",
+        )
+        self.client: ClientT = client
         self.model = model
         self.sample: SampleKind = sample
         self.call_options = options
         self.ignore_fields = frozenset(ignore_fields)
         self._limit = ConcurrencyLimit(max_concurrency)
-        self._base_url = identity_base_url or _base_url_of(client)
+        self._base_url = identity_base_url or base_url_of(client)
         self._plans: dict[type, _Plan] = {}
         self._usage = TokenUsage()
 
@@ -165,17 +160,17 @@ class ChatAdapter:
         adapter = type(self).__name__
         if name == "model":
             return InvalidRequestError(
-                f"{_label(request)}: field 'model' is set, but the model is chosen by "
+                f"{request_label(request)}: field 'model' is set, but the model is chosen by "
                 f"{adapter}(model=...) and is part of its identity; use one adapter (and "
                 "pipeline) per model"
             )
         if name in _OWNED_PARAMS:
             return InvalidRequestError(
-                f"{_label(request)}: field {name!r} is set, but cachesaver sets it itself "
+                f"{request_label(request)}: field {name!r} is set, but cachesaver sets it itself "
                 "(messages come from prompt, n from Request.n; pipelines do not stream)"
             )
         return InvalidRequestError(
-            f"{_label(request)}: {cls} field {name!r} is not a parameter of {self.provider} "
+            f"{request_label(request)}: {cls} field {name!r} is not a parameter of {self.provider} "
             "chat.completions.create; send other parameters in a 'params' dict field or in "
             f"'extra_body', or pass ignore_fields=[{name!r}] to {adapter} to keep the field "
             "in the key without sending it"
@@ -194,20 +189,20 @@ class ChatAdapter:
             elif how == "extra_body":
                 if not isinstance(value, dict):
                     raise InvalidRequestError(
-                        f"{_label(request)}: field 'extra_body' must be a dict, got "
+                        f"{request_label(request)}: field 'extra_body' must be a dict, got "
                         f"{type(value).__name__}"
                     )
                 kwargs["extra_body"] = value
             else:
                 if not isinstance(value, dict):
                     raise InvalidRequestError(
-                        f"{_label(request)}: field 'params' must be a dict of API "
+                        f"{request_label(request)}: field 'params' must be a dict of API "
                         f"parameters, got {type(value).__name__}"
                     )
                 for key, item in value.items():
                     if key in _OWNED_PARAMS or key not in self.sdk_params:
                         raise InvalidRequestError(
-                            f"{_label(request)}: params[{key!r}] is not a parameter of "
+                            f"{request_label(request)}: params[{key!r}] is not a parameter of "
                             f"{self.provider} chat.completions.create that a request may "
                             "set; send unknown parameters in 'extra_body'"
                         )
@@ -227,7 +222,7 @@ class ChatAdapter:
         ):
             return list(prompt)
         raise InvalidRequestError(
-            f"{_label(request)}: prompt must be a str (sent as one user message) or a "
+            f"{request_label(request)}: prompt must be a str (sent as one user message) or a "
             "non-empty list of chat messages such as [{'role': 'user', 'content': '...'}], "
             f"got {type(prompt).__name__}"
         )
@@ -273,7 +268,7 @@ class ChatAdapter:
         if not choices:
             raise ModelContractError(
                 f"{self.provider} returned no choices for model {self.model!r} "
-                f"({_label(request)}, n={wanted}); check the model name and parameters"
+                f"({request_label(request)}, n={wanted}); check the model name and parameters"
             )
         choices.sort(key=lambda c: getattr(c, "index", 0) or 0)
         usage = getattr(completion, "usage", None)

@@ -6,18 +6,26 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cachesaver.errors import InvalidRequestError
+
+if TYPE_CHECKING:
+    from cachesaver.typedefs import Request
 
 __all__ = [
     "CACHESAVER_KEYWORDS",
     "CALL_OPTIONS_ATTR",
+    "ClientT",
     "ConcurrencyLimit",
     "TokenUsage",
     "apportion",
+    "base_url_of",
+    "check_call_options",
+    "check_model",
     "is_omitted",
     "jsonable",
+    "request_label",
 ]
 
 # Keywords of a drop-in call that cachesaver takes for itself and never sends.
@@ -26,6 +34,39 @@ CACHESAVER_KEYWORDS = frozenset({"namespace", "request_id"})
 # Name of the attribute a drop-in request carries its call options in: parameters that
 # are sent to the API but are not part of the key (extra_headers, timeout, user, ...).
 CALL_OPTIONS_ATTR = "_csm_call_options"
+
+#: The SDK client type an adapter calls (bound by each provider's adapter classes).
+ClientT = TypeVar("ClientT")
+
+
+def request_label(request: Request) -> str:
+    """How error messages name a request."""
+    return f"{type(request).__name__}(request_id={request.request_id!r})"
+
+
+def base_url_of(client: Any) -> str:
+    """The client's base URL without a trailing slash (``""`` if it has none)."""
+    return str(getattr(client, "base_url", "")).rstrip("/")
+
+
+def check_model(name: str, model: Any) -> None:
+    """Raise unless ``model`` (an adapter's model name) is a non-empty str."""
+    if not isinstance(model, str) or not model:
+        raise ValueError(f"{name} needs the model name as a non-empty str, got {model!r}")
+
+
+def check_call_options(
+    name: str, call_options: Mapping[str, Any] | None, allowed: frozenset[str], hint: str = ""
+) -> dict[str, Any]:
+    """``call_options`` as a dict; raise if one of them is not in ``allowed``."""
+    options = dict(call_options or {})
+    bad = sorted(set(options) - allowed)
+    if bad:
+        raise ValueError(
+            f"{name}: call_options {bad} are not options that leave the output "
+            f"unchanged ({sorted(allowed)}){hint}"
+        )
+    return options
 
 
 def is_omitted(value: Any) -> bool:

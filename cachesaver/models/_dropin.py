@@ -138,18 +138,18 @@ class DropInClient:
         self.sdk = make_sdk()
         self._owns_sdk = owns_sdk
         self._store, self._owns_store = open_store(cache)
-        self._chat: dict[str, tuple[ChatAdapter, OnlineAPI]] = {}
-        self._embed: dict[str, EmbeddingAdapter] = {}
+        self._chat: dict[str, tuple[ChatAdapter[Any], OnlineAPI]] = {}
+        self._embed: dict[str, EmbeddingAdapter[Any]] = {}
         self._embed_stats = Stats()
         self._embed_runs: set[AsyncCacher] = set()
         self._closed = False
 
     # -- provider hooks ------------------------------------------------------------------
 
-    def _chat_adapter(self, model: str) -> ChatAdapter:
+    def _chat_adapter(self, model: str) -> ChatAdapter[Any]:
         raise NotImplementedError
 
-    def _embedding_adapter(self, model: str) -> EmbeddingAdapter:
+    def _embedding_adapter(self, model: str) -> EmbeddingAdapter[Any]:
         raise NotImplementedError
 
     def _completion(self, data: dict[str, Any]) -> Any:
@@ -409,7 +409,7 @@ class DropInClient:
                 )
         return inputs
 
-    def _embedding_adapter_for(self, model: Any) -> EmbeddingAdapter:
+    def _embedding_adapter_for(self, model: Any) -> EmbeddingAdapter[Any]:
         self._check_open()
         if type(model) is not str or not model:
             raise TypeError(f"embeddings.create: model must be a non-empty str, got {model!r}")

@@ -12,10 +12,20 @@ import asyncio
 import dataclasses
 import json
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic
 
 from cachesaver.errors import InvalidRequestError, ModelContractError
-from cachesaver.models._common import CALL_OPTIONS_ATTR, ConcurrencyLimit, TokenUsage, apportion
+from cachesaver.models._common import (
+    CALL_OPTIONS_ATTR,
+    ClientT,
+    ConcurrencyLimit,
+    TokenUsage,
+    apportion,
+    base_url_of,
+    check_call_options,
+    check_model,
+    request_label,
+)
 from cachesaver.models.samples import EmbeddingSample
 from cachesaver.typedefs import Batch, Request, Response
 
@@ -24,11 +34,7 @@ __all__ = ["EmbeddingAdapter"]
 _BASE_FIELDS = frozenset({"prompt", "n", "request_id", "namespace"})
 
 
-def _label(request: Request) -> str:
-    return f"{type(request).__name__}(request_id={request.request_id!r})"
-
-
-class EmbeddingAdapter:
+class EmbeddingAdapter(Generic[ClientT]):
     """An embeddings endpoint as a `BatchRequestModel` (see the provider classes)."""
 
     provider: ClassVar[str] = ""
@@ -38,7 +44,7 @@ class EmbeddingAdapter:
 
     def __init__(
         self,
-        client: Any,
+        client: ClientT,
         model: str,
         *,
         max_inputs: int = 2048,
@@ -47,23 +53,16 @@ class EmbeddingAdapter:
         identity_base_url: str | None = None,
     ) -> None:
         name = type(self).__name__
-        if not isinstance(model, str) or not model:
-            raise ValueError(f"{name} needs the model name as a non-empty str, got {model!r}")
+        check_model(name, model)
         if type(max_inputs) is not int or max_inputs < 1:
             raise ValueError(f"{name}: max_inputs must be a positive int, got {max_inputs!r}")
-        options = dict(call_options or {})
-        bad = sorted(set(options) - self.call_option_names)
-        if bad:
-            raise ValueError(
-                f"{name}: call_options {bad} are not options that leave the output "
-                f"unchanged ({sorted(self.call_option_names)})"
-            )
-        self.client = client
+        options = check_call_options(name, call_options, self.call_option_names)
+        self.client: ClientT = client
         self.model = model
         self.max_inputs = max_inputs
         self.call_options = options
         self._limit = ConcurrencyLimit(max_concurrency)
-        self._base_url = identity_base_url or str(getattr(client, "base_url", "")).rstrip("/")
+        self._base_url = identity_base_url or base_url_of(client)
         self._usage = TokenUsage()
 
     @property
@@ -99,7 +98,7 @@ class EmbeddingAdapter:
                 for key, item in value.items():
                     if key not in self.sdk_params:
                         raise InvalidRequestError(
-                            f"{_label(request)}: params[{key!r}] is not a parameter of "
+                            f"{request_label(request)}: params[{key!r}] is not a parameter of "
                             f"{self.provider} embeddings.create; use 'extra_body'"
                         )
                     if item is not None:
@@ -110,7 +109,7 @@ class EmbeddingAdapter:
                 kwargs[name] = value
             else:
                 raise InvalidRequestError(
-                    f"{_label(request)}: field {name!r} is not a parameter of "
+                    f"{request_label(request)}: field {name!r} is not a parameter of "
                     f"{self.provider} embeddings.create; send it in 'extra_body'"
                 )
         return kwargs
@@ -123,7 +122,7 @@ class EmbeddingAdapter:
         if isinstance(prompt, (list, tuple)) and prompt and all(type(t) is int for t in prompt):
             return list(prompt)
         raise InvalidRequestError(
-            f"{_label(request)}: an embedding request's prompt must be one input: a "
+            f"{request_label(request)}: an embedding request's prompt must be one input: a "
             f"non-empty str or a list of token ids, got {type(prompt).__name__}"
         )
 

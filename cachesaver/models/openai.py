@@ -17,8 +17,8 @@ client and `OpenAIEmbeddingModel` a `BatchRequestModel`. See ``docs/providers.md
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Literal, overload
+from collections.abc import Callable
+from typing import Any
 
 import openai
 from openai.resources.chat.completions import AsyncCompletions
@@ -27,15 +27,10 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.create_embedding_response import CreateEmbeddingResponse
 
 from cachesaver.cacher import Mode
-from cachesaver.models._chat import ChatAdapter, SampleKind
-from cachesaver.models._dropin import (
-    UNCACHED_CHAT_METHODS,
-    UNCACHED_EMBEDDING_METHODS,
-    DropInClient,
-    ResourceProxy,
-)
+from cachesaver.models._chat import ChatAdapter
+from cachesaver.models._dropin import DropInClient
 from cachesaver.models._embed import EmbeddingAdapter
-from cachesaver.models._stream import ChatStream
+from cachesaver.models._resources import ChatCompletionsProxy, ChatProxy, EmbeddingsProxy
 from cachesaver.pipelines import DEFAULT_CACHE
 from cachesaver.stores import CacheLike
 
@@ -77,7 +72,7 @@ _CHAT_PARAMS = _sdk_params(AsyncCompletions.create) - {"stream_options"}
 _EMBED_PARAMS = _sdk_params(AsyncEmbeddings.create) - {"encoding_format"}
 
 
-class OpenAIModel(ChatAdapter):
+class OpenAIModel(ChatAdapter[openai.AsyncOpenAI]):
     """OpenAI chat completions as a `SingleRequestModel` for `OnlineAPI`.
 
     ``OnlineAPI(OpenAIModel(openai.AsyncOpenAI(), "gpt-4o-mini"), cache=...)``. The
@@ -101,34 +96,12 @@ class OpenAIModel(ChatAdapter):
     sdk_params = _CHAT_PARAMS
     call_option_names = CHAT_NOT_IN_KEY
 
-    def __init__(
-        self,
-        client: openai.AsyncOpenAI,
-        model: str,
-        *,
-        sample: SampleKind = "text",
-        max_concurrency: int | None = None,
-        call_options: Mapping[str, Any] | None = None,
-        ignore_fields: Iterable[str] = (),
-        identity_base_url: str | None = None,
-    ) -> None:
-        super().__init__(
-            client,
-            model,
-            sample=sample,
-            max_concurrency=max_concurrency,
-            call_options=call_options,
-            ignore_fields=ignore_fields,
-            identity_base_url=identity_base_url,
-        )
-        self.client: openai.AsyncOpenAI = client
-
     async def _create(self, kwargs: dict[str, Any]) -> ChatCompletion:
         completion: ChatCompletion = await self.client.chat.completions.create(**kwargs)
         return completion
 
 
-class OpenAIEmbeddingModel(EmbeddingAdapter):
+class OpenAIEmbeddingModel(EmbeddingAdapter[openai.AsyncOpenAI]):
     """OpenAI embeddings as a `BatchRequestModel` (use it with `LocalAPI`).
 
     Each request's ``prompt`` is one input; each sample an `EmbeddingSample`. A batch
@@ -139,120 +112,22 @@ class OpenAIEmbeddingModel(EmbeddingAdapter):
     sdk_params = _EMBED_PARAMS
     call_option_names = EMBEDDINGS_NOT_IN_KEY
 
-    def __init__(
-        self,
-        client: openai.AsyncOpenAI,
-        model: str,
-        *,
-        max_inputs: int = 2048,
-        max_concurrency: int | None = None,
-        call_options: Mapping[str, Any] | None = None,
-        identity_base_url: str | None = None,
-    ) -> None:
-        super().__init__(
-            client,
-            model,
-            max_inputs=max_inputs,
-            max_concurrency=max_concurrency,
-            call_options=call_options,
-            identity_base_url=identity_base_url,
-        )
-        self.client: openai.AsyncOpenAI = client
-
     async def _create(self, kwargs: dict[str, Any]) -> CreateEmbeddingResponse:
         return await self.client.embeddings.create(**kwargs)
 
 
-class _ChatCompletions(ResourceProxy):
-    def __init__(self, owner: AsyncOpenAI) -> None:
-        super().__init__(
-            owner.sdk.chat.completions,
-            UNCACHED_CHAT_METHODS,
-            "chat.completions",
-        )
-        self._owner = owner
-
-    @overload
-    async def create(
-        self,
-        *,
-        model: str,
-        messages: Iterable[Any],
-        stream: Literal[False] | None = None,
-        namespace: str | None = None,
-        request_id: str | None = None,
-        **params: Any,
-    ) -> ChatCompletion: ...
-
-    @overload
-    async def create(
-        self,
-        *,
-        model: str,
-        messages: Iterable[Any],
-        stream: Literal[True],
-        namespace: str | None = None,
-        request_id: str | None = None,
-        **params: Any,
-    ) -> ChatStream[ChatCompletionChunk]: ...
-
-    async def create(
-        self,
-        *,
-        model: str,
-        messages: Iterable[Any],
-        stream: bool | None = None,
-        namespace: str | None = None,
-        request_id: str | None = None,
-        **params: Any,
-    ) -> ChatCompletion | ChatStream[ChatCompletionChunk]:
-        """Like ``openai`` ``chat.completions.create``, served through the cache.
-
-        ``namespace`` and ``request_id`` are cachesaver's (never sent). Returns the SDK's
-        ``ChatCompletion`` whose choices carry ``cached``/``duplicated`` extra fields and
-        whose ``usage`` is what this call paid; ``stream=True`` returns a `ChatStream`.
-        """
-        result: ChatCompletion | ChatStream[ChatCompletionChunk] = await self._owner._chat_create(
-            model, messages, stream, namespace, request_id, params
-        )
-        return result
+class _ChatCompletions(ChatCompletionsProxy[ChatCompletion, ChatCompletionChunk]):
+    """``client.chat.completions`` of `AsyncOpenAI`."""
 
 
-class _Chat(ResourceProxy):
-    def __init__(self, owner: AsyncOpenAI) -> None:
-        super().__init__(owner.sdk.chat, frozenset(), "chat")
-        self.completions = _ChatCompletions(owner)
+class _Chat(ChatProxy[_ChatCompletions]):
+    """``client.chat`` of `AsyncOpenAI`."""
+
+    _completions_type = _ChatCompletions
 
 
-class _Embeddings(ResourceProxy):
-    def __init__(self, owner: AsyncOpenAI) -> None:
-        super().__init__(
-            owner.sdk.embeddings,
-            UNCACHED_EMBEDDING_METHODS,
-            "embeddings",
-        )
-        self._owner = owner
-
-    async def create(
-        self,
-        *,
-        model: str,
-        input: str | Iterable[Any],
-        namespace: str | None = None,
-        request_id: str | None = None,
-        **params: Any,
-    ) -> CreateEmbeddingResponse:
-        """Like ``openai`` ``embeddings.create``; each input is cached on its own.
-
-        Only inputs not in the cache are sent (in one call). Embeddings are
-        deterministic: every namespace reads the same stored embedding, so
-        ``namespace`` is accepted and ignored. ``usage`` counts the inputs sent.
-        """
-        del namespace
-        result: CreateEmbeddingResponse = await self._owner._embeddings_create(
-            model, input, request_id, params
-        )
-        return result
+class _Embeddings(EmbeddingsProxy[CreateEmbeddingResponse]):
+    """``client.embeddings`` of `AsyncOpenAI`."""
 
 
 class AsyncOpenAI(DropInClient):

@@ -17,8 +17,8 @@ client and `TogetherEmbeddingModel` a `BatchRequestModel`. See ``docs/providers.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Literal, overload
+from collections.abc import Callable
+from typing import Any
 
 import together
 from together.resources.chat.completions import AsyncCompletionsResource
@@ -28,15 +28,10 @@ from together.types.chat.chat_completion_chunk import ChatCompletionChunk
 from together.types.embedding import Embedding
 
 from cachesaver.cacher import Mode
-from cachesaver.models._chat import ChatAdapter, SampleKind
-from cachesaver.models._dropin import (
-    UNCACHED_CHAT_METHODS,
-    UNCACHED_EMBEDDING_METHODS,
-    DropInClient,
-    ResourceProxy,
-)
+from cachesaver.models._chat import ChatAdapter
+from cachesaver.models._dropin import DropInClient
 from cachesaver.models._embed import EmbeddingAdapter
-from cachesaver.models._stream import ChatStream
+from cachesaver.models._resources import ChatCompletionsProxy, ChatProxy, EmbeddingsProxy
 from cachesaver.pipelines import DEFAULT_CACHE
 from cachesaver.stores import CacheLike
 
@@ -66,7 +61,7 @@ _CHAT_PARAMS = _sdk_params(AsyncCompletionsResource.create)
 _EMBED_PARAMS = _sdk_params(AsyncEmbeddingsResource.create)
 
 
-class TogetherModel(ChatAdapter):
+class TogetherModel(ChatAdapter[together.AsyncTogether]):
     """Together chat completions as a `SingleRequestModel` for `OnlineAPI`.
 
     Same options as `cachesaver.models.openai.OpenAIModel` (``sample``,
@@ -79,151 +74,34 @@ class TogetherModel(ChatAdapter):
     sdk_params = _CHAT_PARAMS
     call_option_names = CHAT_NOT_IN_KEY
 
-    def __init__(
-        self,
-        client: together.AsyncTogether,
-        model: str,
-        *,
-        sample: SampleKind = "text",
-        max_concurrency: int | None = None,
-        call_options: Mapping[str, Any] | None = None,
-        ignore_fields: Iterable[str] = (),
-        identity_base_url: str | None = None,
-    ) -> None:
-        super().__init__(
-            client,
-            model,
-            sample=sample,
-            max_concurrency=max_concurrency,
-            call_options=call_options,
-            ignore_fields=ignore_fields,
-            identity_base_url=identity_base_url,
-        )
-        self.client: together.AsyncTogether = client
-
     async def _create(self, kwargs: dict[str, Any]) -> ChatCompletion:
         completion: ChatCompletion = await self.client.chat.completions.create(**kwargs)
         return completion
 
 
-class TogetherEmbeddingModel(EmbeddingAdapter):
+class TogetherEmbeddingModel(EmbeddingAdapter[together.AsyncTogether]):
     """Together embeddings as a `BatchRequestModel` (use it with `LocalAPI`)."""
 
     provider = "together"
     sdk_params = _EMBED_PARAMS
     call_option_names = EMBEDDINGS_NOT_IN_KEY
 
-    def __init__(
-        self,
-        client: together.AsyncTogether,
-        model: str,
-        *,
-        max_inputs: int = 2048,
-        max_concurrency: int | None = None,
-        call_options: Mapping[str, Any] | None = None,
-        identity_base_url: str | None = None,
-    ) -> None:
-        super().__init__(
-            client,
-            model,
-            max_inputs=max_inputs,
-            max_concurrency=max_concurrency,
-            call_options=call_options,
-            identity_base_url=identity_base_url,
-        )
-        self.client: together.AsyncTogether = client
-
     async def _create(self, kwargs: dict[str, Any]) -> Embedding:
         return await self.client.embeddings.create(**kwargs)
 
 
-class _ChatCompletions(ResourceProxy):
-    def __init__(self, owner: AsyncTogether) -> None:
-        super().__init__(
-            owner.sdk.chat.completions,
-            UNCACHED_CHAT_METHODS,
-            "chat.completions",
-        )
-        self._owner = owner
-
-    @overload
-    async def create(
-        self,
-        *,
-        model: str,
-        messages: Iterable[Any],
-        stream: Literal[False] | None = None,
-        namespace: str | None = None,
-        request_id: str | None = None,
-        **params: Any,
-    ) -> ChatCompletion: ...
-
-    @overload
-    async def create(
-        self,
-        *,
-        model: str,
-        messages: Iterable[Any],
-        stream: Literal[True],
-        namespace: str | None = None,
-        request_id: str | None = None,
-        **params: Any,
-    ) -> ChatStream[ChatCompletionChunk]: ...
-
-    async def create(
-        self,
-        *,
-        model: str,
-        messages: Iterable[Any],
-        stream: bool | None = None,
-        namespace: str | None = None,
-        request_id: str | None = None,
-        **params: Any,
-    ) -> ChatCompletion | ChatStream[ChatCompletionChunk]:
-        """Like ``together`` ``chat.completions.create``, served through the cache.
-
-        ``namespace`` and ``request_id`` are cachesaver's (never sent). Returns the SDK's
-        ``ChatCompletion`` whose choices carry ``cached``/``duplicated`` extra fields and
-        whose ``usage`` is what this call paid; ``stream=True`` returns a `ChatStream`.
-        """
-        result: ChatCompletion | ChatStream[ChatCompletionChunk] = await self._owner._chat_create(
-            model, messages, stream, namespace, request_id, params
-        )
-        return result
+class _ChatCompletions(ChatCompletionsProxy[ChatCompletion, ChatCompletionChunk]):
+    """``client.chat.completions`` of `AsyncTogether`."""
 
 
-class _Chat(ResourceProxy):
-    def __init__(self, owner: AsyncTogether) -> None:
-        super().__init__(owner.sdk.chat, frozenset(), "chat")
-        self.completions = _ChatCompletions(owner)
+class _Chat(ChatProxy[_ChatCompletions]):
+    """``client.chat`` of `AsyncTogether`."""
+
+    _completions_type = _ChatCompletions
 
 
-class _Embeddings(ResourceProxy):
-    def __init__(self, owner: AsyncTogether) -> None:
-        super().__init__(
-            owner.sdk.embeddings,
-            UNCACHED_EMBEDDING_METHODS,
-            "embeddings",
-        )
-        self._owner = owner
-
-    async def create(
-        self,
-        *,
-        model: str,
-        input: str | Iterable[Any],
-        namespace: str | None = None,
-        request_id: str | None = None,
-        **params: Any,
-    ) -> Embedding:
-        """Like ``together`` ``embeddings.create``; each input is cached on its own.
-
-        Only inputs not in the cache are sent (in one call); ``namespace`` is accepted
-        and ignored (embeddings are deterministic).
-        """
-        del namespace
-        result: Embedding = await self._owner._embeddings_create(model, input, request_id, params)
-        return result
+class _Embeddings(EmbeddingsProxy[Embedding]):
+    """``client.embeddings`` of `AsyncTogether`."""
 
 
 class AsyncTogether(DropInClient):
