@@ -704,7 +704,10 @@ async def test_cancelled_call_still_stores_what_the_api_returned(
         call = asyncio.ensure_future(
             client.chat.completions.create(model="fake-chat", messages=MESSAGES, namespace="A")
         )
-        await asyncio.sleep(0.02)
+        for _ in range(1000):  # cancel only once the API has the request (bounded wait)
+            if server.stats()["chat_requests"]:
+                break
+            await asyncio.sleep(0.005)
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call

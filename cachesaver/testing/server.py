@@ -826,11 +826,11 @@ def main(argv: list[str] | None = None) -> None:
         args.host, args.port, latency=args.latency, seed=args.seed, api_key=args.api_key
     )
     server.start()
-    print(f"cachesaver test server on {server.url}", flush=True)
-    print(f"  openai:   AsyncOpenAI(base_url={server.openai_base_url!r}, api_key='test')")
-    print(f"  together: AsyncTogether(base_url={server.url!r}, api_key='test')")
-    print(f"  stats:    GET {server.url}/_stats   (Ctrl-C stops)", flush=True)
-    try:
+    try:  # Ctrl-C may come as soon as the first line is out
+        print(f"cachesaver test server on {server.url}", flush=True)
+        print(f"  openai:   AsyncOpenAI(base_url={server.openai_base_url!r}, api_key='test')")
+        print(f"  together: AsyncTogether(base_url={server.url!r}, api_key='test')")
+        print(f"  stats:    GET {server.url}/_stats   (Ctrl-C stops)", flush=True)
         while server.running:
             time.sleep(0.5)
     except KeyboardInterrupt:
