@@ -178,7 +178,22 @@ class AsyncCacher(Stage):
             else:
                 (indices,) = await self._reserve_shared([(request, key)])
             try:
-                response = await self._serve(request, key, content, indices)
+                served: dict[int, _Served] = {}
+                mine, claim, waits = self._take(key, indices, served)
+                if claim is not None and self._leases is None:
+                    # The common case, inline (no extra coroutine per request): one bulk
+                    # read, then at most one generation.
+                    await self._read_and_generate(request, key, content, mine, claim, served)
+                    claim = None
+                if claim is not None:
+                    response = await self._serve(
+                        request, key, content, indices, served, taken=(mine, claim, waits)
+                    )
+                elif waits is not None:
+                    retry = await self._wait_for_others(waits, served)
+                    response = await self._serve(request, key, content, indices, served, retry)
+                else:
+                    response = self._respond(indices, served)
             except BaseException:
                 self._give_back(request.namespace, key, indices)
                 raise
@@ -304,17 +319,20 @@ class AsyncCacher(Stage):
         indices: list[int],
         served: dict[int, _Served] | None = None,
         todo: list[int] | None = None,
+        taken: tuple[list[int], Claim | None, dict[Claim, list[int]] | None] | None = None,
     ) -> Response:
         """Return the samples at ``indices`` of ``key``: stored, waited for, or generated.
 
-        ``served`` may already hold some indices (then ``todo`` lists the others).
+        ``served`` may already hold some indices (then ``todo`` lists the others, or
+        ``taken`` is what `_take` already did for them).
         """
         if served is None:
             served = {}
         todo = indices if todo is None else todo
         delay = 0.02
-        while todo:
-            mine, claim, waits = self._take(key, todo, served)
+        while todo or taken is not None:
+            mine, claim, waits = taken if taken is not None else self._take(key, todo, served)
+            taken = None
             remote: list[int] = []
             if claim is not None:
                 remote = await self._produce(request, key, content, mine, claim, served)
@@ -419,6 +437,30 @@ class AsyncCacher(Stage):
                 "run once with mode='readwrite' (or import the run's cache) first"
             )
         return missing
+
+    async def _read_and_generate(
+        self,
+        request: Request,
+        key: str,
+        content: str,
+        mine: list[int],
+        claim: Claim,
+        served: dict[int, _Served],
+    ) -> None:
+        """`_produce` without leases: read the claimed indices, generate what is missing."""
+        assert self._reads is not None
+        future = None
+        try:
+            found = await self._reads.submit(SampleRead(key, mine))
+            missing = self._found(request, key, mine, claim, found, served)
+            if missing:
+                future = _Generation(self, request, key, content, missing, claim).start()
+        except BaseException:
+            self._abandon(key, mine, claim)
+            raise
+        if future is not None:
+            for index, value, dup in await future:
+                served[index] = (value, False, dup)
 
     def _abandon(self, key: str, mine: list[int], claim: Claim) -> None:
         """Free a claim nobody will finish (its request failed or was cancelled)."""
