@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Mapping
+import inspect
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CACHESAVER_KEYWORDS",
     "CALL_OPTIONS_ATTR",
+    "TRANSPORT_PARAMS",
     "ClientT",
     "ConcurrencyLimit",
     "TokenUsage",
@@ -26,6 +28,7 @@ __all__ = [
     "is_omitted",
     "jsonable",
     "request_label",
+    "sdk_params",
 ]
 
 # Keywords of a drop-in call that cachesaver takes for itself and never sends.
@@ -198,3 +201,13 @@ class ConcurrencyLimit:
             self._semaphore = asyncio.Semaphore(self.limit)
         async with self._semaphore:
             yield
+
+
+#: Transport options: sent to the API, never part of a key.
+TRANSPORT_PARAMS = frozenset({"extra_headers", "extra_query", "timeout"})
+_HANDLED = frozenset({"self", "model", "messages", "input", "n", "stream", "extra_body"})
+
+
+def sdk_params(create: Callable[..., Any]) -> frozenset[str]:
+    """The keyword parameters an SDK ``create`` method takes that the adapters pass on."""
+    return frozenset(inspect.signature(create).parameters) - _HANDLED - TRANSPORT_PARAMS

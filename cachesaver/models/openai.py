@@ -16,8 +16,6 @@ client and `OpenAIEmbeddingModel` a `BatchRequestModel`. See ``docs/providers.md
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
 from typing import Any
 
 import openai
@@ -28,6 +26,7 @@ from openai.types.create_embedding_response import CreateEmbeddingResponse
 
 from cachesaver.cacher import Mode
 from cachesaver.models._chat import ChatAdapter
+from cachesaver.models._common import TRANSPORT_PARAMS, sdk_params
 from cachesaver.models._dropin import DropInClient
 from cachesaver.models._embed import EmbeddingAdapter
 from cachesaver.models._resources import ChatCompletionsProxy, ChatProxy, EmbeddingsProxy
@@ -42,17 +41,9 @@ __all__ = [
     "OpenAIModel",
 ]
 
-_TRANSPORT = frozenset({"extra_headers", "extra_query", "timeout"})
-_HANDLED = frozenset({"self", "model", "messages", "input", "n", "stream", "extra_body"})
-
-
-def _sdk_params(create: Callable[..., Any]) -> frozenset[str]:
-    return frozenset(inspect.signature(create).parameters) - _HANDLED - _TRANSPORT
-
-
 #: Chat parameters that do not change the output: sent, never part of the key.
 #: (``stream_options`` is used by the drop-in's replayed streams and never sent.)
-CHAT_NOT_IN_KEY: frozenset[str] = _TRANSPORT | frozenset(
+CHAT_NOT_IN_KEY: frozenset[str] = TRANSPORT_PARAMS | frozenset(
     {
         "store",
         "metadata",
@@ -66,10 +57,10 @@ CHAT_NOT_IN_KEY: frozenset[str] = _TRANSPORT | frozenset(
 )
 #: Embedding parameters that do not change the output (``encoding_format`` is applied
 #: by the drop-in to the stored floats).
-EMBEDDINGS_NOT_IN_KEY: frozenset[str] = _TRANSPORT | frozenset({"user"})
+EMBEDDINGS_NOT_IN_KEY: frozenset[str] = TRANSPORT_PARAMS | frozenset({"user"})
 
-_CHAT_PARAMS = _sdk_params(AsyncCompletions.create) - {"stream_options"}
-_EMBED_PARAMS = _sdk_params(AsyncEmbeddings.create) - {"encoding_format"}
+_CHAT_PARAMS = sdk_params(AsyncCompletions.create) - {"stream_options"}
+_EMBED_PARAMS = sdk_params(AsyncEmbeddings.create) - {"encoding_format"}
 
 
 class OpenAIModel(ChatAdapter[openai.AsyncOpenAI]):

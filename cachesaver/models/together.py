@@ -16,8 +16,6 @@ client and `TogetherEmbeddingModel` a `BatchRequestModel`. See ``docs/providers.
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
 from typing import Any
 
 import together
@@ -29,6 +27,7 @@ from together.types.embedding import Embedding
 
 from cachesaver.cacher import Mode
 from cachesaver.models._chat import ChatAdapter
+from cachesaver.models._common import TRANSPORT_PARAMS, sdk_params
 from cachesaver.models._dropin import DropInClient
 from cachesaver.models._embed import EmbeddingAdapter
 from cachesaver.models._resources import ChatCompletionsProxy, ChatProxy, EmbeddingsProxy
@@ -43,22 +42,14 @@ __all__ = [
     "TogetherModel",
 ]
 
-_TRANSPORT = frozenset({"extra_headers", "extra_query", "timeout"})
-_HANDLED = frozenset({"self", "model", "messages", "input", "n", "stream", "extra_body"})
-
-
-def _sdk_params(create: Callable[..., Any]) -> frozenset[str]:
-    return frozenset(inspect.signature(create).parameters) - _HANDLED - _TRANSPORT
-
-
 #: Chat parameters that do not change the output: sent, never part of the key.
 #: ``compliance`` routes the call to compliant infrastructure serving the same model.
-CHAT_NOT_IN_KEY: frozenset[str] = _TRANSPORT | frozenset({"compliance"})
+CHAT_NOT_IN_KEY: frozenset[str] = TRANSPORT_PARAMS | frozenset({"compliance"})
 #: Embedding parameters that do not change the output.
-EMBEDDINGS_NOT_IN_KEY: frozenset[str] = _TRANSPORT
+EMBEDDINGS_NOT_IN_KEY: frozenset[str] = TRANSPORT_PARAMS
 
-_CHAT_PARAMS = _sdk_params(AsyncCompletionsResource.create)
-_EMBED_PARAMS = _sdk_params(AsyncEmbeddingsResource.create)
+_CHAT_PARAMS = sdk_params(AsyncCompletionsResource.create)
+_EMBED_PARAMS = sdk_params(AsyncEmbeddingsResource.create)
 
 
 class TogetherModel(ChatAdapter[together.AsyncTogether]):
