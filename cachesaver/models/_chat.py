@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Generic, Literal
 from cachesaver.errors import InvalidRequestError, ModelContractError
 from cachesaver.models._common import (
     CALL_OPTIONS_ATTR,
+    SDK_ATTR,
     ClientT,
     ConcurrencyLimit,
     TokenUsage,
@@ -26,6 +27,7 @@ from cachesaver.models._common import (
     check_model,
     request_label,
 )
+from cachesaver.models._live import STREAM_ATTR
 from cachesaver.models.samples import ChatSample
 from cachesaver.typedefs import Request, Response
 
@@ -229,8 +231,12 @@ class ChatAdapter(Generic[ClientT]):
 
     # -- the call ------------------------------------------------------------------------
 
-    async def _create(self, kwargs: dict[str, Any]) -> Any:
+    async def _create(self, client: Any, kwargs: dict[str, Any]) -> Any:
         """Make one chat-completions call with the SDK; return its completion."""
+        raise NotImplementedError
+
+    def _completion_of(self, data: dict[str, Any]) -> Any:
+        """The SDK's completion object for a completion's JSON (a finished stream)."""
         raise NotImplementedError
 
     async def request(self, request: Request) -> Response:
@@ -242,6 +248,8 @@ class ChatAdapter(Generic[ClientT]):
         per_call = getattr(request, CALL_OPTIONS_ATTR, None)
         if per_call:
             options = {**options, **per_call}
+        client = getattr(request, SDK_ATTR, None) or self.client
+        sink = getattr(request, STREAM_ATTR, None)
         samples: list[Any] = []
         remaining = request.n
         extra_prompt = 0
@@ -250,7 +258,10 @@ class ChatAdapter(Generic[ClientT]):
             if remaining > 1:
                 call["n"] = remaining
             async with self._limit.slot():
-                completion = await self._create(call)
+                if sink is not None and not samples:
+                    completion = self._completion_of(await sink.pump(client, self, call))
+                else:
+                    completion = await self._create(client, call)
             got = self._samples(completion, remaining, request)
             if samples:  # the provider gave fewer choices than asked: this call re-paid
                 usage = getattr(completion, "usage", None)
