@@ -13,6 +13,7 @@ __all__ = [
     "ExportTooLargeError",
     "ImportConflictError",
     "InvalidRequestError",
+    "MissingExtraError",
     "ModelContractError",
     "PipelineClosedError",
     "StoreError",
@@ -69,3 +70,7 @@ class ExportTooLargeError(ExportFileError):
 
 class CacheMissError(CacheSaverError, LookupError):
     """Replay mode: the cache cannot serve a request and the model may not be called."""
+
+
+class MissingExtraError(CacheSaverError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
