@@ -15,6 +15,7 @@ __all__ = [
     "ExportTooLargeError",
     "ImportConflictError",
     "InvalidRequestError",
+    "MissingExtraError",
     "ModelContractError",
     "NotACacheError",
     "PipelineClosedError",
@@ -84,3 +85,7 @@ class CacheSaverWarning(UserWarning):
 
 class DurabilityWarning(CacheSaverWarning):
     """The store's settings can lose samples already returned (e.g. Redis without AOF)."""
+
+
+class MissingExtraError(CacheSaverError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
