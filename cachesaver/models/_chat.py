@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Generic, Literal
 
 from cachesaver.errors import InvalidRequestError, ModelContractError
 from cachesaver.models._common import (
+    CALL_CLIENT,
     CALL_OPTIONS_ATTR,
     SDK_ATTR,
     ClientT,
@@ -231,8 +232,11 @@ class ChatAdapter(Generic[ClientT]):
 
     # -- the call ------------------------------------------------------------------------
 
-    async def _create(self, client: Any, kwargs: dict[str, Any]) -> Any:
-        """Make one chat-completions call with the SDK; return its completion."""
+    async def _create(self, kwargs: dict[str, Any]) -> Any:
+        """Make one chat-completions call with the SDK; return its completion.
+
+        The SDK client to use is ``call_client(self)`` (the caller's, for a drop-in).
+        """
         raise NotImplementedError
 
     def _completion_of(self, data: dict[str, Any]) -> Any:
@@ -248,8 +252,18 @@ class ChatAdapter(Generic[ClientT]):
         per_call = getattr(request, CALL_OPTIONS_ATTR, None)
         if per_call:
             options = {**options, **per_call}
-        client = getattr(request, SDK_ATTR, None) or self.client
+        client = getattr(request, SDK_ATTR, None)
         sink = getattr(request, STREAM_ATTR, None)
+        token = CALL_CLIENT.set(client) if client is not None else None
+        try:
+            return await self._request(request, kwargs, options, sink)
+        finally:
+            if token is not None:
+                CALL_CLIENT.reset(token)
+
+    async def _request(
+        self, request: Request, kwargs: dict[str, Any], options: dict[str, Any], sink: Any
+    ) -> Response:
         samples: list[Any] = []
         remaining = request.n
         extra_prompt = 0
@@ -259,9 +273,9 @@ class ChatAdapter(Generic[ClientT]):
                 call["n"] = remaining
             async with self._limit.slot():
                 if sink is not None and not samples:
-                    completion = self._completion_of(await sink.pump(client, self, call))
+                    completion = self._completion_of(await sink.pump(self, call))
                 else:
-                    completion = await self._create(client, call)
+                    completion = await self._create(call)
             got = self._samples(completion, remaining, request)
             if samples:  # the provider gave fewer choices than asked: this call re-paid
                 usage = getattr(completion, "usage", None)

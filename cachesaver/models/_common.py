@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CACHESAVER_KEYWORDS",
+    "CALL_CLIENT",
     "CALL_OPTIONS_ATTR",
     "SDK_ATTR",
     "TRANSPORT_PARAMS",
@@ -24,6 +26,7 @@ __all__ = [
     "TokenUsage",
     "apportion",
     "base_url_of",
+    "call_client",
     "check_call_options",
     "check_model",
     "is_omitted",
@@ -41,6 +44,17 @@ CALL_OPTIONS_ATTR = "_csm_call_options"
 # Name of the attribute a drop-in request carries the SDK client to call in (a client
 # derived by ``with_options`` calls with its own options on the shared pipelines).
 SDK_ATTR = "_csm_sdk"
+#: The SDK client of the API call being made (set by the adapters around ``_create``).
+CALL_CLIENT: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "cachesaver_call_client", default=None
+)
+
+
+def call_client(adapter: Any) -> Any:
+    """The SDK client to make the current API call with (a request's, or the adapter's)."""
+    client = CALL_CLIENT.get()
+    return adapter.client if client is None else client
+
 
 #: The SDK client type an adapter calls (bound by each provider's adapter classes).
 ClientT = TypeVar("ClientT")

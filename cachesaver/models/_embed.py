@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Generic
 
 from cachesaver.errors import InvalidRequestError, ModelContractError
 from cachesaver.models._common import (
+    CALL_CLIENT,
     CALL_OPTIONS_ATTR,
     SDK_ATTR,
     ClientT,
@@ -83,7 +84,8 @@ class EmbeddingAdapter(Generic[ClientT]):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r}, base_url={self._base_url!r})"
 
-    async def _create(self, client: Any, kwargs: dict[str, Any]) -> Any:
+    async def _create(self, kwargs: dict[str, Any]) -> Any:
+        """Make one embeddings call with ``call_client(self)``; return its response."""
         raise NotImplementedError
 
     def _parameters(self, request: Request) -> dict[str, Any]:
@@ -165,8 +167,12 @@ class EmbeddingAdapter(Generic[ClientT]):
     ) -> None:
         chunk = [inputs[p] for p in positions]
         call = {**kwargs, "model": self.model, "input": chunk}
-        async with self._limit.slot():
-            result = await self._create(client, call)
+        token = CALL_CLIENT.set(client)
+        try:
+            async with self._limit.slot():
+                result = await self._create(call)
+        finally:
+            CALL_CLIENT.reset(token)
         data = sorted(getattr(result, "data", None) or (), key=lambda d: d.index)
         if len(data) != len(chunk):
             raise ModelContractError(

@@ -102,14 +102,14 @@ class LiveSink:
         self.abandoned = False
         self._call: asyncio.Future[Any] | None = None
 
-    async def pump(self, client: Any, adapter: Any, call: dict[str, Any]) -> dict[str, Any]:
+    async def pump(self, adapter: Any, call: dict[str, Any]) -> dict[str, Any]:
         """Make the API call streaming, forward its chunks, return the whole completion."""
         if self.abandoned:
             raise StreamAbandonedError("the stream was closed before its API call started")
         asked = call.get("n", 1)
         offset = self.wanted - asked if asked <= self.wanted else None
         self.queue.put_nowait(("start", offset))
-        self._call = asyncio.ensure_future(self._consume(client, adapter, call, offset))
+        self._call = asyncio.ensure_future(self._consume(adapter, call, offset))
         try:
             return await self._call  # type: ignore[no-any-return]
         except asyncio.CancelledError:
@@ -122,10 +122,10 @@ class LiveSink:
             self._call = None
 
     async def _consume(
-        self, client: Any, adapter: Any, call: dict[str, Any], offset: int | None
+        self, adapter: Any, call: dict[str, Any], offset: int | None
     ) -> dict[str, Any]:
         chunks: list[dict[str, Any]] = []
-        stream = await adapter._stream(client, call)
+        stream = await adapter._stream(call)
         try:
             async for chunk in stream:
                 data = chunk.model_dump(mode="json", exclude_unset=True)

@@ -31,7 +31,7 @@ from cachesaver.cacher import Mode
 from cachesaver.errors import InvalidRequestError
 from cachesaver.manifest import RunManifest
 from cachesaver.models._chat import ChatAdapter
-from cachesaver.models._common import TRANSPORT_PARAMS, jsonable, sdk_params
+from cachesaver.models._common import TRANSPORT_PARAMS, call_client, jsonable, sdk_params
 from cachesaver.models._dropin import DropInClient
 from cachesaver.models._dropin_embed import EmbeddingsMixin
 from cachesaver.models._embed import EmbeddingAdapter
@@ -104,12 +104,12 @@ class OpenAIModel(ChatAdapter[openai.AsyncOpenAI]):
     sdk_params = _CHAT_PARAMS
     call_option_names = CHAT_NOT_IN_KEY
 
-    async def _create(self, client: Any, kwargs: dict[str, Any]) -> ChatCompletion:
-        completion: ChatCompletion = await client.chat.completions.create(**kwargs)
+    async def _create(self, kwargs: dict[str, Any]) -> ChatCompletion:
+        completion: ChatCompletion = await call_client(self).chat.completions.create(**kwargs)
         return completion
 
-    async def _stream(self, client: Any, kwargs: dict[str, Any]) -> Any:
-        return await client.chat.completions.create(
+    async def _stream(self, kwargs: dict[str, Any]) -> Any:
+        return await call_client(self).chat.completions.create(
             **kwargs, stream=True, stream_options={"include_usage": True}
         )
 
@@ -128,8 +128,8 @@ class OpenAIEmbeddingModel(EmbeddingAdapter[openai.AsyncOpenAI]):
     sdk_params = _EMBED_PARAMS
     call_option_names = EMBEDDINGS_NOT_IN_KEY
 
-    async def _create(self, client: Any, kwargs: dict[str, Any]) -> CreateEmbeddingResponse:
-        result: CreateEmbeddingResponse = await client.embeddings.create(**kwargs)
+    async def _create(self, kwargs: dict[str, Any]) -> CreateEmbeddingResponse:
+        result: CreateEmbeddingResponse = await call_client(self).embeddings.create(**kwargs)
         return result
 
 

@@ -29,7 +29,7 @@ from together.types.embedding import Embedding
 from cachesaver.cacher import Mode
 from cachesaver.manifest import RunManifest
 from cachesaver.models._chat import ChatAdapter
-from cachesaver.models._common import TRANSPORT_PARAMS, sdk_params
+from cachesaver.models._common import TRANSPORT_PARAMS, call_client, sdk_params
 from cachesaver.models._dropin import DropInClient
 from cachesaver.models._dropin_embed import EmbeddingsMixin
 from cachesaver.models._embed import EmbeddingAdapter
@@ -76,12 +76,12 @@ class TogetherModel(ChatAdapter[together.AsyncTogether]):
     sdk_params = _CHAT_PARAMS
     call_option_names = CHAT_NOT_IN_KEY
 
-    async def _create(self, client: Any, kwargs: dict[str, Any]) -> ChatCompletion:
-        completion: ChatCompletion = await client.chat.completions.create(**kwargs)
+    async def _create(self, kwargs: dict[str, Any]) -> ChatCompletion:
+        completion: ChatCompletion = await call_client(self).chat.completions.create(**kwargs)
         return completion
 
-    async def _stream(self, client: Any, kwargs: dict[str, Any]) -> Any:
-        return await client.chat.completions.create(**kwargs, stream=True)
+    async def _stream(self, kwargs: dict[str, Any]) -> Any:
+        return await call_client(self).chat.completions.create(**kwargs, stream=True)
 
     def _completion_of(self, data: dict[str, Any]) -> ChatCompletion:
         data.setdefault("prompt", [])
@@ -95,8 +95,8 @@ class TogetherEmbeddingModel(EmbeddingAdapter[together.AsyncTogether]):
     sdk_params = _EMBED_PARAMS
     call_option_names = EMBEDDINGS_NOT_IN_KEY
 
-    async def _create(self, client: Any, kwargs: dict[str, Any]) -> Embedding:
-        result: Embedding = await client.embeddings.create(**kwargs)
+    async def _create(self, kwargs: dict[str, Any]) -> Embedding:
+        result: Embedding = await call_client(self).embeddings.create(**kwargs)
         return result
 
 
