@@ -20,6 +20,14 @@ import os
 from typing import Any
 
 import together
+
+if int(str(getattr(together, "__version__", "0")).split(".")[0]) < 2:
+    raise ImportError(
+        f"cachesaver.models.together needs the together SDK 2.x or 3.x; together "
+        f"{getattr(together, '__version__', '?')} is installed (pip install 'together>=2'). "
+        "Your own model classes calling together 1.x work with cachesaver's pipelines."
+    )
+
 from together.resources.chat.completions import AsyncCompletionsResource
 from together.resources.embeddings import AsyncEmbeddingsResource
 from together.types.chat.chat_completion import ChatCompletion
