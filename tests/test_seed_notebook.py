@@ -10,6 +10,7 @@ together 1.x (``CACHESAVER_REQUIRE_TOGETHER1=1`` turns the skip into a failure t
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +24,8 @@ from cachesaver.testing.server import FakeLLMServer
 from cachesaver.typedefs import Batch, BatchRequestModel, Request, Response, SingleRequestModel
 
 together: Any = pytest.importorskip("together")
-MAJOR = int(str(together.__version__).split(".")[0])
+VERSION = importlib.metadata.version("together")
+MAJOR = int(VERSION.split(".")[0])
 
 
 @pytest.fixture
@@ -35,7 +37,7 @@ def server() -> Iterator[FakeLLMServer]:
 def _require_together1() -> None:
     if MAJOR >= 2:
         message = (
-            f"the seed notebook passes top_logprobs, which together {together.__version__} "
+            f"the seed notebook passes top_logprobs, which together {VERSION} "
             "refuses; CI runs this test with together 1.x"
         )
         if os.environ.get("CACHESAVER_REQUIRE_TOGETHER1") == "1":
@@ -75,10 +77,15 @@ class SeedRequest(Request):
     max_completion_tokens: int | None = None
 
 
-async def test_the_seed_notebook_runs_with_together_1(server: FakeLLMServer, tmp_path: Path) -> None:
+async def test_the_seed_notebook_runs_with_together_1(
+    server: FakeLLMServer, tmp_path: Path
+) -> None:
     """The notebook's model and pipeline cells: same outputs and flags as its transcript."""
     _require_together1()
     from diskcache import Cache
+
+    with pytest.raises(ImportError, match="needs the together SDK 2"):
+        import cachesaver.models.together  # noqa: F401  (the adapters need together 2+)
 
     client = together.AsyncTogether(api_key="test", base_url=server.url + "/v1")
     model = OnlineLLM(client, model="meta-llama/Llama-3.3-70B-Instruct-Turbo-Free")

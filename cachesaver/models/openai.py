@@ -183,8 +183,9 @@ class AsyncOpenAI(EmbeddingsMixin, ResponsesMixin, DropInClient):
 
     sdk: openai.AsyncOpenAI
     _provider = "openai"
-    _chat_params = _CHAT_PARAMS | {"stream_options"} | CHAT_NOT_IN_KEY
-    _chat_not_in_key = CHAT_NOT_IN_KEY
+    # Only what the installed SDK takes (older SDKs lack e.g. prompt_cache_key).
+    _chat_not_in_key = CHAT_NOT_IN_KEY & (_CHAT_PARAMS | TRANSPORT_PARAMS)
+    _chat_params = _CHAT_PARAMS | {"stream_options"} | _chat_not_in_key
     _embed_params = _EMBED_PARAMS | EMBEDDINGS_NOT_IN_KEY
     _embed_not_in_key = EMBEDDINGS_NOT_IN_KEY
     _role_in_every_delta = False

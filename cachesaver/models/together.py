@@ -14,18 +14,21 @@ For pipelines, `TogetherModel` is a `SingleRequestModel` over a ``together.Async
 client and `TogetherEmbeddingModel` a `BatchRequestModel`. See ``docs/providers.md``.
 """
 
+# ruff: noqa: E402  (the SDK version is checked before its modules are imported)
 from __future__ import annotations
 
+import importlib.metadata
 import os
 from typing import Any
 
 import together
 
-if int(str(getattr(together, "__version__", "0")).split(".")[0]) < 2:
+_TOGETHER_VERSION = importlib.metadata.version("together")
+if int(_TOGETHER_VERSION.split(".")[0]) < 2:
     raise ImportError(
         f"cachesaver.models.together needs the together SDK 2.x or 3.x; together "
-        f"{getattr(together, '__version__', '?')} is installed (pip install 'together>=2'). "
-        "Your own model classes calling together 1.x work with cachesaver's pipelines."
+        f"{_TOGETHER_VERSION} is installed (pip install 'together>=2'). Your own model "
+        "classes calling together 1.x work with cachesaver's pipelines."
     )
 
 from together.resources.chat.completions import AsyncCompletionsResource
@@ -136,8 +139,8 @@ class AsyncTogether(EmbeddingsMixin, DropInClient):
 
     sdk: together.AsyncTogether
     _provider = "together"
-    _chat_params = _CHAT_PARAMS | CHAT_NOT_IN_KEY
-    _chat_not_in_key = CHAT_NOT_IN_KEY
+    _chat_not_in_key = CHAT_NOT_IN_KEY & (_CHAT_PARAMS | TRANSPORT_PARAMS)
+    _chat_params = _CHAT_PARAMS | _chat_not_in_key
     _embed_params = _EMBED_PARAMS | EMBEDDINGS_NOT_IN_KEY
     _embed_not_in_key = EMBEDDINGS_NOT_IN_KEY
     _role_in_every_delta = True
