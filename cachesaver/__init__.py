@@ -4,6 +4,8 @@ Requests flow through composable async stages (`AsyncCacher`, `AsyncBatcher`,
 `AsyncDeduplicator`) to your model; `OnlineAPI` and `LocalAPI` wire them for you.
 """
 
+from typing import TYPE_CHECKING
+
 from cachesaver._models import Stats
 from cachesaver.batcher import AsyncBatcher
 from cachesaver.cacher import AsyncCacher
@@ -12,11 +14,15 @@ from cachesaver.deduplicator import AsyncDeduplicator
 from cachesaver.errors import (
     CacheMissError,
     CacheSaverError,
+    CacheSaverWarning,
+    DurabilityWarning,
     ExportFileError,
     ExportTooLargeError,
     ImportConflictError,
     InvalidRequestError,
+    MissingExtraError,
     ModelContractError,
+    NotACacheError,
     PipelineClosedError,
     StoreError,
     UnknownTypeTagError,
@@ -26,6 +32,9 @@ from cachesaver.manifest import ManifestEntry, RunManifest, read_manifest
 from cachesaver.pipelines import LocalAPI, OnlineAPI
 from cachesaver.stores import DiskStore, Store
 from cachesaver.typedefs import Batch, BatchRequestModel, Request, Response, SingleRequestModel
+
+if TYPE_CHECKING:
+    from cachesaver.stores.redis import RedisStore
 
 __version__ = "0.1.0"
 
@@ -37,16 +46,21 @@ __all__ = [
     "BatchRequestModel",
     "CacheMissError",
     "CacheSaverError",
+    "CacheSaverWarning",
     "DiskStore",
+    "DurabilityWarning",
     "ExportFileError",
     "ExportTooLargeError",
     "ImportConflictError",
     "InvalidRequestError",
     "LocalAPI",
     "ManifestEntry",
+    "MissingExtraError",
     "ModelContractError",
+    "NotACacheError",
     "OnlineAPI",
     "PipelineClosedError",
+    "RedisStore",
     "Request",
     "Response",
     "RunManifest",
@@ -62,3 +76,13 @@ __all__ = [
     "read_manifest",
     "register_type",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # RedisStore is imported on first use: redis-py takes longer to import than the rest
+    # of cachesaver together, and most runs use the disk store.
+    if name == "RedisStore":
+        from cachesaver.stores.redis import RedisStore
+
+        return RedisStore
+    raise AttributeError(f"module 'cachesaver' has no attribute {name!r}")

@@ -56,7 +56,9 @@ def test_errors_share_one_root_and_fitting_builtins() -> None:
     assert issubclass(cachesaver.CacheMissError, LookupError)
     for name in cachesaver.__all__:
         obj = getattr(cachesaver, name)
-        if isinstance(obj, type) and issubclass(obj, Exception):
+        if isinstance(obj, type) and issubclass(obj, Warning):
+            assert issubclass(obj, cachesaver.CacheSaverWarning), name
+        elif isinstance(obj, type) and issubclass(obj, Exception):
             assert issubclass(obj, cachesaver.CacheSaverError), name
 
 

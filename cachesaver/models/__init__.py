@@ -4,6 +4,9 @@
   ``cachesaver.models.together.AsyncTogether``.
 - Pipeline adapters: `OpenAIModel`, `TogetherModel` (chat, `SingleRequestModel`) and
   `OpenAIEmbeddingModel`, `TogetherEmbeddingModel` (embeddings, `BatchRequestModel`).
+- More pipeline adapters, each an optional extra: `LiteLLMModel` (any provider LiteLLM
+  reaches; ``cachesaver[litellm]``) and `TransformersModel` (a local Hugging Face causal
+  LM for `LocalAPI`; ``cachesaver[local]``).
 - `ChatRequest` / `EmbeddingRequest`: `Request` subclasses whose fields are API
   parameters; `ChatSample` / `EmbeddingSample`: what ``sample="full"`` stores (plain
   JSON, typed); `cache_flags`: the per-choice flags of a drop-in answer.
@@ -29,6 +32,8 @@ from cachesaver.models.samples import (
 )
 
 if TYPE_CHECKING:
+    from cachesaver.models.litellm import LiteLLMModel
+    from cachesaver.models.local import TransformersModel
     from cachesaver.models.openai import OpenAIEmbeddingModel, OpenAIModel
     from cachesaver.models.together import TogetherEmbeddingModel, TogetherModel
 
@@ -39,17 +44,21 @@ __all__ = [
     "ChoiceFlags",
     "EmbeddingRequest",
     "EmbeddingSample",
+    "LiteLLMModel",
     "OpenAIEmbeddingModel",
     "OpenAIModel",
     "TogetherEmbeddingModel",
     "TogetherModel",
     "TokenUsage",
+    "TransformersModel",
     "cache_flags",
     "sample_message",
     "sample_text",
 ]
 
 _LAZY = {
+    "LiteLLMModel": "cachesaver.models.litellm",
+    "TransformersModel": "cachesaver.models.local",
     "OpenAIModel": "cachesaver.models.openai",
     "OpenAIEmbeddingModel": "cachesaver.models.openai",
     "TogetherModel": "cachesaver.models.together",
