@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from cachesaver.testing import openai_protocol
+from cachesaver.testing import anthropic_protocol, gemini_protocol, openai_protocol
 from cachesaver.testing._wire import REASONS, Call, HTTPError, Reply, error_reply
 
 __all__ = ["Backend", "ReceivedRequest"]
@@ -47,6 +47,8 @@ class _Counters:
     chat_requests: int = 0
     embedding_requests: int = 0
     response_requests: int = 0
+    message_requests: int = 0
+    generate_requests: int = 0
     failed: int = 0
     samples: int = 0
     embedded_inputs: int = 0
@@ -130,10 +132,9 @@ class Backend:
             )
         if count < 1:
             raise ValueError(f"count must be >= 1, got {count}")
-        if endpoint not in (None, *openai_protocol.ENDPOINTS):
+        if endpoint not in (None, *_ENDPOINTS):
             raise ValueError(
-                f"endpoint must be None or one of {sorted(openai_protocol.ENDPOINTS)}, got "
-                f"{endpoint!r}"
+                f"endpoint must be None or one of {sorted(_ENDPOINTS)}, got {endpoint!r}"
             )
         text = message or f"injected {status} error from the cachesaver test server"
         with self.lock:
@@ -166,7 +167,10 @@ class Backend:
             return Reply(200, {"ok": True})
         if route == "/_fail" and call.method == "POST":
             return self._control_fail(call.body)
-        endpoint = openai_protocol.ROUTES.get(route)
+        endpoint = openai_protocol.ROUTES.get(route) or anthropic_protocol.ROUTES.get(route)
+        gemini = gemini_protocol.route(route)
+        if gemini is not None:
+            endpoint = "generate_content"
         if endpoint is None:
             return error_reply(404, f"unknown path {call.path!r}")
         if endpoint == "models":
@@ -183,15 +187,13 @@ class Backend:
             c = self.counters
             c.requests += 1
             c.by_path[route] = c.by_path.get(route, 0) + 1
-            name = {"chat": "chat_requests", "embeddings": "embedding_requests"}.get(
-                endpoint, "response_requests"
-            )
+            name = _COUNTERS[endpoint]
             setattr(c, name, getattr(c, name) + 1)
             self.received.append(ReceivedRequest(call.method, route, dict(call.headers), body))
             failure = self._take_failure(endpoint)
             c.in_flight += 1
             c.max_in_flight = max(c.max_in_flight, c.in_flight)
-        reply = self._answer(endpoint, call.headers, body, failure)
+        reply = self._answer(endpoint, call.headers, body, failure, gemini)
         reply.delay = self.latency
         reply.on_done = self._finished(reply.events is not None)
         return reply
@@ -210,7 +212,12 @@ class Backend:
         return done
 
     def _answer(
-        self, endpoint: str, headers: dict[str, str], body: Any, failure: _Failure | None
+        self,
+        endpoint: str,
+        headers: dict[str, str],
+        body: Any,
+        failure: _Failure | None,
+        gemini: tuple[str, bool] | None = None,
     ) -> Reply:
         if failure is not None:
             extra: dict[str, str] = {}
@@ -219,17 +226,22 @@ class Backend:
                     self.error_retry_after if failure.retry_after is None else failure.retry_after
                 )
                 extra["retry-after-ms"] = str(int(wait * 1000))
-            reply = error_reply(failure.status, failure.message)
+            reply = _error(endpoint, failure.status, failure.message)
             reply.headers.update(extra)
             return reply
-        if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
-            return error_reply(401, "invalid api key")
+        if self.api_key is not None and self.api_key not in _keys_sent(headers):
+            return _error(endpoint, 401, "invalid api key")
         if not isinstance(body, dict):
-            return error_reply(400, "the request body must be a JSON object")
+            return _error(endpoint, 400, "the request body must be a JSON object")
         try:
-            result = openai_protocol.HANDLERS[endpoint](self, body)
+            if gemini is not None:
+                result = gemini_protocol.generate_content(self, body, *gemini)
+            elif endpoint in anthropic_protocol.ENDPOINTS:
+                result = anthropic_protocol.messages(self, body)
+            else:
+                result = openai_protocol.HANDLERS[endpoint](self, body)
         except HTTPError as exc:
-            return error_reply(exc.status, exc.message, exc.param)
+            return _error(endpoint, exc.status, exc.message, exc.param)
         if isinstance(result, list):  # a stream of events
             with self.lock:
                 self.counters.streams_started += 1
@@ -269,3 +281,31 @@ class Backend:
         except (ValueError, TypeError) as exc:
             return error_reply(400, f"bad /_fail request: {exc}")
         return Reply(200, {"ok": True})
+
+
+_ENDPOINTS = openai_protocol.ENDPOINTS | anthropic_protocol.ENDPOINTS | gemini_protocol.ENDPOINTS
+_COUNTERS = {
+    "chat": "chat_requests",
+    "embeddings": "embedding_requests",
+    "responses": "response_requests",
+    "messages": "message_requests",
+    "generate_content": "generate_requests",
+}
+
+
+def _keys_sent(headers: dict[str, str]) -> set[str]:
+    """The API keys a request carries, in any provider's header."""
+    keys = {headers.get("x-api-key", ""), headers.get("x-goog-api-key", "")}
+    authorization = headers.get("authorization", "")
+    if authorization.startswith("Bearer "):
+        keys.add(authorization.removeprefix("Bearer "))
+    return keys - {""}
+
+
+def _error(endpoint: str, status: int, message: str, param: str | None = None) -> Reply:
+    """An error in the shape the endpoint's own SDK reads."""
+    if endpoint in anthropic_protocol.ENDPOINTS:
+        return Reply(status, anthropic_protocol.error_body(status, message))
+    if endpoint in gemini_protocol.ENDPOINTS:
+        return Reply(status, gemini_protocol.error_body(status, message))
+    return error_reply(status, message, param)
