@@ -18,6 +18,7 @@ import importlib
 import json
 import os
 import re
+import sqlite3
 import sys
 import traceback
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
@@ -28,7 +29,12 @@ from tqdm import tqdm
 
 from cachesaver._canonical import CanonicalError, canonical_json
 from cachesaver.codec import TAG, decode_sample
-from cachesaver.errors import ImportConflictError, StoreError, UnknownTypeTagError
+from cachesaver.errors import (
+    ImportConflictError,
+    NotACacheError,
+    StoreError,
+    UnknownTypeTagError,
+)
 from cachesaver.export import (
     MAX_IMPORT_BYTES,
     ExportFileError,
@@ -39,7 +45,7 @@ from cachesaver.export import (
 )
 from cachesaver.manifest import read_manifest
 from cachesaver.stores.base import AdminStore, KeyRecord
-from cachesaver.stores.disk import DiskStore
+from cachesaver.stores.disk import DiskStore, open_read_only
 
 __all__ = ["CHUNK_KEYS", "ExitCode", "main", "open_admin_store"]
 
@@ -49,7 +55,6 @@ CHUNK_KEYS = 500
 _T = TypeVar("_T")
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
-_DISKCACHE_DB = "cache.db"
 _SHOWN = 10  # problems / keys listed in human output before "... and N more"
 
 
@@ -101,7 +106,7 @@ def _redis_store(spec: str) -> AdminStore:
     return store
 
 
-def open_admin_store(spec: str, *, create: bool = False) -> AdminStore:
+def open_admin_store(spec: str, *, create: bool = False, write: bool = False) -> AdminStore:
     """Open the store named by ``spec``: a diskcache directory or a Redis URL.
 
     A path must already be a cache directory unless ``create`` is true (a destination);
@@ -118,25 +123,21 @@ def open_admin_store(spec: str, *, create: bool = False) -> AdminStore:
                 "redis://, rediss:// or unix:// URL",
             )
         return _redis_store(spec)
-    marker = os.path.join(spec, _DISKCACHE_DB)
-    if os.path.isdir(spec):
-        if not os.path.isfile(marker) and (not create or os.listdir(spec)):
-            raise CliError(
-                ExitCode.STORE,
-                f"{_shown(spec)} is a directory but not a cachesaver cache "
-                f"(no {_DISKCACHE_DB} inside)" + ("; refusing to write into it" if create else ""),
-            )
-    elif os.path.lexists(spec):
+    if not create or (os.path.isdir(spec) and os.listdir(spec)):
+        # Reading (or writing into an existing directory) needs a cachesaver store: the
+        # check opens its SQLite file read-only and changes nothing.
+        try:
+            open_read_only(spec).close()
+        except NotACacheError as exc:
+            suffix = "; refusing to write into it" if create else ""
+            raise CliError(ExitCode.STORE, f"{exc}{suffix}") from None
+        except sqlite3.Error as exc:
+            raise CliError(ExitCode.STORE, f"cannot read {spec}: {exc}") from None
+    elif os.path.lexists(spec) and not os.path.isdir(spec):
         raise CliError(
             ExitCode.STORE, f"{_shown(spec)} is not a directory, so not a cachesaver cache"
         )
-    elif not create:
-        raise CliError(
-            ExitCode.STORE,
-            f"{_shown(spec)}: no such cache directory (check the path; reading never "
-            "creates a cache)",
-        )
-    return DiskStore(spec)
+    return DiskStore(spec, read_only=not (create or write))
 
 
 def _shown(spec: str) -> str:
@@ -152,8 +153,10 @@ def _shown(spec: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def _opened(spec: str, *, create: bool = False) -> AsyncIterator[AdminStore]:
-    store = await asyncio.to_thread(open_admin_store, spec, create=create)
+async def _opened(
+    spec: str, *, create: bool = False, write: bool = False
+) -> AsyncIterator[AdminStore]:
+    store = await asyncio.to_thread(open_admin_store, spec, create=create, write=write)
     try:
         yield store
     finally:
@@ -484,10 +487,14 @@ async def _export_records(
                     if lacking:
                         missing.append(f"{key}: samples {lacking} are not in the cache")
                         continue
-                    record = KeyRecord(key, record.content, {i: record.samples[i] for i in want})
+                    # Every index up to the last one used, so the file's sample lists
+                    # start at 0 and have no gaps, like a store's.
+                    top = max(want, default=-1)
+                    kept = {i: t for i, t in record.samples.items() if i <= top}
+                    record = KeyRecord(key, record.content, kept)
                 elif record is None:
                     continue  # deleted since the key list was read
-                problems = record_problems(record, contiguous=False)
+                problems = record_problems(record)
                 if problems:
                     broken.append(f"{key}: {'; '.join(problems)}")
                     continue
@@ -738,7 +745,7 @@ async def _cmd_prune(args: argparse.Namespace) -> int:
     wanted = _identity_filter(args)
     chosen: list[str] = []
     samples = 0
-    async with _opened(args.cache) as store:
+    async with _opened(args.cache, write=not args.dry_run) as store:
         keys = sorted(await store.keys())
         with _bar(args, len(keys), "scan") as bar:
             for chunk in _chunks(keys):

@@ -42,6 +42,9 @@ _tag_for: dict[type, str] = {}  # the tag each known class is written with
 _init_names: dict[type, frozenset[str]] = {}  # dataclass fields taken by __init__
 _dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 _INT_LIMIT = 10**MAX_INT_DIGITS
+# Reading accepts what `cachesaver import` accepts (export.MAX_NESTING JSON levels, tags
+# included); writing stays within MAX_DEPTH levels of the sample itself.
+_MAX_READ_DEPTH = 257
 
 
 def _kind_of(cls: type) -> str | None:
@@ -178,8 +181,10 @@ def _from_json(value: Any, depth: int = 0) -> Any:
     kind = type(value)
     if kind is not list and kind is not dict:
         return value
-    if depth > 2 * MAX_DEPTH:  # a tag adds a level of its own
-        raise DamagedSampleError(f"the stored sample is nested more than {MAX_DEPTH} levels deep")
+    if depth > _MAX_READ_DEPTH:
+        raise DamagedSampleError(
+            f"the stored sample is nested more than {_MAX_READ_DEPTH} levels deep"
+        )
     deeper = depth + 1
     if kind is list:
         return [_from_json(item, deeper) for item in value]

@@ -9,13 +9,17 @@ from __future__ import annotations
 __all__ = [
     "CacheMissError",
     "CacheSaverError",
+    "CacheSaverWarning",
     "DamagedSampleError",
+    "DurabilityWarning",
     "ExportFileError",
     "ExportTooLargeError",
     "ImportConflictError",
     "InvalidRequestError",
+    "MissingExtraError",
     "ModelContractError",
     "ModelTimeoutError",
+    "NotACacheError",
     "PipelineClosedError",
     "PipelineLoopError",
     "StoreError",
@@ -90,3 +94,19 @@ class ExportTooLargeError(ExportFileError):
 
 class CacheMissError(CacheSaverError, LookupError):
     """Replay mode: the cache cannot serve a request and the model may not be called."""
+
+
+class NotACacheError(StoreError):
+    """A path or database is not a cachesaver store; nothing was read from or written to it."""
+
+
+class CacheSaverWarning(UserWarning):
+    """Root of every warning cachesaver issues."""
+
+
+class DurabilityWarning(CacheSaverWarning):
+    """The store's settings can lose samples already returned (e.g. Redis without AOF)."""
+
+
+class MissingExtraError(CacheSaverError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""

@@ -43,12 +43,14 @@ __all__ = [
     "FORMAT",
     "MAX_IMPORT_BYTES",
     "MAX_LINE_BYTES",
+    "MAX_NESTING",
     "VERSION",
     "ExportContents",
     "ExportFileError",
     "ExportTooLargeError",
     "ExportWriter",
     "content_problem",
+    "gap_problem",
     "read_export",
     "record_problems",
     "sample_problem",
@@ -61,10 +63,18 @@ MAX_LINE_BYTES = 64 * 1024 * 1024
 MAX_IMPORT_BYTES = 256 * 1024 * 1024
 """Default cap (256 MiB of uncompressed text) on what one atomic import holds in memory."""
 
+MAX_NESTING = 256
+"""Deepest JSON nesting (arrays and objects) accepted in request content and samples.
+
+Deeper values would crash the readers that walk them (decoding, ``show``) with a
+`RecursionError`, so import and verify refuse them.
+"""
+
 _GZIP_MAGIC = b"\x1f\x8b"
 _KEY = re.compile(r"[0-9a-f]{64}")
 _INDEX = re.compile(r"0|[1-9][0-9]{0,8}")  # canonical decimal, below 10**9
 _NON_FINITE = frozenset({"nan", "inf", "-inf"})
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
@@ -81,6 +91,48 @@ def _loads(text: str | bytes) -> Any:
 
 
 # -- checks shared by import, export, copy and verify ---------------------------------------
+
+
+def _shape_problem(value: Any) -> str | None:
+    """Return what makes a parsed JSON value unsafe to walk or print, or None.
+
+    Nesting deeper than `MAX_NESTING` and strings holding a lone surrogate (text that is
+    not valid Unicode: printing or storing it fails) are refused.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return "it holds text that is not valid Unicode (a lone surrogate)"
+        elif isinstance(item, (list, dict)):
+            if depth > MAX_NESTING:
+                return f"it is nested deeper than {MAX_NESTING} levels"
+            if isinstance(item, dict):
+                stack.extend((k, depth) for k in item)
+                stack.extend((v, depth + 1) for v in item.values())
+            else:
+                stack.extend((v, depth + 1) for v in item)
+    return None
+
+
+def _hashable_key(key: Any) -> bool:
+    """Whether a 'dict' tag key decodes to something hashable (no list or dict inside)."""
+    stack = [key]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            return False
+        if isinstance(item, dict):
+            tag = item.get(TAG)
+            if tag is None or tag == "dict":
+                return False
+            if tag == "tuple":
+                payload = item.get("v")
+                if not isinstance(payload, list):
+                    return False
+                stack.extend(payload)
+    return True
 
 
 def _tag_problem(tagged: dict[str, Any], stack: list[Any]) -> str | None:
@@ -100,7 +152,7 @@ def _tag_problem(tagged: dict[str, Any], stack: list[Any]) -> str | None:
             isinstance(p, list) and len(p) == 2 for p in payload
         ):
             return "a 'dict' tag needs a list of [key, value] pairs"
-        if any(isinstance(k, list) or (isinstance(k, dict) and TAG not in k) for k, _ in payload):
+        if not all(_hashable_key(k) for k, _ in payload):
             return "a 'dict' tag has a key that decodes to a list or dict (not hashable)"
         for pair in payload:
             stack.extend(pair)
@@ -137,6 +189,9 @@ def sample_problem(text: str) -> str | None:
         value = _loads(text)
     except ValueError as exc:
         return f"not valid JSON ({exc})"
+    shape = _shape_problem(value)
+    if shape is not None:
+        return shape
     if TAG not in text:
         return None  # decode_sample reads such a text as plain JSON
     stack: list[Any] = [value]
@@ -166,7 +221,8 @@ def content_problem(key: str, content: str) -> str | None:
         return f"the content is not valid JSON ({exc})"
     if not isinstance(data, dict) or "request" not in data:
         return "the content is not a JSON object with a 'request' field"
-    return None
+    shape = _shape_problem(data)
+    return None if shape is None else f"the content: {shape}"
 
 
 def record_problems(record: KeyRecord, *, contiguous: bool = True) -> list[str]:
@@ -180,12 +236,30 @@ def record_problems(record: KeyRecord, *, contiguous: bool = True) -> list[str]:
         if found is not None:
             problems.append(f"sample {index}: {found}")
     if contiguous:
-        indices = sorted(record.samples)
-        if indices != list(range(len(indices))):
-            missing = sorted(set(range(max(indices) + 1)) - set(indices))
-            shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
-            problems.append(f"the sample list has gaps: index {shown} missing")
+        gaps = gap_problem(record.samples)
+        if gaps is not None:
+            problems.append(gaps)
     return problems
+
+
+def gap_problem(indices: Iterable[int]) -> str | None:
+    """Say which indices are missing when ``indices`` are not 0, 1, ..., n-1 (else None).
+
+    Costs O(n log n) in the indices present, never in the largest index.
+    """
+    missing: list[str] = []
+    expected = 0
+    for index in sorted(indices):
+        if index > expected:
+            last = index - 1
+            missing.append(str(expected) if last == expected else f"{expected}-{last}")
+            if len(missing) > 10:
+                break
+        expected = index + 1
+    if not missing:
+        return None
+    shown = ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else "")
+    return f"the sample list has gaps: index {shown} missing"
 
 
 # -- writing --------------------------------------------------------------------------------
@@ -368,6 +442,7 @@ def read_export(
     limit = MAX_IMPORT_BYTES if max_bytes is None else max_bytes
     max_line = MAX_LINE_BYTES if max_line_bytes is None else max_line_bytes
     merged: dict[str, tuple[str, dict[int, str]]] = {}
+    first_line: dict[str, int] = {}
     seen_lines = samples = total = 0
     last = 0
     ended = False
@@ -412,6 +487,7 @@ def read_export(
                 raise ExportFileError(name, number, record)
             seen_lines += 1
             samples += len(record.samples)
+            first_line.setdefault(record.key, number)
             _merge(merged, record, name, number)
     if last == 0:
         raise ExportFileError(name, 1, "the file is empty (expected a cachesaver export header)")
@@ -419,6 +495,15 @@ def read_export(
         raise ExportFileError(
             name, last + 1, "the file ends without its end line: it is truncated or incomplete"
         )
+    for key, (_, samples_of) in merged.items():
+        gaps = gap_problem(samples_of)
+        if gaps is not None:
+            raise ExportFileError(
+                name,
+                first_line[key],
+                f"key {key[:12]}: {gaps} (every key's samples must be numbered 0, 1, 2, ... "
+                "as a store holds them)",
+            )
     records = [KeyRecord(k, c, dict(sorted(s.items()))) for k, (c, s) in merged.items()]
     return ExportContents(
         records=records,

@@ -450,3 +450,112 @@ def test_the_module_runs_as_a_program(cache: str) -> None:
     )
     assert missing.returncode == 3
     assert "no such cache directory" in missing.stderr
+
+
+# -- read-only commands change nothing they point at ----------------------------------------------
+
+READ_ONLY = [["stats"], ["show", "ab"], ["verify"], ["export", "OUT"], ["import", "--dry-run"]]
+
+
+def _read_only_args(command: list[str], spec: str, tmp_path: Path) -> list[str]:
+    if command[0] == "import":
+        export = tmp_path / "e.jsonl"
+        if not export.exists():
+            export.write_text(
+                '{"format":"cachesaver-export","version":1}\n{"end":{"keys":0,"samples":0}}\n'
+            )
+        return ["import", str(export), spec, "--dry-run"]
+    out = str(tmp_path / "out.jsonl")
+    return [command[0], spec, *[out if a == "OUT" else a for a in command[1:]]]
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.name == "cache.db"}
+
+
+@pytest.mark.parametrize("command", READ_ONLY, ids=lambda c: c[0])
+def test_read_commands_leave_another_programs_sqlite_file_alone(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A foreign SQLite cache.db is refused (exit 3) and keeps its bytes: no tables added."""
+    import sqlite3
+
+    folder = tmp_path / "other-app"
+    folder.mkdir()
+    con = sqlite3.connect(str(folder / "cache.db"))
+    con.execute("CREATE TABLE users (name TEXT)")
+    con.execute("INSERT INTO users VALUES ('ada')")
+    con.commit()
+    con.close()
+    before = _snapshot(folder)
+    code, _, err = cli(capsys, *_read_only_args(command, str(folder), tmp_path))
+    assert code == ExitCode.STORE, err
+    assert "not a diskcache" in err and "not a cachesaver cache" in err
+    assert _snapshot(folder) == before
+    con = sqlite3.connect(str(folder / "cache.db"))
+    tables = sorted(row[0] for row in con.execute("SELECT name FROM sqlite_master"))
+    con.close()
+    assert tables == ["users"]
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize("command", [*READ_ONLY, ["copy", "SRC"]], ids=lambda c: c[0])
+def test_read_commands_never_switch_another_diskcaches_eviction(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str], cache: str
+) -> None:
+    """Another program's diskcache is refused (exit 3) with its eviction policy untouched."""
+    import diskcache
+
+    folder = tmp_path / "their-diskcache"
+    with diskcache.Cache(str(folder)) as theirs:
+        theirs.set("session", {"user": 1})
+        assert theirs.eviction_policy == "least-recently-stored"
+    if command[0] == "copy":  # a destination too: never written into
+        args = ["copy", cache, str(folder)]
+    else:
+        args = _read_only_args(command, str(folder), tmp_path)
+    code, _, err = cli(capsys, *args)
+    assert code == ExitCode.STORE, err
+    assert "no cachesaver entries" in err
+    with diskcache.Cache(str(folder)) as theirs:
+        assert theirs.eviction_policy == "least-recently-stored"
+        assert list(theirs) == ["session"]
+
+
+def test_read_commands_never_change_a_cachesaver_store(
+    cache: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """stats/show/verify/export read a cachesaver store without writing its database."""
+    folder = Path(cache)
+    before = _snapshot(folder)
+    key = next(iter(dump(cache)))
+    for args in (["stats", cache], ["show", cache, key], ["verify", cache]):
+        assert cli(capsys, *args)[0] == ExitCode.OK, args
+    assert cli(capsys, "export", cache, str(tmp_path / "e.jsonl"))[0] == ExitCode.OK
+    assert _snapshot(folder) == before
+
+
+def test_an_empty_cachesaver_store_is_recognised(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A store a pipeline opened but never wrote to is still a cachesaver store (marker)."""
+    from cachesaver import OnlineAPI
+    from cachesaver.testing import RecordingModel
+
+    spec = str(tmp_path / "fresh")
+
+    async def open_only() -> None:
+        async with OnlineAPI(RecordingModel(), cache=spec) as api:
+            await api.store.read([])
+
+    asyncio.run(open_only())
+    code, data = cli_json(capsys, "stats", spec)
+    assert (code, data["keys"]) == (ExitCode.OK, 0)
+
+
+def test_a_redis_url_whose_database_is_not_a_number_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """redis://host/l1 exits 2 naming the problem instead of reading database 0."""
+    code, _, err = cli(capsys, "stats", "redis://127.0.0.1:6379/l1")
+    assert code == ExitCode.USAGE and "not a database number" in err

@@ -264,6 +264,12 @@ def write_file(path: Path, records: list[KeyRecord], *, end: bool = True) -> str
     return str(path)
 
 
+HOSTILE_SAMPLES = {
+    "tuple-in-list dict key": '{"$cs":"dict","v":[[{"$cs":"tuple","v":[[1]]},"x"]]}',
+    "900-deep nesting": "[" * 900 + "]" * 900,
+    "lone surrogate": '"half an emoji: \\ud83d"',
+}
+SURROGATE_CONTENT = '{"request":{"prompt":"\\udc00"}}'
 GOOD = make_record("good", ["g0", "g1"])
 OTHER = make_record("other", ["o0"])
 
@@ -350,6 +356,33 @@ HOSTILE: dict[str, tuple[bytes, int, str]] = {
         3,
         "not valid JSON",
     ),
+    # Files that used to import and then crash verify (MemoryError), show or replay:
+    "huge index": (_file(_line(samples={"999999999": '"x"'})), 2, "index 0-999999998 missing"),
+    "gap between lines of one key": (
+        _file(_line(), _line(samples={"2": '"z"'})),
+        2,
+        "index 1 missing",
+    ),
+    "tuple-in-list dict key": (
+        _file(_line(samples={"0": HOSTILE_SAMPLES["tuple-in-list dict key"]})),
+        2,
+        "not hashable",
+    ),
+    "900-deep nesting": (
+        _file(_line(samples={"0": HOSTILE_SAMPLES["900-deep nesting"]})),
+        2,
+        "nested deeper than 256",
+    ),
+    "lone surrogate": (
+        _file(_line(samples={"0": HOSTILE_SAMPLES["lone surrogate"]})),
+        2,
+        "lone surrogate",
+    ),
+    "lone surrogate in the content": (
+        _file(_line(key=digest(SURROGATE_CONTENT), content=SURROGATE_CONTENT)),
+        2,
+        "lone surrogate",
+    ),
 }
 
 
@@ -417,7 +450,7 @@ def test_a_conflicting_import_is_refused_whole(
     tmp_path: Path, target: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A file that would change a stored sample imports nothing, not even its other keys."""
-    clash = KeyRecord(GOOD.key, GOOD.content, {0: '"not g0"', 2: '"g2"'})
+    clash = KeyRecord(GOOD.key, GOOD.content, {0: '"not g0"', 1: GOOD.samples[1], 2: '"g2"'})
     path = write_file(tmp_path / "clash.jsonl", [OTHER, clash])
     before = dump(target)
     code, _, err = cli(capsys, "import", path, target)
@@ -498,3 +531,28 @@ def test_every_encoded_sample_passes_the_check() -> None:
         text = encode_sample(value)
         assert sample_problem(text) is None, text
         assert encode_sample(decode_sample(text)) == text
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_SAMPLES))
+def test_verify_catches_what_import_refuses(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A store holding a sample import would refuse fails verify (exit 1), naming the key."""
+    spec = str(tmp_path / "c")
+    bad = make_record("p", {0: '"fine"', 1: HOSTILE_SAMPLES[case]})
+    fill(spec, [bad, GOOD])  # bypasses every check, as a tampered store would
+    code, data = cli_json(capsys, "verify", spec)
+    assert code == ExitCode.FAILED
+    assert [b["key"] for b in data["broken"]] == [bad.key]
+    assert "sample 1" in data["broken"][0]["problems"][0]
+
+
+def test_verify_reports_a_huge_index_without_building_a_huge_set(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An index of 999999999 is reported as a gap in O(samples), not a 10**9 set."""
+    spec = str(tmp_path / "c")
+    fill(spec, [make_record("p", {0: '"a"', 999_999_999: '"b"'})])
+    code, data = cli_json(capsys, "verify", spec)
+    assert code == ExitCode.FAILED
+    assert "index 1-999999998 missing" in data["broken"][0]["problems"][0]

@@ -7,12 +7,14 @@ import shutil
 import socket
 import subprocess
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
-from cachesaver import ImportConflictError, OnlineAPI, Request, StoreError
+from cachesaver import DurabilityWarning, ImportConflictError, OnlineAPI, Request, StoreError
 from cachesaver.stores.base import KeyRecord, SampleWrite
 from cachesaver.stores.redis import RedisStore
 from cachesaver.testing import RecordingModel
@@ -126,9 +128,10 @@ async def test_unreachable_redis_is_a_clear_error_without_hanging() -> None:
 class RedisServer:
     """A redis-server of our own, with an append-only file so a restart keeps data."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *extra: str) -> None:
         self.port = free_port()
         self.directory = directory
+        self.extra = list(extra)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -147,6 +150,7 @@ class RedisServer:
                 "always",
                 "--save",
                 "",
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -197,3 +201,78 @@ async def test_pipeline_recovers_when_redis_comes_back(own_redis: RedisServer) -
     finally:
         await direct.aclose()
     assert len(model.calls) == 2
+
+
+@pytest.fixture
+def evicting_redis(tmp_path: Path, redis_url: str) -> Iterator[RedisServer]:
+    """A private redis-server that may evict keys and has no AOF (never the shared one)."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server binary not found")
+    server = RedisServer(tmp_path, "--maxmemory-policy", "allkeys-random", "--appendonly", "no")
+    server.start()
+    yield server
+    server.stop()
+
+
+async def test_a_redis_that_may_evict_is_refused_unless_allowed(
+    evicting_redis: RedisServer,
+) -> None:
+    """maxmemory-policy allkeys-random is refused with how to fix it; opting in works."""
+    url = f"redis://127.0.0.1:{evicting_redis.port}/0"
+    model = RecordingModel()
+    async with OnlineAPI(model, cache=url) as api:
+        with pytest.raises(StoreError, match="maxmemory-policy allkeys-random") as info:
+            await api.request(Request("q"))
+    assert "noeviction" in str(info.value) and "allow_eviction" in str(info.value)
+    assert model.calls == [], "nothing is generated into a store that may drop it"
+    for store in (RedisStore(url, allow_eviction=True), RedisStore(url + "?allow_eviction=1")):
+        with pytest.warns(DurabilityWarning, match="without AOF"):
+            async with OnlineAPI(model, cache=store) as api:
+                assert (await api.request(Request("q"))).data
+        await store.aclose()
+    client = redis.Redis(port=evicting_redis.port)
+    try:
+        assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "allkeys-random"}
+    finally:
+        client.close()
+
+
+async def test_a_redis_without_aof_warns_and_with_aof_does_not(
+    own_redis: RedisServer, tmp_path: Path
+) -> None:
+    """Without AOF a restart loses returned samples: a DurabilityWarning says so, once."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        store = RedisStore(f"redis://127.0.0.1:{own_redis.port}/0")  # AOF on, noeviction
+        try:
+            await store.keys()
+        finally:
+            await store.aclose()
+    server = RedisServer(tmp_path / "no-aof", "--appendonly", "no")
+    server.directory.mkdir()
+    server.start()
+    try:
+        store = RedisStore(f"redis://127.0.0.1:{server.port}/0")
+        with pytest.warns(DurabilityWarning, match="restart loses") as caught:
+            await store.keys()
+            await store.keys()
+        assert len(caught) == 1
+        await store.aclose()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/l1", "redis://h/0x1", "redis://h/0?db=a"])
+def test_a_database_that_is_not_a_number_is_an_error(url: str) -> None:
+    """redis://host/l1 is refused, not silently database 0."""
+    with pytest.raises(ValueError, match="not a database number"):
+        RedisStore(url)
+    with pytest.raises(ValueError, match="not a database number"):
+        OnlineAPI(RecordingModel(), cache=url)
+
+
+def test_redis_store_is_exported_at_the_top_level() -> None:
+    """`from cachesaver import RedisStore` works, as the README shows."""
+    import cachesaver
+
+    assert cachesaver.RedisStore is RedisStore and "RedisStore" in cachesaver.__all__

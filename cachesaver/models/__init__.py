@@ -4,6 +4,9 @@
   ``cachesaver.models.together.AsyncTogether``.
 - Pipeline adapters: `OpenAIModel`, `TogetherModel` (chat, `SingleRequestModel`) and
   `OpenAIEmbeddingModel`, `TogetherEmbeddingModel` (embeddings, `BatchRequestModel`).
+- More pipeline adapters, each an optional extra: `LiteLLMModel` (any provider LiteLLM
+  reaches; ``cachesaver[litellm]``) and `TransformersModel` (a local Hugging Face causal
+  LM for `LocalAPI`; ``cachesaver[local]``).
 - `ChatRequest` / `EmbeddingRequest`: `Request` subclasses whose fields are API
   parameters; `ChatSample` / `EmbeddingSample`: what ``sample="full"`` stores (plain
   JSON, typed); `cache_flags`: the per-choice flags of a drop-in answer.
@@ -17,8 +20,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from cachesaver.models._common import TokenUsage
+from cachesaver.models._errors import DropInOptionError, UncachedPathError
+from cachesaver.models._live import LiveStream, StreamAbandonedError
+from cachesaver.models._resources import CachedRawResponse
 from cachesaver.models._stream import ChatStream
-from cachesaver.models.requests import ChatRequest, EmbeddingRequest
+from cachesaver.models.requests import ChatRequest, EmbeddingRequest, ResponsesRequest
 from cachesaver.models.samples import (
     ChatSample,
     ChoiceFlags,
@@ -29,27 +35,39 @@ from cachesaver.models.samples import (
 )
 
 if TYPE_CHECKING:
+    from cachesaver.models.litellm import LiteLLMModel
+    from cachesaver.models.local import TransformersModel
     from cachesaver.models.openai import OpenAIEmbeddingModel, OpenAIModel
     from cachesaver.models.together import TogetherEmbeddingModel, TogetherModel
 
 __all__ = [
+    "CachedRawResponse",
     "ChatRequest",
     "ChatSample",
     "ChatStream",
     "ChoiceFlags",
+    "DropInOptionError",
     "EmbeddingRequest",
     "EmbeddingSample",
+    "LiteLLMModel",
+    "LiveStream",
     "OpenAIEmbeddingModel",
     "OpenAIModel",
+    "ResponsesRequest",
+    "StreamAbandonedError",
     "TogetherEmbeddingModel",
     "TogetherModel",
     "TokenUsage",
+    "TransformersModel",
+    "UncachedPathError",
     "cache_flags",
     "sample_message",
     "sample_text",
 ]
 
 _LAZY = {
+    "LiteLLMModel": "cachesaver.models.litellm",
+    "TransformersModel": "cachesaver.models.local",
     "OpenAIModel": "cachesaver.models.openai",
     "OpenAIEmbeddingModel": "cachesaver.models.openai",
     "TogetherModel": "cachesaver.models.together",

@@ -4,13 +4,24 @@ Layout inside the diskcache ``Cache`` table (plain string keys and JSON text val
 ``diskcache`` itself can read every entry and nothing is ever pickled):
 
 - ``cs:<key>:<i>``: sample ``i`` of ``<key>``;
-- ``cs:<key>:request``: the canonical request content of ``<key>``, written once.
+- ``cs:<key>:request``: the canonical request content of ``<key>``, written once;
+- ``cs:store``: a marker saying the directory is a cachesaver store;
+- ``cs:run:...`` and ``cs:lease:<key>:<i>``: the state of shared runs.
 
-Reads and writes of a whole batch go through one SQLite statement group inside one
-``Cache.transact()`` (``BEGIN IMMEDIATE``), so concurrent processes see one consistent
-order of every sample list. All I/O runs on one worker thread, never on the event loop.
-Eviction is switched off on the cache: diskcache's default size limit would otherwise
-silently drop samples.
+Every entry is read and written by SQL, in cachesaver's own row format only (a str key,
+an inline text value: ``raw=1, mode=1``, no file). A row in any other form (a pickle, a
+value in a file, a blob) is damage: it raises `StoreError` naming the key and is never
+unpickled or opened; diskcache's own ``get``/``set`` (which would do both) are never
+called. Reads and writes of a whole batch go through one SQLite statement group inside
+one ``Cache.transact()`` (``BEGIN IMMEDIATE``), so concurrent processes see one
+consistent order of every sample list. All I/O runs on one worker thread, never on the
+event loop. Eviction is switched off on the cache: diskcache's default size limit would
+otherwise silently drop samples.
+
+``DiskStore(path, read_only=True)`` (what the read-only commands use) opens the SQLite
+file read-only with plain ``sqlite3`` (diskcache would create tables and change
+settings), refuses anything that is not a cachesaver store, and never creates a
+directory or a table.
 """
 
 from __future__ import annotations
@@ -22,11 +33,12 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
+from urllib.parse import quote
 
 import diskcache
 
-from cachesaver.errors import ImportConflictError, StoreError
+from cachesaver.errors import ImportConflictError, NotACacheError, StoreError
 from cachesaver.stores.base import (
     KeyRecord,
     LeaseRequest,
@@ -37,17 +49,27 @@ from cachesaver.stores.base import (
     WriteResult,
 )
 
-__all__ = ["DiskStore"]
+__all__ = ["DiskStore", "content_entry", "sample_entry"]
 
 _T = TypeVar("_T")
 _PREFIX = "cs:"
+_END = "cs;"  # the first text after every "cs:..." entry
+_MARKER = _PREFIX + "store"
+_MARKER_TEXT = '{"format":"cachesaver","version":1}'
+_DB = "cache.db"
 _CHUNK = 500  # SQLite host parameters per statement, well under every build's limit
-_MODE_RAW = 1  # diskcache's mode for values kept inline in the row
+_COLUMNS = "key, raw, mode, filename, typeof(value), value, expire_time"
 _INSERT = (
     "INSERT INTO Cache(key, raw, store_time, expire_time, access_time, access_count,"
-    " tag, size, mode, filename, value) VALUES (?, 1, ?, NULL, ?, 0, NULL, 0, 1, NULL, ?)"
+    " tag, size, mode, filename, value) VALUES (?, 1, ?, ?, ?, 0, NULL, 0, 1, NULL, ?)"
 )
 _INSERT_NEW = _INSERT.replace("INSERT INTO", "INSERT OR IGNORE INTO")
+_REPLACE = _INSERT.replace("INSERT INTO", "INSERT OR REPLACE INTO")
+_DISKCACHE_COLUMNS = frozenset(
+    {"key", "raw", "store_time", "expire_time", "mode", "filename", "value"}
+)
+
+Row = tuple[Any, ...]
 
 
 def sample_entry(key: str, index: int) -> str:
@@ -60,14 +82,29 @@ def content_entry(key: str) -> str:
     return f"{_PREFIX}{key}:request"
 
 
+def _key_of(entry: str) -> str:
+    """The cachesaver key an entry belongs to (for messages)."""
+    body = entry[len(_PREFIX) :] if entry.startswith(_PREFIX) else entry
+    for kind in ("lease:", "run:"):
+        if body.startswith(kind):
+            return body
+    return body.rsplit(":", 1)[0]
+
+
 class DiskStore:
     """A `Store` in a diskcache directory (``path``) or an open ``diskcache.Cache``.
 
     A store opened from a path is closed by `aclose`; a ``Cache`` passed in stays open.
+    With ``read_only=True`` (a path only) the store never writes, never creates the
+    directory, and refuses a directory that is not a cachesaver store (`NotACacheError`).
     """
 
-    def __init__(self, cache: str | os.PathLike[str] | diskcache.Cache) -> None:
+    def __init__(
+        self, cache: str | os.PathLike[str] | diskcache.Cache, *, read_only: bool = False
+    ) -> None:
         if isinstance(cache, diskcache.Cache):
+            if read_only:
+                raise TypeError("read_only=True needs a directory path, not an open Cache")
             self._cache: diskcache.Cache | None = cache
             self._directory = str(cache.directory)
             self._owned = False
@@ -79,6 +116,8 @@ class DiskStore:
             raise TypeError(
                 f"DiskStore needs a directory path or a diskcache.Cache, got {type(cache).__name__}"
             )
+        self._read_only = read_only
+        self._ro: sqlite3.Connection | None = None
         self._location = "disk:" + os.path.realpath(self._directory)
         self._executor: ThreadPoolExecutor | None = None
         self._prepared = False
@@ -92,12 +131,20 @@ class DiskStore:
     def directory(self) -> str:
         return self._directory
 
+    @property
+    def read_only(self) -> bool:
+        return self._read_only
+
     def __repr__(self) -> str:
         return f"DiskStore({self._directory!r})"
 
-    # -- thread side -------------------------------------------------------------------
+    # -- thread side: opening ------------------------------------------------------------
 
-    def _open(self) -> diskcache.Cache:
+    def _open(self) -> sqlite3.Connection:
+        if self._read_only:
+            if self._ro is None:
+                self._ro = open_read_only(self._directory)
+            return self._ro
         if self._cache is None:
             try:
                 self._cache = diskcache.Cache(self._directory, eviction_policy="none")
@@ -110,34 +157,66 @@ class DiskStore:
         if not self._prepared:
             if cache.eviction_policy != "none":
                 cache.reset("eviction_policy", "none")
+            with cache.transact():
+                now = time.time()
+                cache._con.execute(_INSERT_NEW, (_MARKER, now, None, now, _MARKER_TEXT))
             self._prepared = True
-        return cache
+        con: sqlite3.Connection = cache._con
+        return con
 
-    def _call(self, fn: Callable[[diskcache.Cache], _T]) -> _T:
-        cache = self._open()
+    def _transact(self) -> Any:
+        if self._cache is None:
+            raise StoreError(f"{self!r} was opened read-only; it cannot be changed")
+        return self._cache.transact()
+
+    def _call(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         try:
-            return fn(cache)
+            return fn(self._open())
         except (sqlite3.Error, diskcache.Timeout, OSError) as exc:
             raise StoreError(f"disk cache {self._directory!r} failed: {exc!r}") from exc
 
-    def _select(self, cache: diskcache.Cache, entries: Sequence[str]) -> dict[str, str]:
-        found: dict[str, str] = {}
-        sql = cache._sql
+    # -- thread side: rows in our own format only ------------------------------------------
+
+    def _damaged(self, row: Row) -> StoreError:
+        entry, raw, mode, filename, kind = row[:5]
+        shown = entry if isinstance(entry, str) else repr(entry)
+        key = _key_of(shown)
+        return StoreError(
+            f"disk cache {self._directory!r}: the entry {shown[:120]!r} of key {key[:70]!r} is "
+            f"not in cachesaver's format (raw={raw!r}, mode={mode!r}, file={filename!r}, "
+            f"{kind} value): something else wrote it. It was neither unpickled nor opened; "
+            f"delete the key (`cachesaver delete CACHE {key[:64]}`) or restore the cache "
+            "from a backup"
+        )
+
+    def _text(self, row: Row) -> str:
+        """The text of one row, or `StoreError` if the row is not in our format."""
+        if row[1] == 1 and row[2] == 1 and row[3] is None and row[4] == "text":
+            text: str = row[5]
+            return text
+        raise self._damaged(row)
+
+    def _rows(self, con: sqlite3.Connection, entries: Sequence[str]) -> list[Row]:
+        rows: list[Row] = []
         for start in range(0, len(entries), _CHUNK):
             chunk = entries[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
-            rows = sql(
-                f"SELECT key, value, mode FROM Cache WHERE raw = 1 AND key IN ({marks})",
-                chunk,
-            ).fetchall()
-            for entry, value, mode in rows:
-                # Entries written through diskcache's own API may live in files.
-                found[entry] = value if mode == _MODE_RAW else cache.get(entry)
-        return found
+            sql = f"SELECT {_COLUMNS} FROM Cache WHERE key IN ({marks})"
+            rows += con.execute(sql, chunk).fetchall()
+        return rows
 
-    def _read(self, cache: diskcache.Cache, reads: Sequence[SampleRead]) -> list[dict[int, str]]:
+    def _select(self, con: sqlite3.Connection, entries: Sequence[str]) -> dict[str, str]:
+        return {row[0]: self._text(row) for row in self._rows(con, entries)}
+
+    def _rows_of(self, con: sqlite3.Connection, key: str) -> list[Row]:
+        """Every row of ``key`` (content and samples) in entry order."""
+        low, high = f"{_PREFIX}{key}:", f"{_PREFIX}{key};"
+        sql = f"SELECT {_COLUMNS} FROM Cache WHERE key >= ? AND key < ? ORDER BY key"
+        return con.execute(sql, (low, high)).fetchall()
+
+    def _read(self, con: sqlite3.Connection, reads: Sequence[SampleRead]) -> list[dict[int, str]]:
         entries = [sample_entry(r.key, i) for r in reads for i in r.indices]
-        found = self._select(cache, entries)
+        found = self._select(con, entries)
         out: list[dict[int, str]] = []
         for r in reads:
             got: dict[int, str] = {}
@@ -148,25 +227,21 @@ class DiskStore:
             out.append(got)
         return out
 
-    def _last_index(self, cache: diskcache.Cache, key: str) -> int:
+    def _last_index(self, con: sqlite3.Connection, key: str) -> int:
         low, high = f"{_PREFIX}{key}:", f"{_PREFIX}{key};"
-        rows = cache._sql(
-            "SELECT key FROM Cache WHERE raw = 1 AND key >= ? AND key < ?", (low, high)
-        ).fetchall()
+        rows = con.execute("SELECT key FROM Cache WHERE key >= ? AND key < ?", (low, high))
         indices = [int(k[len(low) :]) for (k,) in rows if k[len(low) :].isdigit()]
         return max(indices, default=-1)
 
-    def _write(self, cache: diskcache.Cache, writes: Sequence[SampleWrite]) -> list[WriteResult]:
+    def _write(self, con: sqlite3.Connection, writes: Sequence[SampleWrite]) -> list[WriteResult]:
         now = time.time()
-        con = cache._con
-        with cache.transact():
+        with self._transact():
             # The content of a key is the same for every writer: keep the first.
             con.executemany(
-                _INSERT_NEW,
-                [(content_entry(w.key), now, now, w.content) for w in writes],
+                _INSERT_NEW, [(content_entry(w.key), now, None, now, w.content) for w in writes]
             )
             rows = [
-                (sample_entry(w.key, i), now, now, text)
+                (sample_entry(w.key, i), now, None, now, text)
                 for w in writes
                 for i, text in w.samples.items()
             ]
@@ -177,72 +252,101 @@ class DiskStore:
             # Another process stored some of these indices first: start over carefully.
             con.execute("ROLLBACK TO cachesaver_write")
             con.execute("RELEASE cachesaver_write")
-            return [self._write_one(cache, w, now) for w in writes]
+            return [self._write_one(con, w, now) for w in writes]
 
-    def _write_one(self, cache: diskcache.Cache, w: SampleWrite, now: float) -> WriteResult:
-        existing = self._select(cache, [sample_entry(w.key, i) for i in w.samples])
-        rows: list[tuple[str, float, float, str]] = []
+    def _write_one(self, con: sqlite3.Connection, w: SampleWrite, now: float) -> WriteResult:
+        existing = self._select(con, [sample_entry(w.key, i) for i in w.samples])
+        rows: list[tuple[str, float, None, float, str]] = []
         stored: dict[int, str] = {}
         losers: list[str] = []
         for i, text in w.samples.items():
             taken = existing.get(sample_entry(w.key, i))
             if taken is None:
-                rows.append((sample_entry(w.key, i), now, now, text))
+                rows.append((sample_entry(w.key, i), now, None, now, text))
                 stored[i] = text
             else:
                 stored[i] = taken
                 losers.append(text)
-        cache._con.executemany(_INSERT, rows)
+        con.executemany(_INSERT, rows)
         appended: list[int] = []
         if losers:
-            nxt = max(self._last_index(cache, w.key), *w.samples) + 1
+            nxt = max(self._last_index(con, w.key), *w.samples) + 1
             rows = []
             for text in losers:
-                rows.append((sample_entry(w.key, nxt), now, now, text))
+                rows.append((sample_entry(w.key, nxt), now, None, now, text))
                 appended.append(nxt)
                 nxt += 1
-            cache._con.executemany(_INSERT, rows)
+            con.executemany(_INSERT, rows)
         return WriteResult(stored, appended)
 
     # -- whole-store operations for tools -------------------------------------------------
 
-    def _keys(self, cache: diskcache.Cache) -> list[str]:
-        rows = cache._sql(
-            "SELECT key FROM Cache WHERE raw = 1 AND key >= ? AND key < ? AND key LIKE ?",
-            (_PREFIX, _PREFIX[:-1] + ";", "%:request"),
-        ).fetchall()
+    def _keys(self, con: sqlite3.Connection) -> list[str]:
+        rows = con.execute(
+            "SELECT key FROM Cache WHERE key >= ? AND key < ? AND key LIKE ? ORDER BY key",
+            (_PREFIX, _END, "%:request"),
+        )
         return [entry[len(_PREFIX) : -len(":request")] for (entry,) in rows]
 
-    def _samples_of(self, cache: diskcache.Cache, key: str) -> dict[int, str]:
-        low, high = f"{_PREFIX}{key}:", f"{_PREFIX}{key};"
-        rows = cache._sql(
-            "SELECT key, value, mode FROM Cache WHERE raw = 1 AND key >= ? AND key < ?",
-            (low, high),
-        ).fetchall()
+    def _record(self, key: str, rows: Sequence[Row]) -> KeyRecord | None:
+        low = f"{_PREFIX}{key}:"
+        content: str | None = None
         samples: dict[int, str] = {}
-        for entry, value, mode in rows:
-            suffix = entry[len(low) :]
-            if suffix.isdigit():
-                samples[int(suffix)] = value if mode == _MODE_RAW else cache.get(entry)
-        return dict(sorted(samples.items()))
+        for row in rows:
+            suffix = row[0][len(low) :]
+            if suffix == "request":
+                content = self._text(row)
+            elif suffix.isdigit():
+                samples[int(suffix)] = self._text(row)
+            else:
+                raise self._damaged(row)
+        if content is None:
+            return None
+        return KeyRecord(key, content, dict(sorted(samples.items())))
 
-    def _records(self, cache: diskcache.Cache, keys: Sequence[str]) -> list[KeyRecord]:
-        contents = self._select(cache, [content_entry(k) for k in keys])
+    def _records(self, con: sqlite3.Connection, keys: Sequence[str]) -> list[KeyRecord]:
         out: list[KeyRecord] = []
         for key in keys:
-            content = contents.get(content_entry(key))
-            if content is not None:
-                out.append(KeyRecord(key, content, self._samples_of(cache, key)))
+            record = self._record(key, self._rows_of(con, key))
+            if record is not None:
+                out.append(record)
         return out
 
-    def _import(self, cache: diskcache.Cache, records: Sequence[KeyRecord]) -> int:
+    def _scan(self, con: sqlite3.Connection, after: str | None, limit: int) -> list[KeyRecord]:
+        """Up to ``limit`` records in key order, starting after key ``after``: one range scan."""
+        low = _PREFIX if after is None else f"{_PREFIX}{after};"
+        out: list[KeyRecord] = []
+        current: str | None = None
+        rows: list[Row] = []
+        sql = f"SELECT {_COLUMNS} FROM Cache WHERE key >= ? AND key < ? ORDER BY key"
+        for row in con.execute(sql, (low, _END)):
+            entry = row[0]
+            if entry == _MARKER or entry.startswith((_PREFIX + "run:", _PREFIX + "lease:")):
+                continue
+            key = entry[len(_PREFIX) :].rsplit(":", 1)[0]
+            if key != current:
+                if current is not None:
+                    record = self._record(current, rows)
+                    if record is not None:
+                        out.append(record)
+                        if len(out) >= limit:
+                            return out
+                current, rows = key, []
+            rows.append(row)
+        if current is not None:
+            record = self._record(current, rows)
+            if record is not None:
+                out.append(record)
+        return out
+
+    def _import(self, con: sqlite3.Connection, records: Sequence[KeyRecord]) -> int:
         now = time.time()
         written = 0
-        with cache.transact(retry=True):
+        with self._transact():
             entries = [content_entry(r.key) for r in records]
             entries += [sample_entry(r.key, i) for r in records for i in r.samples]
-            existing = self._select(cache, entries)
-            rows: list[tuple[str, float, float, str]] = []
+            existing = self._select(con, entries)
+            rows: list[tuple[str, float, None, float, str]] = []
             for record in records:
                 pairs = [(content_entry(record.key), record.content)]
                 pairs += [(sample_entry(record.key, i), t) for i, t in record.samples.items()]
@@ -250,79 +354,110 @@ class DiskStore:
                     have = existing.get(entry)
                     if have is None:
                         existing[entry] = text
-                        rows.append((entry, now, now, text))
+                        rows.append((entry, now, None, now, text))
                         written += not entry.endswith(":request")
                     elif have != text:
                         raise ImportConflictError(
                             f"{entry} already holds a different value in {self._directory!r}; "
                             "a stored sample is never changed, so nothing was imported"
                         )
-            cache._con.executemany(_INSERT, rows)
+            con.executemany(_INSERT, rows)
         return written
 
-    def _delete(self, cache: diskcache.Cache, keys: Sequence[str]) -> int:
+    def _delete(self, con: sqlite3.Connection, keys: Sequence[str]) -> int:
         found = 0
-        with cache.transact(retry=True):
+        with self._transact():
             for key in keys:
                 low, high = f"{_PREFIX}{key}:", f"{_PREFIX}{key};"
-                deleted = cache._sql(
-                    "DELETE FROM Cache WHERE raw = 1 AND key >= ? AND key < ?", (low, high)
+                # Rows only: a file a foreign row names is never touched.
+                deleted = con.execute(
+                    "DELETE FROM Cache WHERE key >= ? AND key < ?", (low, high)
                 ).rowcount
                 found += deleted > 0
         return found
 
     # -- shared runs and leases ----------------------------------------------------------
 
-    def _reserve(self, cache: diskcache.Cache, items: Sequence[Reservation]) -> list[list[int]]:
+    def _run_state(self, con: sqlite3.Connection, entry: str) -> tuple[int, list[int]]:
+        text = self._select(con, [entry]).get(entry)
+        if text is None:
+            return 0, []
+        try:
+            state = json.loads(text)
+            nxt, free = state["next"], state["free"]
+            if type(nxt) is not int or not all(type(i) is int for i in free):
+                raise TypeError("not integers")
+        except (ValueError, TypeError, KeyError) as exc:
+            raise StoreError(
+                f"disk cache {self._directory!r}: shared-run entry {entry[:120]!r} is damaged "
+                f"({exc!r}); start the run with a new run_id"
+            ) from None
+        return nxt, sorted(free)
+
+    def _reserve(self, con: sqlite3.Connection, items: Sequence[Reservation]) -> list[list[int]]:
         out: list[list[int]] = []
-        with cache.transact(retry=True):
+        now = time.time()
+        with self._transact():
             for r in items:
                 entry = _PREFIX + "run:" + json.dumps([r.run_id, r.namespace, r.key])
-                state = json.loads(cache.get(entry, '{"next": 0, "free": []}'))
-                free: list[int] = sorted(state["free"])
+                start, free = self._run_state(con, entry)
                 taken = free[: r.n]
                 fresh = r.n - len(taken)
-                start = state["next"]
-                state = {"next": start + fresh, "free": free[len(taken) :]}
-                cache.set(entry, json.dumps(state))
+                state = json.dumps({"next": start + fresh, "free": free[len(taken) :]})
+                con.execute(_REPLACE, (entry, now, None, now, state))
                 out.append(taken + list(range(start, start + fresh)))
         return out
 
-    def _unreserve(self, cache: diskcache.Cache, items: Sequence[Unreservation]) -> list[None]:
-        with cache.transact(retry=True):
+    def _unreserve(self, con: sqlite3.Connection, items: Sequence[Unreservation]) -> list[None]:
+        now = time.time()
+        with self._transact():
             for u in items:
                 entry = _PREFIX + "run:" + json.dumps([u.run_id, u.namespace, u.key])
-                state = json.loads(cache.get(entry, '{"next": 0, "free": []}'))
-                state["free"] = sorted(set(state["free"]) | set(u.indices))
-                cache.set(entry, json.dumps(state))
+                start, free = self._run_state(con, entry)
+                state = json.dumps({"next": start, "free": sorted(set(free) | set(u.indices))})
+                con.execute(_REPLACE, (entry, now, None, now, state))
         return [None] * len(items)
 
-    def _lease(self, cache: diskcache.Cache, requests: Sequence[LeaseRequest]) -> list[list[int]]:
+    def _owners(
+        self, con: sqlite3.Connection, entries: Sequence[str], now: float
+    ) -> dict[str, str]:
+        """The live owner of each lease entry (an expired lease reads as absent)."""
+        owners: dict[str, str] = {}
+        for row in self._rows(con, entries):
+            owner = self._text(row)
+            if row[6] is not None and row[6] > now:
+                owners[row[0]] = owner
+        return owners
+
+    def _lease(self, con: sqlite3.Connection, requests: Sequence[LeaseRequest]) -> list[list[int]]:
         out: list[list[int]] = []
-        with cache.transact(retry=True):
+        now = time.time()
+        with self._transact():
             for q in requests:
                 held: list[int] = []
                 # A sample already stored is never leased: its writer may have finished
                 # between the caller's read and now.
-                present = self._select(cache, [sample_entry(q.key, i) for i in q.indices])
+                present = self._select(con, [sample_entry(q.key, i) for i in q.indices])
+                names = {i: f"{_PREFIX}lease:{q.key}:{i}" for i in q.indices}
+                owners = self._owners(con, list(names.values()), now)
                 for index in q.indices:
                     if sample_entry(q.key, index) in present:
                         continue
-                    entry = f"{_PREFIX}lease:{q.key}:{index}"
-                    owner = cache.get(entry)  # an expired lease reads as absent
+                    owner = owners.get(names[index])
                     if owner is None or owner == q.owner:
-                        cache.set(entry, q.owner, expire=q.ttl)
+                        con.execute(_REPLACE, (names[index], now, now + q.ttl, now, q.owner))
                         held.append(index)
                 out.append(held)
         return out
 
-    def _unlease(self, cache: diskcache.Cache, requests: Sequence[LeaseRequest]) -> list[None]:
-        with cache.transact(retry=True):
+    def _unlease(self, con: sqlite3.Connection, requests: Sequence[LeaseRequest]) -> list[None]:
+        now = time.time()
+        with self._transact():
             for q in requests:
-                for index in q.indices:
-                    entry = f"{_PREFIX}lease:{q.key}:{index}"
-                    if cache.get(entry) == q.owner:
-                        cache.delete(entry)
+                names = [f"{_PREFIX}lease:{q.key}:{i}" for i in q.indices]
+                owners = self._owners(con, names, now)
+                mine = [name for name in names if owners.get(name) == q.owner]
+                con.executemany("DELETE FROM Cache WHERE key = ? AND raw = 1", [(n,) for n in mine])
         return [None] * len(requests)
 
     def iter_keys(self) -> Iterator[str]:
@@ -331,7 +466,7 @@ class DiskStore:
 
     # -- event-loop side ---------------------------------------------------------------
 
-    async def _run(self, fn: Callable[[diskcache.Cache], _T]) -> _T:
+    async def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         if self._closed:
             raise StoreError(f"{self!r} is closed")
         if self._executor is None:
@@ -340,34 +475,45 @@ class DiskStore:
         return await loop.run_in_executor(self._executor, self._call, fn)
 
     async def read(self, reads: Sequence[SampleRead]) -> list[dict[int, str]]:
-        return await self._run(lambda cache: self._read(cache, reads))
+        return await self._run(lambda con: self._read(con, reads))
 
     async def write(self, writes: Sequence[SampleWrite]) -> list[WriteResult]:
-        return await self._run(lambda cache: self._write(cache, writes))
+        return await self._run(lambda con: self._write(con, writes))
 
     async def keys(self) -> list[str]:
         return await self._run(self._keys)
 
+    async def scan(self, after: str | None = None, limit: int = 500) -> list[KeyRecord]:
+        """Return up to ``limit`` records in key order after key ``after`` (one range scan)."""
+        return await self._run(lambda con: self._scan(con, after, limit))
+
     async def reserve(self, reservations: Sequence[Reservation]) -> list[list[int]]:
-        return await self._run(lambda cache: self._reserve(cache, reservations))
+        return await self._run(lambda con: self._reserve(con, reservations))
 
     async def unreserve(self, items: Sequence[Unreservation]) -> list[None]:
-        return await self._run(lambda cache: self._unreserve(cache, items))
+        return await self._run(lambda con: self._unreserve(con, items))
 
     async def lease(self, requests: Sequence[LeaseRequest]) -> list[list[int]]:
-        return await self._run(lambda cache: self._lease(cache, requests))
+        return await self._run(lambda con: self._lease(con, requests))
 
     async def unlease(self, requests: Sequence[LeaseRequest]) -> list[None]:
-        return await self._run(lambda cache: self._unlease(cache, requests))
+        return await self._run(lambda con: self._unlease(con, requests))
 
     async def records(self, keys: Sequence[str]) -> list[KeyRecord]:
-        return await self._run(lambda cache: self._records(cache, keys))
+        return await self._run(lambda con: self._records(con, keys))
 
     async def import_records(self, records: Sequence[KeyRecord]) -> int:
-        return await self._run(lambda cache: self._import(cache, records))
+        return await self._run(lambda con: self._import(con, records))
 
     async def delete(self, keys: Sequence[str]) -> int:
-        return await self._run(lambda cache: self._delete(cache, keys))
+        return await self._run(lambda con: self._delete(con, keys))
+
+    def _close(self) -> None:
+        if self._ro is not None:
+            self._ro.close()
+            self._ro = None
+        if self._owned and self._cache is not None:
+            self._cache.close()
 
     async def aclose(self) -> None:
         if self._closed:
@@ -375,9 +521,51 @@ class DiskStore:
         self._closed = True
         executor, self._executor = self._executor, None
         if executor is not None:
-            loop = asyncio.get_running_loop()
-            if self._owned and self._cache is not None:
-                await loop.run_in_executor(executor, self._cache.close)
+            await asyncio.get_running_loop().run_in_executor(executor, self._close)
             executor.shutdown(wait=False)
-        elif self._owned and self._cache is not None:
-            self._cache.close()
+        else:
+            self._close()
+
+
+def open_read_only(directory: str) -> sqlite3.Connection:
+    """Open the SQLite file of a cachesaver disk store read-only, or raise `NotACacheError`.
+
+    Never creates the directory, the file or a table, and never changes a setting.
+    """
+    path = os.path.join(directory, _DB)
+    if not os.path.isdir(directory):
+        if os.path.lexists(directory):
+            raise NotACacheError(f"{directory} is not a directory, so not a cachesaver cache")
+        raise NotACacheError(
+            f"{directory}: no such cache directory (check the path; reading never creates a cache)"
+        )
+    if not os.path.isfile(path):
+        raise NotACacheError(
+            f"{directory} is a directory but not a cachesaver cache (no {_DB} inside)"
+        )
+    uri = "file:" + quote(os.path.abspath(path)) + "?mode=ro"
+    con = sqlite3.connect(uri, uri=True, timeout=60, check_same_thread=False)
+    try:
+        columns = {row[1] for row in con.execute("PRAGMA table_info(Cache)")}
+        if not columns >= _DISKCACHE_COLUMNS:
+            raise NotACacheError(
+                f"{directory} holds a SQLite {_DB} that is not a diskcache (no Cache table "
+                "with diskcache's columns): not a cachesaver cache; it was not changed"
+            )
+        ours = con.execute(
+            "SELECT 1 FROM Cache WHERE key >= ? AND key < ? LIMIT 1", (_PREFIX, _END)
+        ).fetchone()
+        if ours is None:
+            raise NotACacheError(
+                f"{directory} is a diskcache with no cachesaver entries: not a cachesaver "
+                "cache (another program's cache, or an empty one); it was not changed"
+            )
+    except sqlite3.DatabaseError as exc:
+        con.close()
+        raise NotACacheError(
+            f"{directory}: {path} is not a readable SQLite database ({exc}): not a cachesaver cache"
+        ) from None
+    except BaseException:
+        con.close()
+        raise
+    return con

@@ -10,8 +10,10 @@ Layout (every name starts with ``prefix``, so one Redis can hold several caches)
 
 Writes are Lua scripts, so "first writer wins, the loser is appended" is atomic across
 machines; every batch of reads or writes is one pipelined round trip. Nothing ever
-expires except leases, and nothing is evicted unless the user deletes it (configure
-Redis with ``maxmemory-policy noeviction``). Connection problems become `StoreError`
+expires except leases. On its first connection the store checks the server: a
+``maxmemory-policy`` other than ``noeviction`` (Redis could delete samples on its own) is
+refused unless ``allow_eviction=True``; without AOF a `DurabilityWarning` says that a
+restart loses samples already returned. Connection problems become `StoreError`
 naming the server (never the password) and what failed; the client reconnects on the
 next call once Redis is back.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import warnings
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -27,7 +30,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from cachesaver.errors import ImportConflictError, StoreError
+from cachesaver.errors import DurabilityWarning, ImportConflictError, StoreError
 from cachesaver.stores.base import (
     KeyRecord,
     LeaseRequest,
@@ -142,15 +145,38 @@ return written
 """
 
 
-def _split_prefix(url: str, prefix: str) -> tuple[str, str]:
-    """Take a ``prefix=`` query parameter out of the URL (it names keys, not a connection)."""
+_OPTIONS = ("prefix", "allow_eviction")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _split_options(url: str, prefix: str, allow_eviction: bool) -> tuple[str, str, bool]:
+    """Take cachesaver's own query parameters out of the URL and check its database.
+
+    ``?prefix=NAME`` names keys and ``?allow_eviction=1`` is the opt-in of `RedisStore`;
+    neither is a connection option. A database that is not a number (``/l1``) is an
+    error here: redis-py would silently use database 0.
+    """
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
-    kept = [(name, value) for name, value in query if name != "prefix"]
+    kept = [(name, value) for name, value in query if name not in _OPTIONS]
     for name, value in query:
         if name == "prefix":
             prefix = value
-    return urlunsplit(parts._replace(query=urlencode(kept))), prefix
+        elif name == "allow_eviction":
+            if value.lower() not in _TRUE + _FALSE:
+                raise ValueError(f"allow_eviction={value!r} in the URL must be 1/true or 0/false")
+            allow_eviction = value.lower() in _TRUE
+        elif name == "db" and not value.isdigit():
+            raise ValueError(f"db={value!r} in the Redis URL is not a database number")
+    if parts.scheme != "unix" and parts.path not in ("", "/"):
+        db = parts.path[1:]
+        if not (db.isdigit() and db.isascii()):
+            raise ValueError(
+                f"{db!r} in the Redis URL is not a database number (redis-py would silently "
+                "use database 0); write redis://host:6379/0 and ?prefix=NAME to name a cache"
+            )
+    return urlunsplit(parts._replace(query=urlencode(kept))), prefix, allow_eviction
 
 
 def _redact(url: str) -> str:
@@ -170,6 +196,9 @@ class RedisStore:
     ``url`` is a Redis URL (``redis://[:password@]host:6379/0``, ``rediss://`` for TLS,
     ``unix://``); password and TLS options come through it. ``prefix`` (or a
     ``?prefix=NAME`` query parameter in the URL) separates caches that share one Redis.
+    ``allow_eviction=True`` (or ``?allow_eviction=1``) accepts a server whose
+    ``maxmemory-policy`` may evict keys (refused by default: evicted samples change what
+    a replay returns).
     """
 
     def __init__(
@@ -179,17 +208,20 @@ class RedisStore:
         *,
         socket_timeout: float = 10.0,
         connect_timeout: float = 5.0,
+        allow_eviction: bool = False,
     ) -> None:
         if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(
                 f"RedisStore needs a redis://, rediss:// or unix:// URL, got {url!r}; "
                 "for example redis://127.0.0.1:6379/0"
             )
-        url, prefix = _split_prefix(url, prefix)
+        url, prefix, allow_eviction = _split_options(url, prefix, allow_eviction)
         if not prefix or not isinstance(prefix, str):
             raise ValueError(f"prefix must be a non-empty str, got {prefix!r}")
         self.url = url
         self.prefix = prefix
+        self.allow_eviction = allow_eviction
+        self._checked = False
         self._shown = _redact(url)
         self._options: dict[str, Any] = {
             "socket_timeout": socket_timeout,
@@ -239,13 +271,51 @@ class RedisStore:
             closer = _close_at_shutdown(client)
             await closer.__anext__()
             self._closers[loop] = closer
+        if not self._checked:
+            await self._check_server(client)
         return client
+
+    async def _check_server(self, client: aioredis.Redis) -> None:
+        """Refuse a Redis that may evict keys; warn when a restart can lose samples."""
+        try:
+            memory = await client.info("memory")
+            persistence = await client.info("persistence")
+        except ResponseError as exc:
+            if self.allow_eviction:
+                self._checked = True
+                return
+            raise StoreError(
+                f"Redis at {self._shown} refused INFO ({exc}), so cachesaver cannot check "
+                "that it never evicts keys. If you know its maxmemory-policy is noeviction, "
+                "pass allow_eviction=True (or ?allow_eviction=1 in the URL)"
+            ) from None
+        policy = str(memory.get("maxmemory_policy", "unknown"))
+        if policy != "noeviction" and not self.allow_eviction:
+            raise StoreError(
+                f"Redis at {self._shown} has maxmemory-policy {policy}: it may delete stored "
+                "samples on its own, so a replay would silently get different samples and a "
+                "shared run could hand one sample out twice. Run `CONFIG SET maxmemory-policy "
+                "noeviction` (and set it in redis.conf), or pass allow_eviction=True (or "
+                "?allow_eviction=1 in the URL) to accept that"
+            )
+        if str(persistence.get("aof_enabled", "0")) != "1":
+            warnings.warn(
+                f"Redis at {self._shown} runs without AOF (appendonly no): a Redis restart "
+                "loses every sample stored since its last snapshot, including samples already "
+                "returned to callers. Enable it with `CONFIG SET appendonly yes` (and in "
+                "redis.conf); see docs/scaling-out.md",
+                DurabilityWarning,
+                stacklevel=2,
+            )
+        self._checked = True
 
     async def _guard(self, what: str, call: Callable[[], Awaitable[_T]]) -> _T:
         if self._closed:
             raise StoreError(f"{self!r} is closed")
         try:
             return await call()
+        except StoreError:
+            raise
         except ResponseError as exc:
             if str(exc).startswith("CONFLICT"):
                 raise ImportConflictError(
