@@ -58,7 +58,7 @@ _MARKER = _PREFIX + "store"
 _MARKER_TEXT = '{"format":"cachesaver","version":1}'
 _DB = "cache.db"
 _CHUNK = 500  # SQLite host parameters per statement, well under every build's limit
-_COLUMNS = "key, raw, mode, filename, typeof(value), value, expire_time"
+_COLUMNS = "key, raw, mode, filename, typeof(value), value, expire_time, store_time"
 _INSERT = (
     "INSERT INTO Cache(key, raw, store_time, expire_time, access_time, access_count,"
     " tag, size, mode, filename, value) VALUES (?, 1, ?, ?, ?, 0, NULL, 0, 1, NULL, ?)"
@@ -292,6 +292,7 @@ class DiskStore:
         low = f"{_PREFIX}{key}:"
         content: str | None = None
         samples: dict[int, str] = {}
+        updated: float | None = None
         for row in rows:
             suffix = row[0][len(low) :]
             if suffix == "request":
@@ -300,9 +301,11 @@ class DiskStore:
                 samples[int(suffix)] = self._text(row)
             else:
                 raise self._damaged(row)
+            if isinstance(row[7], (int, float)) and (updated is None or row[7] > updated):
+                updated = float(row[7])
         if content is None:
             return None
-        return KeyRecord(key, content, dict(sorted(samples.items())))
+        return KeyRecord(key, content, dict(sorted(samples.items())), updated)
 
     def _records(self, con: sqlite3.Connection, keys: Sequence[str]) -> list[KeyRecord]:
         out: list[KeyRecord] = []
