@@ -16,8 +16,8 @@ import pytest
 
 from cachesaver._canonical import canonical_json, digest
 from cachesaver.cli import ExitCode, main
-from cachesaver.stores import open_admin_store
 from cachesaver.codec import encode_sample
+from cachesaver.stores import open_admin_store
 from cachesaver.stores.base import KeyRecord
 
 ROOT = Path(__file__).resolve().parent.parent

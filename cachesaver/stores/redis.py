@@ -362,9 +362,10 @@ class RedisStore:
                     client=pipe,
                 )
             # When each key last received a sample (for `cachesaver ls` and `prune`).
-            pipe.hset(self._times, mapping={w.key: now for w in writes})
+            if writes:
+                pipe.hset(self._times, mapping={w.key: now for w in writes})
 
-        rows = (await self._pipelined("write samples", queue))[:-1]
+        rows = (await self._pipelined("write samples", queue))[: len(writes)]
         results: list[WriteResult] = []
         for w, (flags, appended) in zip(writes, rows, strict=True):
             stored = {
@@ -476,7 +477,9 @@ class RedisStore:
             client = await self._client()
             written = int(await self._import_script(keys=keys, args=[payload], client=client))
             now = time.time()
-            await client.hset(self._times, mapping={r.key: now for r in records if r.samples})
+            touched: dict[Any, Any] = {r.key: now for r in records if r.samples}
+            if touched:
+                await client.hset(self._times, mapping=touched)
             return written
 
         return await self._guard("import records", run)
