@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,8 @@ from cachesaver.admin._records import (
 )
 from cachesaver.export import record_problems
 from cachesaver.savings import Price
-from cachesaver.stores.base import AdminStore
+from cachesaver.stores.base import AdminStore, KeyTotals
+from cachesaver.stores.disk import DiskStore
 
 __all__ = [
     "BrokenKey",
@@ -80,6 +81,46 @@ def _tokens(text: str) -> tuple[int, int]:
     )
 
 
+async def _iter_totals(
+    store: AdminStore, progress: Progress | None
+) -> AsyncIterator[list[KeyTotals]]:
+    """Per-key totals: the disk store counts them in SQL; other stores from records."""
+    if isinstance(store, DiskStore):
+        after: str | None = None
+        while True:
+            totals = await store.totals(after)
+            if not totals:
+                return
+            after = totals[-1].key
+            if progress is not None:
+                progress(len(totals))
+            yield totals
+    async for records in iter_records(store, progress=progress):
+        yield [
+            KeyTotals(
+                r.key,
+                r.content,
+                len(r.samples),
+                record_bytes(r),
+                tuple(t for t in r.samples.values() if _TOKENS in t),
+            )
+            for r in records
+        ]
+
+
+def _label(content: str, seen: dict[str, str]) -> str:
+    """The identity label of a content; contents share the text after the request."""
+    # Canonical content is {"identity":...,"request":...}: the identity comes first, so
+    # the text before ',"request":' names it without parsing the whole request.
+    head = content.split(',"request":', 1)[0] if content.startswith('{"identity":') else ""
+    if head:
+        label = seen.get(head)
+        if label is None:
+            label = seen[head] = identity_label(content)
+        return label
+    return identity_label(content)
+
+
 def _model_name(identity: Any) -> str | None:
     model = identity.get("model") if isinstance(identity, dict) else None
     return model if isinstance(model, str) else None
@@ -98,18 +139,19 @@ async def store_stats(
     """
     tallies: dict[str, list[int]] = {}
     identities: dict[str, Any] = {}
-    async for records in iter_records(store, progress=progress):
-        for record in records:
-            label = identity_label(record.content)
+    labels: dict[str, str] = {}  # content without its request -> label (one parse each)
+    async for totals in _iter_totals(store, progress):
+        for row in totals:
+            label = _label(row.content, labels)
             tally = tallies.get(label)
             if tally is None:
                 tally = tallies[label] = [0, 0, 0, 0, 0]
-                data = parse_content(record.content)
+                data = parse_content(row.content)
                 identities[label] = data.get("identity") if data is not None else None
             tally[0] += 1
-            tally[1] += len(record.samples)
-            tally[2] += record_bytes(record)
-            for text in record.samples.values():
+            tally[1] += row.samples
+            tally[2] += row.bytes
+            for text in row.token_texts:
                 prompt, completion = _tokens(text)
                 tally[3] += prompt
                 tally[4] += completion

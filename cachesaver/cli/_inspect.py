@@ -21,6 +21,7 @@ from cachesaver.cli._output import (
     emit,
     escaped,
     indented,
+    key_count,
     listed,
     opened,
     shown,
@@ -72,7 +73,7 @@ async def cmd_stats(args: argparse.Namespace) -> int:
     """Keys, samples, bytes and reported tokens, overall and per model identity."""
     prices = await asyncio.to_thread(_prices, args.prices)
     async with opened(args.cache) as store:
-        total = len(await store.keys())
+        total = await key_count(args, store)
         with bar(args, total, "stats") as progress:
             stats = await admin.store_stats(store, prices=prices, progress=progress.update)
     data = {
@@ -119,7 +120,7 @@ async def cmd_stats(args: argparse.Namespace) -> int:
 async def cmd_ls(args: argparse.Namespace) -> int:
     """List keys, newest first, with the start of their prompt, model, samples and age."""
     async with opened(args.cache) as store:
-        total = len(await store.keys())
+        total = await key_count(args, store)
         with bar(args, total, "ls") as progress:
             found = await admin.search(
                 store,
@@ -255,7 +256,7 @@ async def cmd_explain(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(ExitCode.BAD_FILE, f"{args.request}: {exc}") from None
     async with opened(args.cache) as store:
-        total = len(await store.keys())
+        total = await key_count(args, store)
         with bar(args, total, "compare") as progress:
             found = await admin.explain(
                 store, content, nearest=args.nearest, progress=progress.update
@@ -286,7 +287,7 @@ async def cmd_explain(args: argparse.Namespace) -> int:
 async def cmd_verify(args: argparse.Namespace) -> int:
     """Check every key: content hash, sample JSON and tags, depth, text, contiguous lists."""
     async with opened(args.cache) as store:
-        total = len(await store.keys())
+        total = await key_count(args, store)
         with bar(args, total, "verify") as progress:
             report = await admin.verify_store(store, progress=progress.update)
     data = {

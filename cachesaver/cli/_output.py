@@ -24,6 +24,7 @@ __all__ = [
     "confirm",
     "emit",
     "escaped",
+    "key_count",
     "listed",
     "opened",
     "shown",
@@ -90,9 +91,19 @@ async def opened(spec: str, access: Access = "read") -> AsyncIterator[AdminStore
         await store.aclose()
 
 
+def bars_shown(args: argparse.Namespace) -> bool:
+    """Whether progress bars are drawn: stderr is a terminal and --no-progress is not given."""
+    return not args.no_progress and sys.stderr.isatty()
+
+
+async def key_count(args: argparse.Namespace, store: AdminStore) -> int | None:
+    """How many keys ``store`` holds, for a bar's total (None when no bar is drawn)."""
+    return len(await store.keys()) if bars_shown(args) else None
+
+
 def bar(args: argparse.Namespace, total: int | None, desc: str, unit: str = "key") -> tqdm[Any]:
     """A progress bar on stderr, drawn only when stderr is a terminal (no escape codes else)."""
-    enabled = not args.no_progress and sys.stderr.isatty()
+    enabled = bars_shown(args)
     progress: tqdm[Any] = tqdm(
         total=total,
         desc=desc,

@@ -10,7 +10,17 @@ import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 from cachesaver import admin
-from cachesaver.cli._output import CliError, ExitCode, bar, emit, listed, opened, shown, size
+from cachesaver.cli._output import (
+    CliError,
+    ExitCode,
+    bar,
+    emit,
+    key_count,
+    listed,
+    opened,
+    shown,
+    size,
+)
 from cachesaver.errors import ImportConflictError
 from cachesaver.export import ExportWriter, read_export, record_problems
 from cachesaver.manifest import read_manifest
@@ -49,7 +59,7 @@ async def cmd_export(args: argparse.Namespace) -> int:
             raise CliError(ExitCode.BAD_FILE, f"bad manifest: {exc}") from None
     async with opened(args.cache) as store:
         keys = sorted(wanted) if wanted is not None else None
-        total = len(keys) if keys is not None else len(await store.keys())
+        total = len(keys) if keys is not None else await key_count(args, store)
         try:
             writer = await asyncio.to_thread(
                 ExportWriter,
@@ -134,7 +144,7 @@ async def _export(
     args: argparse.Namespace,
     store: AdminStore,
     keys: Sequence[str] | None,
-    total: int,
+    total: int | None,
     wanted: Mapping[str, set[int]] | None,
     writer: ExportWriter,
 ) -> tuple[list[str], list[str]]:
@@ -239,7 +249,7 @@ async def cmd_copy(args: argparse.Namespace) -> int:
             raise CliError(
                 ExitCode.USAGE, f"{shown(args.src)} and {shown(args.dst)} are the same store"
             )
-        total = len(await src.keys())
+        total = await key_count(args, src)
         with bar(args, total, "check" if args.dry_run else "copy") as progress:
             try:
                 report = await admin.copy_store(

@@ -12,6 +12,7 @@ from cachesaver.cli._output import (
     bar,
     confirm,
     emit,
+    key_count,
     listed,
     opened,
     shown,
@@ -22,7 +23,7 @@ __all__ = ["cmd_delete", "cmd_prune"]
 
 async def _run(args: argparse.Namespace, where: admin.KeyFilter, what: str) -> int:
     async with opened(args.cache, "read" if args.dry_run else "write") as store:
-        total = len(await store.keys())
+        total = await key_count(args, store)
         with bar(args, total, "scan") as progress:
             chosen = await admin.select_keys(store, where, progress=progress.update)
         deleted = 0

@@ -15,6 +15,7 @@ from typing import NamedTuple, Protocol, runtime_checkable
 __all__ = [
     "AdminStore",
     "KeyRecord",
+    "KeyTotals",
     "LeaseRequest",
     "Reservation",
     "SampleRead",
@@ -93,6 +94,21 @@ class KeyRecord:
     content: str
     samples: Mapping[int, str]
     updated: float | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyTotals:
+    """What a key holds, counted without reading its samples into records (for stats).
+
+    ``bytes`` counts the UTF-8 bytes of the content and every sample; ``token_texts``
+    are the sample texts that report token counts (they contain ``"prompt_tokens"``).
+    """
+
+    key: str
+    content: str
+    samples: int
+    bytes: int
+    token_texts: tuple[str, ...]
 
 
 @runtime_checkable

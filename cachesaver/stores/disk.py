@@ -41,6 +41,7 @@ import diskcache
 from cachesaver.errors import ImportConflictError, NotACacheError, StoreError
 from cachesaver.stores.base import (
     KeyRecord,
+    KeyTotals,
     LeaseRequest,
     Reservation,
     SampleRead,
@@ -342,6 +343,48 @@ class DiskStore:
                 out.append(record)
         return out
 
+    def _totals(self, con: sqlite3.Connection, after: str | None, limit: int) -> list[KeyTotals]:
+        """Up to ``limit`` keys' totals in key order after ``after``: one lean range scan.
+
+        SQLite computes byte lengths and checks each row's form, so Python touches two
+        small values per sample; a row not in our form is re-read and reported as damage.
+        """
+        low = _PREFIX if after is None else f"{_PREFIX}{after};"
+        out: list[KeyTotals] = []
+        current: str | None = None
+        content: str | None = None
+        count = size = 0
+        texts: list[str] = []
+        sql = (
+            "SELECT substr(key, 4), length(CAST(value AS BLOB)), raw = 1 AND mode = 1 AND "
+            "filename IS NULL AND typeof(value) = 'text', CASE WHEN substr(key, -8) = "
+            "':request' OR instr(value, '\"prompt_tokens\"') > 0 THEN value END FROM Cache "
+            "WHERE key >= ? AND key < ? ORDER BY key"
+        )
+        for entry, length, ours, value in con.execute(sql, (low, _END)):
+            key, _, suffix = entry.rpartition(":")
+            if key != current:
+                if current is not None and content is not None:
+                    out.append(KeyTotals(current, content, count, size, tuple(texts)))
+                    if len(out) >= limit:
+                        return out
+                current, content, count, size, texts = key, None, 0, 0, []
+            if not ours or not (suffix == "request" or suffix.isdigit()):
+                if entry.startswith(("lease:", "run:")) or entry == "store":
+                    current = None  # shared-run state and the marker are not keys
+                    continue
+                raise self._damaged(self._rows(con, [_PREFIX + entry])[0])
+            size += length
+            if suffix == "request":
+                content = value
+            else:
+                count += 1
+                if value is not None:
+                    texts.append(value)
+        if current is not None and content is not None:
+            out.append(KeyTotals(current, content, count, size, tuple(texts)))
+        return out
+
     def _import(self, con: sqlite3.Connection, records: Sequence[KeyRecord]) -> int:
         now = time.time()
         written = 0
@@ -489,6 +532,10 @@ class DiskStore:
     async def scan(self, after: str | None = None, limit: int = 500) -> list[KeyRecord]:
         """Return up to ``limit`` records in key order after key ``after`` (one range scan)."""
         return await self._run(lambda con: self._scan(con, after, limit))
+
+    async def totals(self, after: str | None = None, limit: int = 5000) -> list[KeyTotals]:
+        """Return up to ``limit`` keys' `KeyTotals` in key order after key ``after``."""
+        return await self._run(lambda con: self._totals(con, after, limit))
 
     async def reserve(self, reservations: Sequence[Reservation]) -> list[list[int]]:
         return await self._run(lambda con: self._reserve(con, reservations))
