@@ -130,8 +130,10 @@ def main() -> None:
         print(f"{'operation':<48}  {'seconds':>18}  target")
         print("-" * 80)
         for name, (median, best), target in rows:
-            verdict = "" if target is None else f"< {target:.0f} s  " + (
-                "ok" if median < target else "MISS"
+            verdict = (
+                ""
+                if target is None
+                else f"< {target:.0f} s  " + ("ok" if median < target else "MISS")
             )
             print(f"{name:<48}  {median:>7.2f} (best {best:.2f})  {verdict}")
     finally:

@@ -109,15 +109,28 @@ def _difference(path: str, yours: Any, stored: Any) -> str:
     return f"{path}: {_shown(yours)} vs {_shown(stored)} (yours vs stored)"
 
 
-def differences(yours: dict[str, Any], stored: dict[str, Any]) -> list[str]:
-    """Every field where two contents differ, in field order, as readable lines."""
+def _distance(x: Any, y: Any) -> int:
+    """How far apart two differing values are (breaks ties between equally near keys)."""
+    if not (isinstance(x, str) and isinstance(y, str)):
+        return 1000
+    head = next((i for i, (a, b) in enumerate(zip(x, y, strict=False)) if a != b), 0)
+    tail = next(
+        (i for i, (a, b) in enumerate(zip(reversed(x), reversed(y), strict=False)) if a != b), 0
+    )
+    return max(len(x), len(y)) - min(head + tail, min(len(x), len(y)))
+
+
+def compare(yours: dict[str, Any], stored: dict[str, Any]) -> tuple[list[str], int]:
+    """Every field where two contents differ (readable lines), and how far apart they are."""
     a, b = _leaves(yours), _leaves(stored)
     out: list[str] = []
+    distance = 0
     for path in list(a) + [p for p in b if p not in a]:
         x, y = a.get(path, _MISSING), b.get(path, _MISSING)
         if x is _MISSING or y is _MISSING or canonical_json(x) != canonical_json(y):
             out.append(_difference(path or "request", x, y))
-    return out
+            distance += _distance(x, y)
+    return out, distance
 
 
 async def explain(
@@ -141,18 +154,17 @@ async def explain(
     if found:
         return Explanation(key, text, True, len(found[0].samples), ())
     mine = parse_content(text) or {"request": text}
-    scored: list[tuple[int, str, NearKey]] = []
+    scored: list[tuple[int, int, str, NearKey]] = []
     async for records in iter_records(store, progress=progress):
         for record in records:
             theirs = parse_content(record.content)
             if theirs is None:
                 continue
-            diff = differences(mine, theirs)
-            scored.append(
-                (len(diff), record.key, NearKey(record.key, len(record.samples), tuple(diff)))
-            )
+            diff, distance = compare(mine, theirs)
+            near = NearKey(record.key, len(record.samples), tuple(diff))
+            scored.append((len(diff), distance, record.key, near))
             if len(scored) > 4 * nearest:
-                scored.sort(key=lambda item: item[:2])
+                scored.sort(key=lambda item: item[:3])
                 del scored[nearest:]
-    scored.sort(key=lambda item: item[:2])
-    return Explanation(key, text, False, 0, tuple(item[2] for item in scored[:nearest]))
+    scored.sort(key=lambda item: item[:3])
+    return Explanation(key, text, False, 0, tuple(item[3] for item in scored[:nearest]))

@@ -212,8 +212,8 @@ def _report_lines(report: admin.CopyReport, what: str, manifests: Sequence[str])
     lines = [f"{what}: {report.keys} keys, {report.samples} samples; {verb} {report.written} new"]
     if report.merge:
         lines.append(
-            f"merged: {report.appended} samples of {len(report.renumbered)} keys appended after "
-            "the target's own (they become later draws; the target's replays are unchanged)"
+            f"merged: {report.appended} of the source's samples in {len(report.renumbered)} "
+            "keys sit after the target's own (later draws; the target's replays are unchanged)"
         )
     lines += [f"renumbered manifest written: {m}" for m in manifests]
     return lines
@@ -353,7 +353,7 @@ async def cmd_import(args: argparse.Namespace) -> int:
     if args.dry_run:
         lines = [
             f"{args.file} is a valid export: {report.keys} keys, {report.samples} samples",
-            f"importing into {shown(args.cache)}"
+            f"importing into {shown(args.cache)} would write {new} new samples"
             + (" (the cache would be created)" if not exists else ""),
         ]
         if report.conflicts:
