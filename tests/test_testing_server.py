@@ -323,9 +323,11 @@ async def test_json_schema_answers_are_instances_of_the_schema(server: FakeLLMSe
         ok: bool
 
     async with sdk(server) as client:
-        parsed = await client.chat.completions.parse(
-            model="m", messages=MESSAGES, response_format=Answer
-        )
+        # chat.completions.parse since openai 1.9x; beta.chat.completions.parse before.
+        completions: Any = client.chat.completions
+        if not hasattr(completions, "parse"):
+            completions = client.beta.chat.completions
+        parsed = await completions.parse(model="m", messages=MESSAGES, response_format=Answer)
     answer = parsed.choices[0].message.parsed
     assert isinstance(answer, Answer) and answer.steps
 
