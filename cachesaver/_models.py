@@ -106,6 +106,13 @@ def _check(response: Any, request: Request, model: object) -> Outcome:
             f"{name} returned {len(data)} samples for ({describe(request)}) that asked for "
             f"n={request.n}; a model must return exactly n samples"
         )
+    declared = response.duplicated
+    if declared is not None and (not isinstance(declared, list) or len(declared) != request.n):
+        return ModelContractError(
+            f"{name} returned Response.duplicated={declared!r} for ({describe(request)}); "
+            f"it must be None or a list of {request.n} bools (True: that sample's prompt was "
+            "not paid again)"
+        )
     return response
 
 

@@ -69,7 +69,7 @@ class AsyncDeduplicator(Stage):
                     results[p] = outcome
                 continue
             cached = outcome.cached
-            duplicated = _duplicated_flags(cached, len(outcome.data))
+            duplicated = _duplicated_flags(cached, len(outcome.data), outcome.duplicated)
             offset = 0
             for p in positions:
                 n = requests[p].n
@@ -94,15 +94,22 @@ class AsyncDeduplicator(Stage):
         await super().aclose()
 
 
-def _duplicated_flags(cached: list[bool] | None, count: int) -> list[bool]:
-    """Every sample the call paid for after its first paid one shares that prompt."""
+def _duplicated_flags(
+    cached: list[bool] | None, count: int, declared: list[bool] | None
+) -> list[bool]:
+    """Every sample the call paid for after its first paid one shares that prompt.
+
+    A model that makes several provider calls for one request (an API without ``n``)
+    declares per sample whether its prompt was paid again (``declared``, from its
+    `Response`); its samples are then duplicated only where it says so.
+    """
     flags: list[bool] = []
     paid = False
     for j in range(count):
         if cached is not None and cached[j]:
             flags.append(False)
         else:
-            flags.append(paid)
+            flags.append(paid and (declared is None or bool(declared[j])))
             paid = True
     return flags
 

@@ -17,13 +17,20 @@ import shutil
 import tempfile
 from typing import Any
 
+from pydantic import BaseModel
+
 from cachesaver.models import cache_flags
 
-# from openai import AsyncOpenAI                      <- before
-from cachesaver.models.openai import AsyncOpenAI  # <- after: the only change
+# from openai import AsyncOpenAI, OpenAI              <- before
+from cachesaver.models.openai import AsyncOpenAI, OpenAI  # <- after: the only change
 from cachesaver.testing.server import FakeLLMServer
 
 QUESTION = [{"role": "user", "content": "Give me a one-line fun fact about octopuses."}]
+
+
+class Fact(BaseModel):
+    animal: str
+    fact: str
 
 
 def show(label: str, completion: Any) -> None:
@@ -81,12 +88,27 @@ async def tour(options: dict[str, Any], model: str, embedding_model: str) -> Non
         for i, completion in enumerate(merged):
             show(f"run-D call {i}", completion)
 
-        print("5) stream=True replays the stored answer as SDK chunks.")
-        stream = await client.chat.completions.create(
-            model=model, messages=QUESTION, temperature=1.0, namespace="run-B", stream=True
+        print("5) stream=True: a fresh answer streams live and is stored once complete;")
+        print("   the same call in another namespace replays it as SDK chunks.")
+        for namespace in ("run-E", "run-F"):
+            stream = await client.chat.completions.create(
+                model=model, messages=QUESTION, temperature=0.9, namespace=namespace, stream=True
+            )
+            pieces = [c.choices[0].delta.content or "" async for c in stream if c.choices]
+            print(f"    {namespace}: {len(pieces)} chunks: {''.join(pieces)[:70]}")
+            show(namespace, stream.completion)
+
+        print("5b) Structured outputs: parse() is cached; message.parsed is your model.")
+        parsed = await client.chat.completions.parse(
+            model=model, messages=QUESTION, response_format=Fact, namespace="run-A"
         )
-        pieces = [chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices]
-        print(f"    streamed {len(pieces)} chunks: {''.join(pieces)[:90]}")
+        print(f"    {parsed.choices[0].message.parsed!r}")
+
+        print("5c) The Responses API is cached per sample too.")
+        answer = await client.responses.create(
+            model=model, input="One word for the sea?", instructions="Be brief."
+        )
+        print(f"    {answer.output_text[:70]!r} (cached: {answer.model_extra['cached']})")
 
         print("6) Embeddings: each input is cached on its own; only new inputs are sent.")
         await client.embeddings.create(model=embedding_model, input=["octopus", "squid"])
@@ -117,6 +139,17 @@ async def main(options: dict[str, Any], model: str, embedding_model: str) -> Non
     await replay(options, model)
 
 
+def sync_replay(options: dict[str, Any], model: str) -> None:
+    print("8) The sync client (no asyncio in sight) replays the same run-A.")
+    with OpenAI(**options) as client:
+        show(
+            "run-A, sync",
+            client.chat.completions.create(
+                model=model, messages=QUESTION, n=3, temperature=1.0, namespace="run-A"
+            ),
+        )
+
+
 if __name__ == "__main__":
     if os.environ.get("OPENAI_API_KEY"):
         print("Using the OpenAI API (OPENAI_API_KEY is set); cache: caches/examples-openai\n")
@@ -126,6 +159,9 @@ if __name__ == "__main__":
                 os.environ.get("OPENAI_MODEL", "gpt-4o-mini"),
                 os.environ.get("OPENAI_EMBEDDING_MODEL", "text-embedding-3-small"),
             )
+        )
+        sync_replay(
+            {"cache": "caches/examples-openai"}, os.environ.get("OPENAI_MODEL", "gpt-4o-mini")
         )
     else:
         directory = tempfile.mkdtemp(prefix="cachesaver-openai-example-")
@@ -138,6 +174,7 @@ if __name__ == "__main__":
                     "api_key": "local-test-key",
                 }
                 asyncio.run(main(options, "fake-chat", "fake-embed"))
+                sync_replay(options, "fake-chat")
                 print(f"\nHTTP requests the server received: {server.stats()['requests']}")
         finally:
             shutil.rmtree(directory, ignore_errors=True)

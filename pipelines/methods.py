@@ -1,23 +1,25 @@
-"""Reasoning methods for Game of 24; every model call goes through a cachesaver pipeline.
+"""What every reasoning method shares: the client, search states, steps and values.
 
-- `Direct`: ask for the answer ``samples`` times in one request and take the majority
-  answer (``samples=1`` is plain input-output prompting, more is self-consistency);
-- `TreeOfThoughts`: breadth-first search; at each level every open state asks for next
-  steps (``proposals`` samples), every new state is judged (``evaluations`` samples,
-  scores summed), and the best ``width`` states are kept; after ``depth`` levels the best
-  state is turned into an answer.
+A method solves all puzzles of a run together, in lock step: each phase (propose,
+evaluate, ...) issues the requests of every puzzle, in puzzle order, with one
+`gather_all`. All puzzles share the run's one namespace (the CacheSaver paper's scheme),
+so the order of requests inside it decides which sample each gets; lock step makes that
+order a function of the samples alone, never of timing, so a run is reproducible and a
+replay from the cache makes the same decisions.
 
-Requests are issued in a fixed order (`gather_all` over lists built in a fixed order),
-so the k-th request of a puzzle's namespace is the same in every run, and a replay from
-the cache reproduces every decision.
+- `Client`: sends a method's requests through a pipeline and records every response;
+- `State`, `expand`: a partial solution and the shared step (propose, or the final answer);
+- `Evaluator`: the shared evaluation, with the method's own value cache (per run, shared by
+  all puzzles, as in the paper's code: a state already valued is not asked again);
+- `Direct`: io (one answer) and self-consistency (majority of several answers).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from cachesaver import SingleRequestModel
 from pipelines.accounting import Ledger, sample_text
@@ -27,36 +29,53 @@ from pipelines.prompts import (
     GameRequest,
     answer_prompt,
     evaluate_prompt,
+    format_numbers,
+    judge_prompt,
     parse_judgement,
     parse_steps,
     propose_prompt,
 )
 from pipelines.puzzles import Puzzle
 
-__all__ = ["Attempt", "Client", "Direct", "Method", "TreeOfThoughts", "majority_answer"]
+__all__ = [
+    "MAX_TOKENS",
+    "TEMPERATURE",
+    "Attempt",
+    "Client",
+    "Direct",
+    "Evaluator",
+    "Method",
+    "State",
+    "attempt_from",
+    "children_of",
+    "expand",
+    "majority_answer",
+    "step_prompt",
+]
 
-TEMPERATURE = 0.7
-MAX_TOKENS = {"propose": 200, "evaluate": 120, "answer": 60}
+TEMPERATURE = 0.7  # the paper's decoding parameters, for every request
+MAX_TOKENS = 200
 
 
 class Client:
-    """Sends a method's requests through a pipeline and records every response."""
+    """Sends a run's requests, all in its one ``namespace``, and records every response."""
 
-    def __init__(self, pipeline: SingleRequestModel, ledger: Ledger | None = None) -> None:
+    def __init__(
+        self, pipeline: SingleRequestModel, namespace: str, ledger: Ledger | None = None
+    ) -> None:
         self.pipeline = pipeline
+        self.namespace = namespace
         self.ledger = ledger if ledger is not None else Ledger()
 
-    async def ask(
-        self, kind: str, prompt: str, n: int, namespace: str, request_id: str
-    ) -> list[str]:
+    async def ask(self, kind: str, prompt: str, n: int, request_id: str) -> list[str]:
         """Return the texts of ``n`` samples for ``prompt``."""
         request = GameRequest(
             prompt,
             kind=kind,
             temperature=TEMPERATURE,
-            max_tokens=MAX_TOKENS[kind],
+            max_tokens=MAX_TOKENS,
             n=n,
-            namespace=namespace,
+            namespace=self.namespace,
             request_id=request_id,
         )
         response = await self.pipeline.request(request)
@@ -65,8 +84,40 @@ class Client:
 
 
 @dataclass(frozen=True)
+class State:
+    """A partial solution: the numbers left, the steps taken, and the answer once written."""
+
+    puzzle: Puzzle
+    numbers: tuple[int, ...]
+    steps: tuple[str, ...] = ()
+    answer: str | None = None
+
+    @classmethod
+    def root(cls, puzzle: Puzzle) -> State:
+        return cls(puzzle, tuple(sorted(puzzle.numbers)))
+
+    @property
+    def finished(self) -> bool:
+        return self.answer is not None
+
+    @property
+    def correct(self) -> bool:
+        return (
+            self.answer is not None
+            and check_answer(extract_expression(self.answer), self.puzzle.numbers).ok
+        )
+
+    @property
+    def value_key(self) -> str:
+        """What the value cache knows this state by (what its evaluation prompt asks)."""
+        if self.answer is not None:
+            return f"answer {format_numbers(self.puzzle.numbers)}: {self.answer.strip()}"
+        return f"numbers {format_numbers(self.numbers)}"
+
+
+@dataclass(frozen=True)
 class Attempt:
-    """A method's final answer to one puzzle, and the checker's verdict on it."""
+    """A method's result on one puzzle, and the checker's verdict on its answer."""
 
     puzzle: Puzzle
     answer: str
@@ -78,16 +129,89 @@ class Attempt:
 
 
 class Method(Protocol):
-    """A way of solving a puzzle with model calls."""
+    """A way of solving puzzles with model calls."""
 
     @property
     def label(self) -> str: ...
 
-    async def solve(self, puzzle: Puzzle, client: Client, namespace: str) -> Attempt: ...
+    async def solve_all(self, puzzles: Sequence[Puzzle], client: Client) -> list[Attempt]: ...
 
 
-def _attempt(puzzle: Puzzle, text: str) -> Attempt:
+def attempt_from(puzzle: Puzzle, states: Sequence[State]) -> Attempt:
+    """The paper's rule: solved when any returned state holds a correct answer.
+
+    The answer shown is that correct one, else the first finished state's, else none.
+    """
+    finished = [state for state in states if state.answer is not None]
+    chosen = next((s for s in finished if s.correct), finished[0] if finished else None)
+    text = chosen.answer if chosen is not None and chosen.answer is not None else ""
     return Attempt(puzzle, text, check_answer(extract_expression(text), puzzle.numbers))
+
+
+def step_prompt(state: State) -> tuple[str, str]:
+    """Return ``(kind, prompt)`` of the shared step from ``state``.
+
+    With one number left the step is the final answer (following the steps); otherwise
+    the model proposes next steps from the remaining numbers.
+    """
+    if len(state.numbers) <= 1:
+        return "answer", answer_prompt(state.puzzle.numbers, state.steps)
+    return "propose", propose_prompt(state.numbers)
+
+
+def children_of(state: State, text: str) -> list[State]:
+    """Return the states one step from ``state`` that the model's ``text`` describes."""
+    if len(state.numbers) <= 1:
+        return [State(state.puzzle, state.numbers, state.steps, text.strip())]
+    return [State(state.puzzle, step.left, (*state.steps, step.line)) for step in parse_steps(text)]
+
+
+async def expand(states: Sequence[State], client: Client, label: str) -> list[list[State]]:
+    """Take the shared step from every open state (one sample each); return the children."""
+    texts = await gather_all(
+        client.ask(*step_prompt(state), 1, f"{state.puzzle.id}/{label}/{i}")
+        for i, state in enumerate(states)
+    )
+    return [children_of(state, text[0]) for state, text in zip(states, texts, strict=True)]
+
+
+@dataclass
+class Evaluator:
+    """The shared evaluation: ``samples`` judgements per state, scores summed.
+
+    ``cache`` is the method's value cache (None: off): a state already valued in this run,
+    in any puzzle, is not asked again.
+    """
+
+    client: Client
+    samples: int
+    cache: dict[str, float] | None = field(default_factory=dict)
+
+    async def values(self, states: Sequence[State], label: str) -> list[float]:
+        """Return the value of every state, asking once per state not yet valued."""
+        if self.cache is None:
+            return await gather_all(
+                self._ask(state, f"{state.puzzle.id}/{label}/{i}") for i, state in enumerate(states)
+            )
+        asked: dict[str, int] = {}
+        jobs: list[Coroutine[Any, Any, float]] = []
+        for i, state in enumerate(states):
+            key = state.value_key
+            if (self.cache is not None and key in self.cache) or key in asked:
+                continue
+            asked[key] = len(jobs)
+            jobs.append(self._ask(state, f"{state.puzzle.id}/{label}/{i}"))
+        found = await gather_all(jobs)
+        self.cache.update({key: found[index] for key, index in asked.items()})
+        return [self.cache[state.value_key] for state in states]
+
+    async def _ask(self, state: State, request_id: str) -> float:
+        if state.answer is not None:
+            kind, prompt = "judge", judge_prompt(state.puzzle.numbers, state.answer)
+        else:
+            kind, prompt = "evaluate", evaluate_prompt(state.numbers)
+        texts = await self.client.ask(kind, prompt, self.samples, request_id)
+        return sum(parse_judgement(text) for text in texts)
 
 
 def majority_answer(texts: Sequence[str]) -> str:
@@ -123,110 +247,17 @@ class Direct:
     def label(self) -> str:
         if self.name:
             return self.name
-        return "direct (io)" if self.samples == 1 else f"self-consistency k={self.samples}"
+        return "io" if self.samples == 1 else f"self-consistency k={self.samples}"
 
-    async def solve(self, puzzle: Puzzle, client: Client, namespace: str) -> Attempt:
-        texts = await client.ask(
-            "answer", answer_prompt(puzzle.numbers), self.samples, namespace, f"{puzzle.id}/answer"
+    async def solve_all(self, puzzles: Sequence[Puzzle], client: Client) -> list[Attempt]:
+        texts = await gather_all(
+            client.ask("answer", answer_prompt(p.numbers), self.samples, f"{p.id}/answer")
+            for p in puzzles
         )
-        return _attempt(puzzle, majority_answer(texts))
-
-
-@dataclass(frozen=True)
-class _Node:
-    numbers: tuple[int, ...]
-    steps: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class TreeOfThoughts:
-    """Breadth-first Tree-of-Thoughts search (see the module docstring).
-
-    ``value_model=False`` removes the evaluator: states are kept in the order they were
-    proposed. Each parameter must be at least 1.
-    """
-
-    width: int = 5
-    depth: int = 3
-    proposals: int = 1
-    evaluations: int = 3
-    value_model: bool = True
-    name: str = ""
-
-    def __post_init__(self) -> None:
-        for field_name in ("width", "depth", "proposals", "evaluations"):
-            if getattr(self, field_name) < 1:
-                raise ValueError(
-                    f"{field_name} must be at least 1, got {getattr(self, field_name)}"
-                )
-
-    @property
-    def label(self) -> str:
-        if self.name:
-            return self.name
-        text = f"tot w={self.width} d={self.depth} e={self.evaluations}"
-        if self.proposals != 1:
-            text += f" p={self.proposals}"
-        return text if self.value_model else text + " no-value"
-
-    async def solve(self, puzzle: Puzzle, client: Client, namespace: str) -> Attempt:
-        frontier: list[tuple[_Node, float]] = [(_Node(puzzle.numbers), 0.0)]
-        for level in range(1, self.depth + 1):
-            open_nodes = [node for node, _ in frontier if len(node.numbers) > 1]
-            if not open_nodes:
-                break
-            proposals = await gather_all(
-                client.ask(
-                    "propose",
-                    propose_prompt(node.numbers),
-                    self.proposals,
-                    namespace,
-                    f"{puzzle.id}/L{level}/propose{i}",
-                )
-                for i, node in enumerate(open_nodes)
+        attempts = []
+        for puzzle, samples in zip(puzzles, texts, strict=True):
+            text = majority_answer(samples)
+            attempts.append(
+                Attempt(puzzle, text, check_answer(extract_expression(text), puzzle.numbers))
             )
-            children = _expand(open_nodes, proposals)
-            if not children:
-                break
-            values = await self._values(children, client, namespace, f"{puzzle.id}/L{level}")
-            finished = [(node, value) for node, value in frontier if len(node.numbers) <= 1]
-            pool = finished + list(zip(children, values, strict=True))
-            # sorted() is stable: equal values keep their order (proposal order).
-            frontier = sorted(pool, key=lambda item: -item[1])[: self.width]
-        best = frontier[0][0]
-        texts = await client.ask(
-            "answer",
-            answer_prompt(puzzle.numbers, best.steps),
-            1,
-            namespace,
-            f"{puzzle.id}/answer",
-        )
-        return _attempt(puzzle, texts[0])
-
-    async def _values(
-        self, children: list[_Node], client: Client, namespace: str, label: str
-    ) -> list[float]:
-        if not self.value_model:
-            return [0.0] * len(children)
-        judgements = await gather_all(
-            client.ask(
-                "evaluate",
-                evaluate_prompt(node.numbers),
-                self.evaluations,
-                namespace,
-                f"{label}/evaluate{i}",
-            )
-            for i, node in enumerate(children)
-        )
-        return [sum(parse_judgement(text) for text in texts) for texts in judgements]
-
-
-def _expand(parents: list[_Node], proposals: Sequence[list[str]]) -> list[_Node]:
-    """Return the new states, in proposal order, each distinct path once."""
-    children: dict[tuple[str, ...], _Node] = {}
-    for parent, texts in zip(parents, proposals, strict=True):
-        for text in texts:
-            for step in parse_steps(text):
-                path = (*parent.steps, step.line)
-                children.setdefault(path, _Node(step.left, path))
-    return list(children.values())
+        return attempts

@@ -1,11 +1,16 @@
 """What the reasoning methods ask the model, and how they read its answers.
 
-Three kinds of request, each a `GameRequest` (a `cachesaver.Request` with extra fields
-that become part of the cache key):
+Each request is a `GameRequest` (a `cachesaver.Request` with extra fields that become
+part of the cache key). As in the CacheSaver paper, every search method (ToT, FoA, GoT)
+uses the same step and evaluation prompts:
 
-- ``propose``: list possible next steps from the remaining numbers;
-- ``evaluate``: judge whether the remaining numbers can still reach 24;
-- ``answer``: write the final expression (from the puzzle alone, or from the steps so far).
+- ``propose`` (the step prompt): list possible next steps from the remaining numbers;
+- ``answer``: write the final expression (from the puzzle alone: io / self-consistency;
+  or following the steps so far: the last step of every search);
+- ``evaluate`` (the evaluation prompt): judge whether the remaining numbers can reach 24;
+- ``judge``: judge a final answer (the evaluation of a finished state);
+- ``aggregate`` (GoT only): choose the most promising of several candidate steps;
+- ``refine`` (GoT only): check a final answer and correct it if it is wrong.
 
 The propose and evaluate prompts show only the remaining numbers (sorted), so the same
 state reached by different paths, or in different puzzles, is the same question.
@@ -21,16 +26,23 @@ from cachesaver import Request
 
 __all__ = [
     "JUDGEMENT_SCORES",
+    "KINDS",
     "GameRequest",
     "Step",
+    "aggregate_prompt",
     "answer_prompt",
     "evaluate_prompt",
     "format_numbers",
+    "judge_prompt",
+    "parse_choices",
     "parse_judgement",
     "parse_steps",
     "propose_prompt",
     "query_of",
+    "refine_prompt",
 ]
+
+KINDS = ("propose", "answer", "evaluate", "judge", "aggregate", "refine")
 
 QUERY_MARKER = "\nInput: "
 
@@ -106,6 +118,18 @@ Steps:
 4 * 6 = 24 (left: 24)
 Answer: (13 - 9) * (10 - 4) = 24"""
 
+JUDGE_INSTRUCTIONS = """\
+Does the answer use each input number exactly once, with + - * / and parentheses, and
+equal 24? Check it, then give your judgement on the last line: sure or impossible."""
+
+AGGREGATE_INSTRUCTIONS = """\
+Several next steps are proposed for the numbers. Choose the most promising ones for
+reaching 24 and reply with their numbers, best first, as: Selected: 2, 5, 1"""
+
+REFINE_INSTRUCTIONS = """\
+Check the answer: each input number exactly once, + - * / and parentheses, equal to 24.
+If it is right, repeat it; if not, correct it. Reply with one line: Answer: <expression> = 24"""
+
 JUDGEMENT_SCORES = {"sure": 20.0, "likely": 1.0, "impossible": 0.001}
 
 _STEP = re.compile(
@@ -113,6 +137,7 @@ _STEP = re.compile(
     re.IGNORECASE,
 )
 _WORD = re.compile(r"[a-z]+")
+_CHOICES = re.compile(r"selected\s*:\s*([\d,\s]*)", re.IGNORECASE)
 _INTEGER = re.compile(r"-?\d+")
 
 
@@ -123,6 +148,11 @@ class GameRequest(Request):
     kind: str = "answer"
     temperature: float = 0.7
     max_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {self.kind!r}")
 
 
 @dataclass(frozen=True)
@@ -168,6 +198,53 @@ def answer_prompt(puzzle: Sequence[int], steps: Sequence[str] = ()) -> str:
         lines.extend(steps)
     lines.append("Answer:")
     return "\n".join(lines)
+
+
+def judge_prompt(puzzle: Sequence[int], answer: str) -> str:
+    """Return the prompt asking whether ``answer`` (an ``Answer: ...`` text) solves ``puzzle``."""
+    return (
+        f"{JUDGE_INSTRUCTIONS}\n{QUERY_MARKER}{format_numbers(puzzle)}\n"
+        f"{_answer_line(answer)}\nJudgement:"
+    )
+
+
+def aggregate_prompt(numbers: Sequence[int], candidates: Sequence[str], keep: int) -> str:
+    """Return the prompt asking for the ``keep`` most promising of ``candidates`` steps."""
+    lines = [f"{AGGREGATE_INSTRUCTIONS}\n{QUERY_MARKER}{format_numbers(numbers)}"]
+    lines.append(f"Choose {keep}:")
+    lines.extend(f"({k}) {line}" for k, line in enumerate(candidates, start=1))
+    return "\n".join(lines)
+
+
+def refine_prompt(puzzle: Sequence[int], steps: Sequence[str], answer: str) -> str:
+    """Return the prompt asking to check ``answer`` (reached by ``steps``) and correct it."""
+    lines = [f"{REFINE_INSTRUCTIONS}\n{QUERY_MARKER}{format_numbers(puzzle)}"]
+    if steps:
+        lines.append("Steps:")
+        lines.extend(steps)
+    lines.append(f"Proposed {_answer_line(answer)}")
+    lines.append("Answer:")
+    return "\n".join(lines)
+
+
+def _answer_line(answer: str) -> str:
+    for line in reversed(answer.strip().splitlines()):
+        if line.lower().lstrip().startswith("answer"):
+            return line.strip()
+    return f"Answer: {answer.strip()}"
+
+
+def parse_choices(text: str, count: int) -> list[int]:
+    """Return the 0-based indices of ``Selected: 2, 5`` (1-based, below ``count``), in order."""
+    match = _CHOICES.search(text)
+    if match is None:
+        return []
+    chosen: list[int] = []
+    for part in match.group(1).replace(",", " ").split():
+        index = int(part) - 1
+        if 0 <= index < count and index not in chosen:
+            chosen.append(index)
+    return chosen
 
 
 def query_of(prompt: str) -> list[str]:

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from cachesaver import Request, Response
+from pipelines.accounting import stamp
+from pipelines.latency import LatencyModel, LatencyProfile
 from pipelines.simulated import MODEL_NAME, simulated_model
 from pipelines.tokens import count_tokens
 
@@ -107,10 +109,12 @@ class ChatModel:
         if prompt_tokens is None:
             prompt_tokens = count_tokens(str(request.prompt))
         completions = split_tokens(getattr(usage, "completion_tokens", None), texts)
-        return [
-            {"text": text, "prompt_tokens": int(prompt_tokens), "completion_tokens": tokens}
-            for text, tokens in zip(texts, completions, strict=True)
-        ]
+        return stamp(
+            [
+                {"text": text, "prompt_tokens": int(prompt_tokens), "completion_tokens": tokens}
+                for text, tokens in zip(texts, completions, strict=True)
+            ]
+        )
 
     async def aclose(self) -> None:
         """Close the provider's HTTP client."""
@@ -131,22 +135,35 @@ def check_provider(provider: str, model: str | None = None) -> None:
         raise ProviderError(f"--provider {provider} needs the API key in ${_KEYS[provider]}")
 
 
-def make_model(provider: str, model: str | None = None, seed: int = 0) -> object:
-    """Return the model for ``provider``; real providers read their key from the environment."""
+def make_model(
+    provider: str,
+    model: str | None = None,
+    seed: int = 0,
+    *,
+    base_url: str | None = None,
+    time_scale: float = 0.0,
+    latency: LatencyProfile | None = None,
+) -> object:
+    """Return the model for ``provider``; real providers read their key from the environment.
+
+    The simulated model takes ``latency`` (default profile) scaled by ``time_scale`` (0: no
+    waiting); a real provider is reached at ``base_url`` when given (e.g. a local server).
+    """
     check_provider(provider, model)
     if provider == "simulated":
-        return simulated_model(seed)
+        return LatencyModel(simulated_model(seed), latency, time_scale)
     assert model is not None
     key = os.environ[_KEYS[provider]]
+    client: Any
     if provider == "openai":
         from openai import AsyncOpenAI
 
-        client: Any = AsyncOpenAI(api_key=key)
+        client = AsyncOpenAI(api_key=key, base_url=base_url)
     else:
         from together import AsyncTogether
 
-        client = AsyncTogether(api_key=key)
-    endpoint = str(getattr(client, "base_url", _ENDPOINTS[provider])).rstrip("/")
+        client = AsyncTogether(api_key=key, base_url=base_url)
+    endpoint = str(getattr(client, "base_url", base_url or _ENDPOINTS[provider])).rstrip("/")
     return ChatModel(client, model, provider, endpoint)
 
 

@@ -1,4 +1,7 @@
-"""Game of 24 puzzles: an exact solver and a deterministic generator.
+"""Game of 24 puzzles: the standard benchmark set, an exact solver and a generator.
+
+`load_puzzles` reads the 1,362 ranked puzzles of ``pipelines/data/game24_puzzles.csv``
+(the set Tree of Thoughts and the CacheSaver paper use; ranks 901-1000 by default).
 
 A puzzle is four numbers from 1 to 13; it is solvable when +, -, *, / and parentheses
 combine all four, each exactly once, into 24. Arithmetic is exact (`fractions.Fraction`),
@@ -7,7 +10,9 @@ so puzzles such as ``1 5 5 5`` (``5 * (5 - 1 / 5)``) count as solvable.
 
 from __future__ import annotations
 
+import csv
 import itertools
+import os
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -20,8 +25,12 @@ __all__ = [
     "combine",
     "generate_puzzles",
     "is_solvable",
+    "load_puzzles",
     "solutions",
 ]
+
+DATA_FILE = os.path.join(os.path.dirname(__file__), "data", "game24_puzzles.csv")
+FIRST_RANK = 901  # the papers' test range: ranks 901-1000
 
 TARGET = 24
 _Term = tuple[Fraction, str]
@@ -29,12 +38,16 @@ _Term = tuple[Fraction, str]
 
 @dataclass(frozen=True)
 class Puzzle:
-    """Four numbers to combine into 24; ``id`` names it (and its namespace)."""
+    """Four numbers to combine into 24; ``rank`` is its place in the benchmark (0: none)."""
 
     numbers: tuple[int, ...]
+    rank: int = 0
 
     @property
     def id(self) -> str:
+        """A name for request ids: the rank when known, else the numbers."""
+        if self.rank:
+            return f"r{self.rank}"
         return "-".join(str(n) for n in self.numbers)
 
     @property
@@ -134,3 +147,41 @@ def generate_puzzles(count: int, seed: int = 0) -> list[Puzzle]:
             if len(chosen) == count:
                 return chosen
     raise ValueError(f"there are only {len(chosen)} solvable puzzles; asked for {count}")
+
+
+def load_puzzles(
+    count: int = 100, first_rank: int = FIRST_RANK, path: str | os.PathLike[str] = DATA_FILE
+) -> list[Puzzle]:
+    """Return ``count`` benchmark puzzles from rank ``first_rank`` on, in rank order.
+
+    Raises ``ValueError`` naming the file when it is missing, malformed, or too short.
+    """
+    if count < 1:
+        raise ValueError(f"count must be at least 1, got {count}")
+    if first_rank < 1:
+        raise ValueError(f"first rank must be at least 1, got {first_rank}")
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as exc:
+        raise ValueError(f"cannot read the puzzles file {os.fspath(path)!r}: {exc}") from None
+    by_rank: dict[int, Puzzle] = {}
+    for line, row in enumerate(rows, start=2):
+        try:
+            rank = int(row["rank"])
+            numbers = tuple(int(n) for n in row["numbers"].split())
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise ValueError(
+                f"{os.fspath(path)!r} line {line}: expected columns rank,numbers with four integers"
+            ) from None
+        if len(numbers) != 4:
+            raise ValueError(f"{os.fspath(path)!r} line {line}: expected four numbers")
+        by_rank[rank] = Puzzle(numbers, rank)
+    wanted = range(first_rank, first_rank + count)
+    missing = [rank for rank in wanted if rank not in by_rank]
+    if missing:
+        raise ValueError(
+            f"{os.fspath(path)!r} has ranks 1-{len(by_rank)}; asked for ranks "
+            f"{first_rank}-{first_rank + count - 1}"
+        )
+    return [by_rank[rank] for rank in wanted]

@@ -1,82 +1,153 @@
-"""Run a scenario: every method is one run (one `OnlineAPI`) over the shared cache."""
+"""Run a scenario in the paper's two arms, timing both.
+
+For every configuration of a scenario:
+
+- **with cachesaver**: one run (a new `OnlineAPI`) over the scenario's shared cache
+  (``<cache>/cachesaver``), batched (``batch_size``, ``timeout``); later configurations
+  reuse the samples earlier ones paid for;
+- **without cachesaver** (the baseline): one run over a fresh cache of its own
+  (``<cache>/baseline/<nn>``) with batch size 1, so nothing is shared with any other run
+  and nothing is merged; the paper runs its baseline the same way. The cache only makes a
+  second invocation a free replay.
+
+Both arms keep the method's own value cache (part of the method, as in the paper). Each
+arm is timed (wall-clock of the method's work, from the first request to the last).
+"""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from cachesaver import OnlineAPI, Stats
-from pipelines.accounting import Ledger, Usage
-from pipelines.aio import gather_all
+from pipelines.accounting import CallBook, Ledger, Usage
 from pipelines.methods import Attempt, Client, Method
 from pipelines.progress import Progress
 from pipelines.puzzles import Puzzle
-from pipelines.scenarios import Scenario, namespace_for
+from pipelines.scenarios import Scenario
 
 __all__ = [
-    "MethodResult",
+    "ArmResult",
+    "ConfigResult",
     "RunSettings",
     "ScenarioResult",
     "add_stats",
-    "run_method",
+    "run_arm",
     "run_scenario",
 ]
+
+ModelFactory = Callable[[], object]
 
 
 @dataclass(frozen=True)
 class RunSettings:
-    """How the pipelines are set up and how much runs at once."""
+    """How the two arms are set up."""
 
-    batch_size: int = 64
-    timeout: float = 0.01
-    concurrency: int = 16  # puzzles in flight per run
+    batch_size: int = 300  # the paper's cachesaver arm
+    timeout: float = 0.02  # seconds a batch waits to fill (the paper's 2 s, time-scaled)
     progress: bool = False
     keep_records: bool = False  # keep every (request, response) in the ledgers
+    baseline: bool = True  # run the baseline arm (else: priced from the cachesaver arm)
 
 
 @dataclass(frozen=True)
-class MethodResult:
-    """One run: a method's attempts on every puzzle, its ledger and its pipeline's stats."""
+class ArmResult:
+    """One run of one configuration: its attempts, ledger, pipeline stats and time."""
 
-    label: str
     attempts: list[Attempt]
     ledger: Ledger
     stats: Stats
+    seconds: float
+    model_seconds: float = 0.0  # simulated model time of the calls made (unscaled)
 
     @property
     def accuracy(self) -> float:
         return sum(a.correct for a in self.attempts) / len(self.attempts) if self.attempts else 0.0
 
+    @property
+    def requests_per_second(self) -> float:
+        return self.ledger.requests / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class ConfigResult:
+    """A configuration in both arms (``baseline`` is None when that arm was not run)."""
+
+    label: str
+    cached: ArmResult
+    baseline: ArmResult | None
+
+    @property
+    def accuracy(self) -> float:
+        return self.cached.accuracy
+
+    @property
+    def without(self) -> Usage:
+        """What this configuration costs without cachesaver (the paper's counting)."""
+        source = self.baseline if self.baseline is not None else self.cached
+        return source.ledger.baseline
+
+    @property
+    def with_(self) -> Usage:
+        """What it costs with cachesaver after the earlier configurations (from an empty
+        cache: the same on a replay); equals the flag-based count on a fresh cache."""
+        return self.cached.ledger.charged
+
+    @property
+    def paid_now(self) -> Usage:
+        """What this invocation paid in the cachesaver arm (from the flags; 0 on a replay)."""
+        return self.cached.ledger.paid
+
 
 @dataclass(frozen=True)
 class ScenarioResult:
-    """Every run of a scenario, with totals."""
+    """Every configuration of a scenario, with totals."""
 
     scenario: Scenario
     puzzles: list[Puzzle]
-    results: list[MethodResult]
+    results: list[ConfigResult]
 
     @property
-    def baseline(self) -> Usage:
-        """What the model would have been asked without cachesaver."""
-        return Usage.total(r.ledger.baseline for r in self.results)
+    def without(self) -> Usage:
+        return Usage.total(r.without for r in self.results)
 
     @property
-    def paid(self) -> Usage:
-        """What was actually paid, from the per-sample flags."""
-        return Usage.total(r.ledger.paid for r in self.results)
+    def with_(self) -> Usage:
+        return Usage.total(r.with_ for r in self.results)
 
     @property
     def stats(self) -> Stats:
-        """The pipelines' statistics, summed over the runs."""
-        return add_stats(r.stats for r in self.results)
+        """The cachesaver arm's pipeline statistics, summed over the configurations."""
+        return add_stats(r.cached.stats for r in self.results)
+
+    @property
+    def model_calls(self) -> int:
+        """Model calls made in this invocation, both arms (0 for a full replay)."""
+        arms = [r.cached for r in self.results] + [r.baseline for r in self.results if r.baseline]
+        return sum(arm.stats.model_calls for arm in arms)
 
     @property
     def accuracy(self) -> float:
         return sum(r.accuracy for r in self.results) / len(self.results) if self.results else 0.0
+
+    def seconds(self, arm: str) -> float:
+        """Total wall-clock of ``arm`` ("with" or "without"; None-safe)."""
+        return sum(a.seconds for a in self._arms(arm))
+
+    def model_seconds(self, arm: str) -> float:
+        """Total simulated model time of ``arm``'s calls (0 for real providers)."""
+        return sum(a.model_seconds for a in self._arms(arm))
+
+    def requests(self, arm: str) -> int:
+        return sum(a.ledger.requests for a in self._arms(arm))
+
+    def _arms(self, arm: str) -> list[ArmResult]:
+        if arm == "with":
+            return [r.cached for r in self.results]
+        return [r.baseline for r in self.results if r.baseline is not None]
 
 
 def add_stats(stats: Iterable[Stats]) -> Stats:
@@ -88,56 +159,92 @@ def add_stats(stats: Iterable[Stats]) -> Stats:
     return Stats(**total)
 
 
-async def run_method(
+async def run_arm(
     method: Method,
     puzzles: Sequence[Puzzle],
     model: object,
     cache: str | os.PathLike[str],
-    settings: RunSettings,
-    progress: Progress | None = None,
-) -> MethodResult:
-    """Solve every puzzle with ``method`` in one new pipeline over ``cache``."""
-    ledger = Ledger(keep=settings.keep_records)
-    limit = asyncio.Semaphore(settings.concurrency)
-    async with OnlineAPI(
-        model, cache=cache, batch_size=settings.batch_size, timeout=settings.timeout
-    ) as pipeline:
-        client = Client(pipeline, ledger)
+    namespace: str,
+    batch_size: int,
+    timeout: float,
+    keep_records: bool = False,
+    book: CallBook | None = None,
+) -> ArmResult:
+    """Solve every puzzle with ``method`` in one new pipeline over ``cache``.
 
-        async def solve(puzzle: Puzzle) -> Attempt:
-            async with limit:
-                attempt = await method.solve(puzzle, client, namespace_for(puzzle))
-            if progress is not None:
-                await progress.advance()
-            return attempt
-
-        attempts = await gather_all(solve(p) for p in puzzles)
-    return MethodResult(method.label, attempts, ledger, pipeline.stats())
+    ``book`` (shared by the runs of a scenario) says which model calls and samples were
+    already charged for, so a later run pays only for what is new to the scenario.
+    """
+    ledger = Ledger(keep=keep_records, book=book if book is not None else CallBook())
+    busy = float(getattr(model, "simulated_seconds", 0.0))
+    async with OnlineAPI(model, cache=cache, batch_size=batch_size, timeout=timeout) as pipeline:
+        start = time.perf_counter()
+        attempts = await method.solve_all(puzzles, Client(pipeline, namespace, ledger))
+        seconds = time.perf_counter() - start
+    busy = float(getattr(model, "simulated_seconds", 0.0)) - busy
+    return ArmResult(attempts, ledger, pipeline.stats(), seconds, busy)
 
 
 async def run_scenario(
     scenario: Scenario,
     puzzles: Sequence[Puzzle],
-    model: object,
+    model_factory: ModelFactory,
     cache: str | os.PathLike[str],
     settings: RunSettings | None = None,
 ) -> ScenarioResult:
-    """Run every method of ``scenario`` on ``puzzles``, one after the other."""
+    """Run every configuration of ``scenario`` on ``puzzles`` in both arms.
+
+    ``model_factory`` makes a model: one serves every cachesaver-arm run (so the simulated
+    model keeps counting its draws across the shared cache), and each baseline run gets a
+    new one (a fresh model for a fresh cache, as a fresh process would be).
+    """
     settings = settings or RunSettings()
-    results: list[MethodResult] = []
-    outer = await Progress.open(
-        settings.progress, total=len(scenario.methods), desc=scenario.name, unit="config"
+    shared_model = model_factory()
+    book = CallBook()
+    results: list[ConfigResult] = []
+    arms = 2 if settings.baseline else 1
+    bar = await Progress.open(
+        settings.progress, total=arms * len(scenario.methods), desc=scenario.name, unit="run"
     )
     try:
-        for method in scenario.methods:
-            inner = await Progress.open(
-                settings.progress, total=len(puzzles), desc=method.label, unit="puzzle", leave=False
+        for index, method in enumerate(scenario.methods):
+            cached = await run_arm(
+                method,
+                puzzles,
+                shared_model,
+                os.path.join(cache, "cachesaver"),
+                scenario.namespace,
+                settings.batch_size,
+                settings.timeout,
+                settings.keep_records,
+                book,
             )
-            try:
-                results.append(await run_method(method, puzzles, model, cache, settings, inner))
-            finally:
-                await inner.close()
-            await outer.advance()
+            await bar.advance()
+            baseline = None
+            if settings.baseline:
+                fresh = model_factory()
+                try:
+                    baseline = await run_arm(
+                        method,
+                        puzzles,
+                        fresh,
+                        os.path.join(cache, "baseline", f"{index + 1:02d}"),
+                        scenario.namespace,
+                        1,
+                        0.0,
+                        settings.keep_records,
+                    )
+                finally:
+                    await _close(fresh)
+                await bar.advance()
+            results.append(ConfigResult(method.label, cached, baseline))
     finally:
-        await outer.close()
+        await bar.close()
+        await _close(shared_model)
     return ScenarioResult(scenario, list(puzzles), results)
+
+
+async def _close(model: object) -> None:
+    close = getattr(model, "aclose", None)
+    if close is not None:
+        await close()

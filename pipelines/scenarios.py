@@ -1,108 +1,125 @@
-"""The three experiments: a hyperparameter sweep, an ablation and a benchmark.
+"""The CacheSaver paper's three Game of 24 experiments, and one extra scenario.
 
-Each scenario is a list of methods (configurations) run on the same puzzles. Every
-method is one run: a new `OnlineAPI` pipeline over the shared cache. Inside a run each
-puzzle has its own namespace, ``game24/<puzzle id>``, so:
+Each scenario is a list of configurations (methods) run on the same puzzles, with the
+saving the paper reports for it:
 
-- within a run, repeated questions about a puzzle get fresh, independent samples;
-- a later run (another configuration) walks the same sample lists from the start and
-  reuses every sample an earlier run already paid for;
-- running the whole scenario again replays it exactly, with zero model calls.
+- ``sweep``: ToT-BFS hyperparameter search, width {5,3,1} x 4 steps x evaluations
+  {3,1,2}: 9 configurations, in the paper's order; the paper saves about 6x;
+- ``ablation``: Fleet of Agents with one part removed at a time: value-weighted
+  resampling (``max_unique`` instead), backtracking (``backtrack=0``), selection (``k=0``);
+  about 2.5x;
+- ``benchmark``: FoA, ToT-BFS and GoT, which share their step and evaluation prompts;
+  about 2x;
+- ``methods`` (extra, not in the paper): io, self-consistency and the three searches.
+
+Every configuration is one run (one pipeline) with one namespace shared by all puzzles,
+``<scenario>``, as in the paper's code: within a run repeated questions get fresh samples;
+a later run walks the same sample lists from the start and reuses what earlier ones paid.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from pipelines.methods import Direct, Method, TreeOfThoughts
-from pipelines.puzzles import Puzzle
+from pipelines.fleet import FleetOfAgents
+from pipelines.methods import Direct, Method
+from pipelines.search import GraphOfThoughts, TreeOfThoughts
 
 __all__ = [
-    "BENCHMARK_METHODS",
+    "EXTRA_SCENARIOS",
+    "PAPER_SCENARIOS",
     "SCENARIOS",
     "Scenario",
     "ablation",
     "benchmark",
-    "namespace_for",
+    "build",
+    "methods",
     "sweep",
 ]
 
-SCENARIOS = ("sweep", "ablation", "benchmark")
-BENCHMARK_METHODS = ("io", "sc", "tot", "greedy")
-DEFAULT_TOT = TreeOfThoughts(width=5, depth=3, proposals=1, evaluations=3)
+PAPER_SCENARIOS = ("sweep", "ablation", "benchmark")
+EXTRA_SCENARIOS = ("methods",)
+SCENARIOS = PAPER_SCENARIOS + EXTRA_SCENARIOS
+
+# The paper's configurations (its scripts' Game of 24 config for FoA, ToT and GoT).
+PAPER_FOA = FleetOfAgents(agents=12, steps=12, k=1, backtrack=0.5, resampling="linear_filtered")
+PAPER_TOT = TreeOfThoughts(width=5, steps=4, evaluations=3)
+PAPER_GOT = GraphOfThoughts(selections=3, steps=4, evaluations=3, best=2)
 
 
 @dataclass(frozen=True)
 class Scenario:
-    """A named list of methods to run on the same puzzles."""
+    """A named list of methods to run on the same puzzles, and the paper's saving for it."""
 
     name: str
     title: str
     methods: tuple[Method, ...]
+    paper_saving: float | None = None  # times cheaper, as the paper reports (None: extra)
 
-
-def namespace_for(puzzle: Puzzle) -> str:
-    """Return the namespace of a puzzle: the same in every run and every method."""
-    return f"game24/{puzzle.id}"
+    @property
+    def namespace(self) -> str:
+        """The one namespace of every run of this scenario (shared by all its puzzles)."""
+        return self.name
 
 
 def sweep(
-    widths: Sequence[int] = (1, 3, 5),
-    depths: Sequence[int] = (2, 3),
-    evaluations: Sequence[int] = (1, 2, 3),
+    widths: tuple[int, ...] = (5, 3, 1),
+    steps: tuple[int, ...] = (4,),
+    evaluations: tuple[int, ...] = (3, 1, 2),
 ) -> Scenario:
-    """Tree of Thoughts over the grid width x depth x evaluations."""
-    methods = tuple(
-        TreeOfThoughts(width=w, depth=d, evaluations=e)
+    """ToT-BFS over width x steps x evaluations, in the paper's order (width outermost)."""
+    chosen: tuple[Method, ...] = tuple(
+        TreeOfThoughts(width=w, steps=s, evaluations=e)
         for w in widths
-        for d in depths
+        for s in steps
         for e in evaluations
     )
     title = (
-        f"Hyperparameter sweep: Tree of Thoughts, width {_list(widths)} x depth "
-        f"{_list(depths)} x evaluations {_list(evaluations)}"
+        f"Sweep: ToT-BFS width {_list(widths)} x steps {_list(steps)} x evaluations "
+        f"{_list(evaluations)} ({len(chosen)} configurations)"
     )
-    return Scenario("sweep", title, methods)
+    return Scenario("sweep", title, chosen, 6.0)
 
 
-def ablation(base: TreeOfThoughts = DEFAULT_TOT) -> Scenario:
-    """The full Tree of Thoughts, then one component removed at a time."""
-    methods: tuple[Method, ...] = (
-        replace(base, name="full"),
-        replace(base, value_model=False, name="no value model"),
-        replace(base, evaluations=1, name="single evaluation sample"),
-        replace(base, width=1, name="no breadth (width 1)"),
+def ablation(base: FleetOfAgents = PAPER_FOA) -> Scenario:
+    """FoA with one component removed at a time (the paper runs these three, not the full one)."""
+    chosen: tuple[Method, ...] = (
+        replace(base, resampling="max_unique", name="FoA without resampling"),
+        replace(base, backtrack=0.0, name="FoA without backtracking"),
+        replace(base, k=0, name="FoA without selection"),
     )
-    title = f"Ablation: {base.label}, one component removed at a time"
-    return Scenario("ablation", title, methods)
+    return Scenario("ablation", f"Ablation: {base.label}, one part removed", chosen, 2.5)
 
 
 def benchmark(
-    sc_samples: int = 10,
-    tot: TreeOfThoughts = DEFAULT_TOT,
-    methods: Sequence[str] = ("io", "sc", "tot"),
+    foa: FleetOfAgents = PAPER_FOA,
+    tot: TreeOfThoughts = PAPER_TOT,
+    got: GraphOfThoughts = PAPER_GOT,
 ) -> Scenario:
-    """Several methods on the same puzzles (names from `BENCHMARK_METHODS`).
+    """The three searches the paper benchmarks, sharing step and evaluation prompts."""
+    chosen: tuple[Method, ...] = (foa, tot, got)
+    return Scenario("benchmark", "Benchmark: FoA vs ToT-BFS vs GoT", chosen, 2.0)
 
-    ``io`` answers once, ``sc`` votes over ``sc_samples`` answers, ``tot`` is the given
-    Tree of Thoughts and ``greedy`` the same search keeping one state per level.
-    """
-    unknown = [name for name in methods if name not in BENCHMARK_METHODS]
-    if unknown or not methods:
-        raise ValueError(
-            f"unknown benchmark methods {unknown}; choose from {', '.join(BENCHMARK_METHODS)}"
-        )
-    built: dict[str, Method] = {
-        "io": Direct(1),
-        "sc": Direct(sc_samples),
-        "tot": tot,
-        "greedy": replace(tot, width=1, name=f"greedy ({replace(tot, width=1).label})"),
+
+def methods(sc_samples: int = 10) -> Scenario:
+    """Extra: io and self-consistency beside the three searches (not a paper experiment)."""
+    chosen: tuple[Method, ...] = (Direct(1), Direct(sc_samples), PAPER_FOA, PAPER_TOT, PAPER_GOT)
+    return Scenario("methods", "Extra: io, self-consistency, FoA, ToT-BFS, GoT", chosen, None)
+
+
+def build(name: str) -> Scenario:
+    """Return the scenario called ``name`` with its default grid."""
+    builders: dict[str, Callable[[], Scenario]] = {
+        "sweep": sweep,
+        "ablation": ablation,
+        "benchmark": benchmark,
+        "methods": methods,
     }
-    chosen = tuple(built[name] for name in methods)
-    title = "Benchmark: " + ", ".join(m.label for m in chosen)
-    return Scenario("benchmark", title, chosen)
+    if name not in builders:
+        raise ValueError(f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}")
+    return builders[name]()
 
 
-def _list(values: Sequence[int]) -> str:
+def _list(values: tuple[int, ...]) -> str:
     return "{" + ",".join(str(v) for v in values) + "}"

@@ -1,18 +1,24 @@
 """An offline, stochastic Game of 24 reasoner built on `cachesaver.testing.SimulatedLLM`.
 
-It reads the same prompts a real model would get and answers in the same format, with
-the kinds of mistakes a real model makes:
+It reads the same prompts a real model gets and answers in the same format. Its rates are
+calibrated on GPT-4's public Tree of Thoughts logs for ranks 901-1000 (see
+docs/pipelines.md, "Calibration"); the defaults of `Profile` are those measurements:
 
-- ``propose``: a handful of steps, some chosen to keep the puzzle solvable, the rest
-  arbitrary; now and then a step has wrong arithmetic or a wrong list of what is left;
-- ``evaluate``: a few attempts and a verdict (sure / likely / impossible) that is right
-  more often than not, and more reliable the fewer numbers are left;
-- ``answer``: follows the given steps (faithfully, mistakes included) and completes them
-  with a probability that falls with the number of values still to combine; otherwise
-  writes a plausible expression that is wrong.
+- ``propose``: a state has a repertoire of moves the model favours (fixed per state and
+  seed, useful moves ranked higher); each sample lists the top of it, dropping a move now
+  and then and adding an unexpected one, so two proposals for one state share most of
+  their moves, as a real model's do;
+- ``evaluate``: the model holds a belief about each state (fixed per state and seed; right
+  more often the fewer numbers are left) and each sample states it or, now and then,
+  another verdict, so the three samples of one evaluation mostly agree;
+- ``judge`` / ``refine`` / ``aggregate``: check an answer, correct it, pick candidates;
+- ``answer``: follows given steps (mistakes included); without steps, a few favourite
+  answers per puzzle, mostly wrong (a real model's direct answers repeat heavily).
 
+Each sample is drawn from the rng `SimulatedLLM` seeds for that sample (seed, question,
+sample index), so the k-th sample of a question never depends on how calls were split.
 Every sample is ``{"text", "prompt_tokens", "completion_tokens"}`` with token counts from
-`pipelines.tokens.count_tokens`, so the savings tables can be computed from the samples.
+`pipelines.tokens.count_tokens`.
 """
 
 from __future__ import annotations
@@ -25,45 +31,59 @@ from typing import Any
 
 from cachesaver import Request
 from cachesaver.testing import SimulatedLLM
+from pipelines.checker import check_answer, extract_expression
 from pipelines.prompts import Step, format_numbers, parse_steps, query_of
 from pipelines.puzzles import is_solvable, solutions
 from pipelines.tokens import count_tokens
 
 __all__ = ["MODEL_NAME", "Profile", "SimulatedReasoner", "make_sample", "simulated_model"]
 
-MODEL_NAME = "game24-simulated-reasoner-v1"
+MODEL_NAME = "game24-simulated-reasoner-v2"
 
 _Term = tuple[Fraction, str]
 _Move = tuple[int, str, int, int]  # a op b = result, with exact integer arithmetic
 _OPERATORS = "+-*/"
-_REMARKS = (
-    "Hard to say without more tries.",
-    "The numbers do not combine nicely.",
-    "Close, but not exact.",
-    "Maybe with a division.",
-)
+_VERDICTS = ("sure", "likely", "impossible")
 
 
 @dataclass(frozen=True)
 class Profile:
-    """Error rates and lengths of the simulated reasoner.
+    """Rates of the simulated reasoner, indexed by how many numbers are left (0 unused).
 
-    ``judge_right[k]`` is the chance of the right verdict with ``k`` numbers left (index 0
-    unused); a wrong verdict is ``likely`` half the time. ``answer_success[k]`` is the
-    chance of completing a correct partial solution with ``k`` values left to combine;
-    a completed solution is written the model's usual way with ``usual_solution``
-    probability. A wrong direct answer is one of three favourite mistakes per puzzle
-    with ``favourite_mistake`` probability.
+    Defaults are measured on GPT-4's Tree of Thoughts logs (docs/pipelines.md):
+    ``steps`` per proposal (min, max), ``useful_weight`` (how much more a move that keeps
+    the puzzle solvable is favoured), ``belief_right`` (the evaluation belief is right),
+    ``verdict_stable`` (a sample states the belief rather than another verdict).
     """
 
-    steps_per_proposal: tuple[int, int] = (4, 8)
-    useful_step: float = 0.2
-    arithmetic_error: float = 0.06
-    bookkeeping_error: float = 0.03
-    judge_right: tuple[float, ...] = (0.0, 0.95, 0.8, 0.62, 0.55)
+    steps: tuple[tuple[int, int], ...] = ((0, 0), (0, 0), (3, 5), (4, 8), (7, 12))
+    useful_weight: tuple[float, ...] = (1.0, 1.0, 8.0, 1.2, 1.6)
+    drop_move: float = 0.08
+    surprise_move: float = 0.15
+    arithmetic_error: float = 0.002
+    bookkeeping_error: float = 0.005
+    # (sure, likely, impossible) shares of evaluation samples, by numbers left
+    verdicts_solvable: tuple[tuple[float, float, float], ...] = (
+        (0.0, 0.0, 1.0),
+        (1.0, 0.0, 0.0),
+        (0.99, 0.002, 0.008),
+        (0.4, 0.532, 0.068),
+        (0.4, 0.532, 0.068),
+    )
+    verdicts_unsolvable: tuple[tuple[float, float, float], ...] = (
+        (0.0, 0.0, 1.0),
+        (0.0, 0.029, 0.971),
+        (0.0, 0.245, 0.755),
+        (0.002, 0.858, 0.14),
+        (0.002, 0.858, 0.14),
+    )
+    verdict_stable: tuple[float, ...] = (0.0, 0.7, 0.6, 0.88, 0.88)
     answer_success: tuple[float, ...] = (0.0, 0.97, 0.8, 0.35, 0.1)
-    favourite_mistake: float = 0.25
-    usual_solution: float = 0.7
+    direct_correct: float = 0.07
+    direct_favourites: tuple[float, ...] = (0.6, 0.15, 0.1, 0.05)  # rest: a fresh guess
+    judge_right: float = 0.95
+    refine_fix: float = 0.3
+    aggregate_pick_useful: float = 0.7
 
 
 def make_sample(text: str, prompt: str) -> dict[str, Any]:
@@ -139,40 +159,43 @@ def _garble(expression: str, rng: random.Random) -> str:
     return expression[:k] + other + expression[k + 1 :]
 
 
-class SimulatedReasoner:
-    """The ``responder`` of a `SimulatedLLM`: makes one sample per call.
+def _at(table: tuple[Any, ...], index: int) -> Any:
+    return table[max(0, min(index, len(table) - 1))]
 
-    Each sample is drawn from its own random stream, seeded by ``seed``, the request's
-    content and how many samples of that content this reasoner has made before. The
-    ``rng`` that `SimulatedLLM` passes is shared by all samples of one model call, so
-    with it a sample would depend on how the cache happened to split the draws into
-    calls (which depends on batch timing); per-sample streams make the k-th sample of a
-    question the same however the calls were merged.
+
+class SimulatedReasoner:
+    """The ``responder`` of a `SimulatedLLM`: makes one sample from its seeded rng.
+
+    What is fixed per question (a state's favoured moves, the belief about a state, a
+    puzzle's favourite answers) comes from `_fixed`, seeded by ``seed`` and the question.
     """
 
     def __init__(self, profile: Profile | None = None, seed: int = 0) -> None:
         self.profile = profile or Profile()
         self.seed = seed
-        self._drawn: dict[str, int] = {}
+        self._repertoires: dict[tuple[int, ...], list[tuple[_Move, tuple[int, ...]]]] = {}
 
-    def _stream(self, request: Request, prompt: str) -> random.Random:
-        content = f"{request.kind}\x00{request.temperature}\x00{request.max_tokens}\x00{prompt}"
-        k = self._drawn.get(content, 0)
-        self._drawn[content] = k + 1
-        material = f"{self.seed}\x00{k}\x00{content}".encode()
+    def _fixed(self, *parts: object) -> random.Random:
+        material = "\x00".join(str(part) for part in (self.seed, *parts)).encode()
         return random.Random(int.from_bytes(hashlib.sha256(material).digest()[:8], "big"))
 
-    def __call__(self, request: Request, call_rng: random.Random) -> dict[str, Any]:
-        """Return one sample for ``request`` (``call_rng`` is unused: see the class doc)."""
+    def __call__(self, request: Request, rng: random.Random) -> dict[str, Any]:
+        """Return one sample for ``request``."""
         prompt = request.prompt if isinstance(request.prompt, str) else str(request.prompt)
-        rng = self._stream(request, prompt)
         query = query_of(prompt)
         numbers = _numbers_in(query[0]) if query else []
-        if request.kind == "propose":
+        kind = getattr(request, "kind", "answer")
+        if kind == "propose":
             text = self.propose(numbers, rng)
-        elif request.kind == "evaluate":
+        elif kind == "evaluate":
             text = self.evaluate(numbers, rng)
-        elif request.kind == "answer":
+        elif kind == "judge":
+            text = self.judge(numbers, _last_answer(query), rng)
+        elif kind == "aggregate":
+            text = self.aggregate(numbers, query, rng)
+        elif kind == "refine":
+            text = self.refine(numbers, parse_steps("\n".join(query)), _last_answer(query), rng)
+        elif kind == "answer":
             text = self.answer(numbers, parse_steps("\n".join(query[1:])), rng)
         else:
             text = "I do not know how to help with that."
@@ -180,17 +203,34 @@ class SimulatedReasoner:
 
     # -- propose ---------------------------------------------------------------------------
 
+    def repertoire(self, numbers: list[int]) -> list[tuple[_Move, tuple[int, ...]]]:
+        """The moves the model favours from ``numbers``, most favoured first (fixed)."""
+        known = self._repertoires.get(tuple(sorted(numbers)))
+        if known is not None:
+            return known
+        moves = _moves(numbers)
+        fixed = self._fixed("repertoire", format_numbers(numbers))
+        weight = _at(self.profile.useful_weight, len(numbers))
+
+        def key(item: tuple[_Move, tuple[int, ...]]) -> float:
+            w = weight if is_solvable(item[1]) else 1.0
+            return float(fixed.random() ** (1.0 / w))
+
+        ranked = sorted(moves, key=key, reverse=True)
+        self._repertoires[tuple(sorted(numbers))] = ranked
+        return ranked
+
     def propose(self, numbers: list[int], rng: random.Random) -> str:
         """Return a few next steps from ``numbers``, one per line."""
         if len(numbers) < 2:
             return "Only one number is left; there is no step to take."
-        moves = _moves(numbers)
-        useful = [m for m in moves if is_solvable(m[1])]
-        lines = []
-        for _ in range(rng.randint(*self.profile.steps_per_proposal)):
-            pool = useful if useful and rng.random() < self.profile.useful_step else moves
-            lines.append(self._write_step(*rng.choice(pool), rng))
-        return "\n".join(lines)
+        ranked = self.repertoire(numbers)
+        low, high = _at(self.profile.steps, len(numbers))
+        count = min(rng.randint(low, high), len(ranked))
+        chosen = [m for m in ranked if rng.random() >= self.profile.drop_move][:count]
+        if rng.random() < self.profile.surprise_move:
+            chosen.insert(rng.randrange(len(chosen) + 1), rng.choice(ranked))
+        return "\n".join(self._write_step(*move, rng) for move in chosen)
 
     def _write_step(self, move: _Move, left: tuple[int, ...], rng: random.Random) -> str:
         a, op, b, result = move
@@ -200,31 +240,41 @@ class SimulatedReasoner:
             result = max(0, result + rng.choice((-2, -1, 1, 2)))
         remaining.append(result)
         if rng.random() < self.profile.bookkeeping_error and len(remaining) > 1:
-            if rng.random() < 0.5:
-                remaining.pop(rng.randrange(len(remaining) - 1))
-            else:
-                remaining.append(rng.choice(remaining))
+            remaining.pop(rng.randrange(len(remaining) - 1))
         return f"{a} {op} {b} = {result} (left: {format_numbers(remaining)})"
 
-    # -- evaluate --------------------------------------------------------------------------
+    # -- evaluate and judge ---------------------------------------------------------------
+
+    def _verdicts(self, numbers: list[int]) -> tuple[float, float, float]:
+        table = (
+            self.profile.verdicts_solvable
+            if is_solvable(numbers)
+            else (self.profile.verdicts_unsolvable)
+        )
+        verdicts: tuple[float, float, float] = _at(table, len(numbers))
+        return verdicts
+
+    def belief(self, numbers: list[int]) -> str:
+        """The verdict the model holds about ``numbers`` (fixed per state and seed)."""
+        fixed = self._fixed("belief", format_numbers(numbers))
+        return fixed.choices(_VERDICTS, weights=self._verdicts(numbers))[0]
 
     def evaluate(self, numbers: list[int], rng: random.Random) -> str:
-        """Return a few attempts and a verdict on whether ``numbers`` can reach 24."""
+        """Return a few attempts and a verdict on whether ``numbers`` can reach 24.
+
+        A sample states the model's belief about the state, or (now and then) a verdict
+        drawn afresh from the same shares, so each sample's verdict has the measured
+        shares and the samples of one evaluation agree as often as the real model's.
+        """
         if not numbers:
             return "There are no numbers to judge.\nimpossible"
-        solvable = is_solvable(numbers)
-        right = self.profile.judge_right[min(len(numbers), len(self.profile.judge_right) - 1)]
-        if rng.random() < right:
-            verdict = (
-                "sure" if solvable and len(numbers) < 4 else "likely" if solvable else "impossible"
-            )
+        if rng.random() < _at(self.profile.verdict_stable, len(numbers)):
+            verdict = self.belief(numbers)
         else:
-            verdict = "likely" if rng.random() < 0.5 else ("impossible" if solvable else "sure")
+            verdict = rng.choices(_VERDICTS, weights=self._verdicts(numbers))[0]
         lines = [self._attempt(numbers, rng) for _ in range(rng.randint(1, 3))]
-        if verdict == "sure" and solvable:
+        if verdict == "sure" and is_solvable(numbers) and len(numbers) > 1:
             lines.append(f"{rng.choice(solutions(numbers, 3))} = 24")
-        elif verdict != "sure":
-            lines.append(rng.choice(_REMARKS))
         lines.append(verdict)
         return "\n".join(lines)
 
@@ -234,52 +284,117 @@ class SimulatedReasoner:
         (a, op, b, result), _ = rng.choice(_moves(numbers))
         return f"{a} {op} {b} = {result}"
 
+    def judge(self, numbers: list[int], answer: str, rng: random.Random) -> str:
+        """Return a check of ``answer`` and ``sure`` / ``impossible``."""
+        right = check_answer(extract_expression(answer), numbers).ok
+        fixed = self._fixed("judge", format_numbers(numbers), answer)
+        if fixed.random() >= self.profile.judge_right:
+            right = not right
+        if rng.random() >= _at(self.profile.verdict_stable, 1):
+            right = not right
+        return f"Checking {answer.strip() or 'the answer'}.\n{'sure' if right else 'impossible'}"
+
+    # -- aggregate and refine ---------------------------------------------------------------
+
+    def aggregate(self, numbers: list[int], query: list[str], rng: random.Random) -> str:
+        """Return ``Selected: i, j, ...``, preferring candidates that keep 24 in reach."""
+        keep = [int(line.split()[1].rstrip(":")) for line in query if line.startswith("Choose ")]
+        candidates = parse_steps("\n".join(line.split(") ", 1)[-1] for line in query[2:]))
+        useful = [k for k, step in enumerate(candidates) if _step_ok(numbers, step)]
+        others = [k for k in range(len(candidates)) if k not in useful]
+        rng.shuffle(useful)
+        rng.shuffle(others)
+        chosen: list[int] = []
+        while len(chosen) < min(keep[0] if keep else 1, len(candidates)):
+            pick_useful = useful and (
+                not others or rng.random() < self.profile.aggregate_pick_useful
+            )
+            chosen.append((useful if pick_useful else others).pop())
+        return "Selected: " + ", ".join(str(k + 1) for k in chosen)
+
+    def refine(self, numbers: list[int], steps: list[Step], answer: str, rng: random.Random) -> str:
+        """Return the answer unchanged when right; otherwise, sometimes, a corrected one."""
+        if check_answer(extract_expression(answer), numbers).ok or not numbers:
+            return answer.strip() if answer.strip().startswith("Answer") else f"Answer: {answer}"
+        if is_solvable(numbers) and rng.random() < self.profile.refine_fix:
+            return f"Answer: {rng.choice(solutions(numbers, 3))} = 24"
+        return self.answer(numbers, steps, rng)
+
     # -- answer ----------------------------------------------------------------------------
 
     def answer(self, numbers: list[int], steps: list[Step], rng: random.Random) -> str:
         """Return ``Answer: <expression> = 24``, following ``steps`` from ``numbers``."""
         if not numbers:
             return "I cannot find the input numbers in the question."
-        terms, faithful = self._follow(numbers, steps)
+        if not steps:
+            return f"Answer: {self._direct(numbers, rng)} = 24"
+        terms, faithful = _follow(numbers, steps)
         values = [value for value, _ in terms]
-        chance = self.profile.answer_success[min(len(terms), len(self.profile.answer_success) - 1)]
+        chance = _at(self.profile.answer_success, len(terms))
         if faithful and terms and is_solvable(values) and rng.random() < chance:
-            usual, *others = solutions(terms, 3)
-            if others and rng.random() >= self.profile.usual_solution:
-                usual = rng.choice(others)
-            expression = usual
+            expression = solutions(terms, 1)[0]
         elif len(terms) == 1:
             expression = _garble(terms[0][1], rng) if faithful else _strip(terms[0][1])
-        elif not steps and rng.random() < self.profile.favourite_mistake:
-            expression = rng.choice(self._favourite_mistakes(numbers))
         else:
             expression = _random_expression([text for _, text in terms], rng)
         return f"Answer: {expression} = 24"
 
-    def _follow(self, numbers: list[int], steps: list[Step]) -> tuple[list[_Term], bool]:
-        """Replay ``steps`` as written; ``faithful`` is False if any step was wrong."""
-        terms: list[_Term] = [(Fraction(n), str(n)) for n in numbers]
-        faithful = True
-        for step in steps:
-            left_term = _take(terms, step.a)
-            right_term = _take(terms, step.b)
-            faithful = faithful and left_term[1] != "" and right_term[1] != ""
-            a_text = left_term[1] or str(step.a)
-            b_text = right_term[1] or str(step.b)
-            actual = _apply(left_term[0], step.op, right_term[0])
-            faithful = faithful and actual == step.result
-            terms.append((Fraction(step.result), f"({a_text} {step.op} {b_text})"))
-            if sorted(v for v, _ in terms) != sorted(Fraction(n) for n in step.left):
-                faithful = False
-                terms = [
-                    _take(terms, n) if _has(terms, n) else (Fraction(n), str(n)) for n in step.left
-                ]
-        return terms, faithful
+    def _direct(self, numbers: list[int], rng: random.Random) -> str:
+        """A direct answer: right now and then, else one of the puzzle's favourite mistakes."""
+        if rng.random() < self.profile.direct_correct and is_solvable(numbers):
+            return solutions(numbers, 1)[0]
+        fixed = self._fixed("favourites", format_numbers(numbers))
+        favourites = [_random_expression([str(n) for n in numbers], fixed) for _ in range(4)]
+        draw = rng.random()
+        for expression, share in zip(favourites, self.profile.direct_favourites, strict=False):
+            if draw < share:
+                return expression
+            draw -= share
+        return _random_expression([str(n) for n in numbers], rng)
 
-    def _favourite_mistakes(self, numbers: list[int]) -> list[str]:
-        """Three wrong answers this model tends to give for this puzzle (fixed per puzzle)."""
-        rng = random.Random(f"favourite mistakes {format_numbers(numbers)}")
-        return [_random_expression([str(n) for n in numbers], rng) for _ in range(3)]
+
+def _step_ok(numbers: list[int], step: Step) -> bool:
+    rest = list(numbers)
+    for n in (step.a, step.b):
+        if n not in rest:
+            return False
+        rest.remove(n)
+    actual = _apply(Fraction(step.a), step.op, Fraction(step.b))
+    return (
+        actual == step.result
+        and sorted([*rest, step.result]) == list(step.left)
+        and (is_solvable(step.left))
+    )
+
+
+def _last_answer(query: list[str]) -> str:
+    for line in reversed(query):
+        stripped = line.strip()
+        lowered = stripped.lower()
+        if lowered.startswith(("answer:", "proposed answer:")) and "=" in stripped:
+            return stripped.removeprefix("Proposed ")
+    return ""
+
+
+def _follow(numbers: list[int], steps: list[Step]) -> tuple[list[_Term], bool]:
+    """Replay ``steps`` as written; ``faithful`` is False if any step was wrong."""
+    terms: list[_Term] = [(Fraction(n), str(n)) for n in numbers]
+    faithful = True
+    for step in steps:
+        left_term = _take(terms, step.a)
+        right_term = _take(terms, step.b)
+        faithful = faithful and left_term[1] != "" and right_term[1] != ""
+        a_text = left_term[1] or str(step.a)
+        b_text = right_term[1] or str(step.b)
+        actual = _apply(left_term[0], step.op, right_term[0])
+        faithful = faithful and actual == step.result
+        terms.append((Fraction(step.result), f"({a_text} {step.op} {b_text})"))
+        if sorted(v for v, _ in terms) != sorted(Fraction(n) for n in step.left):
+            faithful = False
+            terms = [
+                _take(terms, n) if _has(terms, n) else (Fraction(n), str(n)) for n in step.left
+            ]
+    return terms, faithful
 
 
 def _has(terms: list[_Term], number: int) -> bool:

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -127,7 +126,7 @@ def test_a_returned_sample_survives_killing_the_process(cache_dir: str) -> None:
 
 
 WORKER = """
-import asyncio, json, sys, time
+import asyncio, json, os, sys, time
 from cachesaver import OnlineAPI, Request, Response
 from cachesaver.testing import SimulatedLLM
 
@@ -136,30 +135,39 @@ class Tracking(SimulatedLLM):
     generated = []
     identity = {"model": "shared"}
     async def request(self, request):
+        # A barrier per prompt across the processes: no worker generates a prompt until
+        # all four are generating it (none can have read it from another, since nothing
+        # of it is written before), so they really race for the same indices.
+        here = os.path.join(BARRIER, request.prompt)
+        os.makedirs(here, exist_ok=True)
+        open(os.path.join(here, str(WORKER_ID)), "w").close()
+        deadline = time.monotonic() + 30
+        while len(os.listdir(here)) < 4 and time.monotonic() < deadline:
+            await asyncio.sleep(0.002)
         response = await super().request(request)
         Tracking.generated.append([request.prompt, response.data])
         return response
 
-async def main(cache, worker, start):
-    while time.time() < start:
-        await asyncio.sleep(0.001)
+async def main(cache, worker):
     async with OnlineAPI(Tracking(seed=worker), cache=cache, batch_size=4, timeout=0) as api:
         requests = [Request(f"q{i % 5}", n=1 + i % 3, namespace=f"w{worker}") for i in range(30)]
         responses = await asyncio.gather(*(api.request(r) for r in requests))
     out = [[r.prompt, r.n, resp.data, resp.cached] for r, resp in zip(requests, responses)]
     print(json.dumps({"responses": out, "generated": Tracking.generated}))
 
-asyncio.run(main(sys.argv[1], int(sys.argv[2]), float(sys.argv[3])))
+BARRIER, WORKER_ID = sys.argv[3], int(sys.argv[2])
+asyncio.run(main(sys.argv[1], WORKER_ID))
 """
 
 
-def test_processes_filling_the_same_keys_lose_nothing(cache_dir: str) -> None:
+def test_processes_filling_the_same_keys_lose_nothing(cache_dir: str, tmp_path: Path) -> None:
     """Four processes racing on the same keys lose no sample and agree on one order."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    start = time.time() + 1.5
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WORKER, cache_dir, str(w), str(start)],
+            [sys.executable, "-c", WORKER, cache_dir, str(w), str(barrier)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

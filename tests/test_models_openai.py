@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from cachesaver import CacheMissError, InvalidRequestError, OnlineAPI, Request
 from cachesaver.models import (
     ChatRequest,
     ChoiceFlags,
+    UncachedPathError,
     cache_flags,
     sample_text,
 )
@@ -29,6 +31,14 @@ from cachesaver.pipelines import LocalAPI
 from cachesaver.testing.server import FakeLLMServer
 
 MESSAGES = [{"role": "user", "content": "What is the meaning of life?"}]
+_SDK_CHAT_PARAMS = frozenset(
+    inspect.signature(openai.resources.chat.completions.AsyncCompletions.create).parameters
+)
+
+
+def NEWER(name: str, value: Any) -> dict[str, Any]:
+    """``{name: value}`` if the installed SDK takes that parameter (CI tests old SDKs too)."""
+    return {name: value} if name in _SDK_CHAT_PARAMS else {}
 
 
 @pytest.fixture
@@ -241,7 +251,7 @@ async def test_bad_request_is_the_sdks_error_and_not_retried(
 
 
 async def test_cachesaver_keywords_are_never_sent(server: FakeLLMServer, cache: str) -> None:
-    """namespace and request_id stay in cachesaver; stream_options is never sent either."""
+    """namespace and request_id stay in cachesaver; a live stream always asks for usage."""
     async with client_for(server, cache) as client:
         await client.chat.completions.create(
             model="fake-chat", messages=MESSAGES, namespace="ns", request_id="q-17"
@@ -259,8 +269,11 @@ async def test_cachesaver_keywords_are_never_sent(server: FakeLLMServer, cache: 
     bodies = chat_requests(server)
     assert len(bodies) == 2
     for body in bodies:
-        assert not {"namespace", "request_id", "stream_options"} & set(body)
-        assert not body.get("stream")
+        assert not {"namespace", "request_id"} & set(body)
+    assert not bodies[0].get("stream")
+    # A fresh stream streams live; usage is always asked for (it is what the call paid).
+    assert bodies[1]["stream"] is True
+    assert bodies[1]["stream_options"] == {"include_usage": True}
 
 
 async def test_non_output_parameters_are_sent_but_not_in_the_key(
@@ -276,7 +289,7 @@ async def test_non_output_parameters_are_sent_but_not_in_the_key(
             store=False,
             metadata={"run": "1"},
             service_tier="auto",
-            prompt_cache_key="k1",
+            **NEWER("prompt_cache_key", "k1"),
             extra_headers={"X-Trace": "abc"},
             timeout=30,
         )
@@ -291,7 +304,7 @@ async def test_non_output_parameters_are_sent_but_not_in_the_key(
             user="bob",
             store=True,
             service_tier="flex",
-            prompt_cache_key="k2",
+            **NEWER("prompt_cache_key", "k2"),
             extra_headers={"X-Trace": "xyz"},
             timeout=5,
         )
@@ -619,16 +632,17 @@ async def test_embedding_adapter_batches_a_pipeline(server: FakeLLMServer, cache
     assert server.received[0].body["dimensions"] == 4
 
 
-async def test_uncached_entry_points_are_refused_and_others_pass_through(
+async def test_uncached_sdk_paths_are_refused_and_settings_read_through(
     server: FakeLLMServer, cache: str
 ) -> None:
-    """parse/with_raw_response are refused with advice; other SDK resources pass through."""
+    """Uncached SDK resources are refused naming client.sdk; settings read through."""
     async with client_for(server, cache) as client:
-        with pytest.raises(AttributeError, match=r"client\.sdk\.chat\.completions\.parse"):
-            _ = client.chat.completions.parse
-        page = await client.models.list()
+        with pytest.raises(UncachedPathError, match=r"client\.sdk\.models"):
+            _ = client.models
+        page = await client.sdk.models.list()
         assert [m.id for m in page.data] == ["fake-chat", "fake-embed"]
-        assert client.sdk.max_retries == 2
+        assert client.max_retries == 2 and str(client.base_url) == server.openai_base_url + "/"
+    assert server.stats()["requests"] == 0  # models.list is not an API request it counts
     with pytest.raises(TypeError, match="sdk_client"):
         AsyncOpenAI(cache=cache, sdk_client=client.sdk, api_key="x")
     with pytest.raises(ValueError, match="batch_timeout"):
@@ -660,7 +674,7 @@ async def test_non_json_parameter_values_are_refused(server: FakeLLMServer, cach
         pass
 
     async with client_for(server, cache) as client:
-        with pytest.raises(InvalidRequestError, match="response_format is the class"):
+        with pytest.raises(InvalidRequestError, match=r"response_format is the class .*Answer"):
             await client.chat.completions.create(
                 model="fake-chat", messages=MESSAGES, response_format=Answer
             )

@@ -138,13 +138,6 @@ def test_bad_requests_get_openai_style_errors(server: FakeLLMServer) -> None:
         server, "POST", "/v1/chat/completions", {"model": "m", "messages": MESSAGES, "n": 0}
     )
     assert status == 400 and "n must be" in body["error"]["message"]
-    status, _, body = call(
-        server,
-        "POST",
-        "/v1/chat/completions",
-        {"model": "m", "messages": MESSAGES, "stream": True},
-    )
-    assert status == 400 and "stream" in body["error"]["message"]
     assert call(server, "GET", "/nope")[0] == 404
 
 
@@ -275,3 +268,117 @@ def test_main_rejects_bad_arguments() -> None:
     """The command line refuses a malformed option with a usage error."""
     with pytest.raises(SystemExit):
         main(["--port", "not-a-number"])
+
+
+# -- streaming, structured outputs, the Responses API, in-process transport -------------
+
+
+async def test_streams_arrive_chunk_by_chunk_and_can_be_held(server: FakeLLMServer) -> None:
+    """A streamed answer reaches the SDK chunk by chunk: the first before the rest is sent."""
+    server.hold_streams(after=2)
+    async with sdk(server) as client:
+        stream = await client.chat.completions.create(
+            model="m", messages=MESSAGES, n=2, stream=True, stream_options={"include_usage": True}
+        )
+        pieces: list[str] = []
+        async for chunk in stream:
+            if not pieces:
+                # The server is paused after two events: nothing has completed yet.
+                assert server.stats()["streams_completed"] == 0
+                server.release_streams()
+            pieces += [c.delta.content or "" for c in chunk.choices if c.index == 0]
+            usage = chunk.usage
+    assert server.wait_for_streams(1)
+    whole = call(server, "POST", "/v1/chat/completions", {"model": "m", "messages": MESSAGES})
+    assert "".join(pieces) and whole[0] == 200
+    assert usage is not None and usage.completion_tokens > 0
+    assert server.stats()["streams_completed"] == 1
+
+
+async def test_a_cut_stream_breaks_the_sdk_iteration(server: FakeLLMServer) -> None:
+    """cut_next_stream(k) closes the connection after k events: the SDK sees an error."""
+    server.cut_next_stream(after=2)
+    async with sdk(server) as client:
+        stream = await client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+        received = 0
+        with pytest.raises(Exception) as caught:
+            async for _ in stream:
+                received += 1
+    assert received <= 2 and not isinstance(caught.value, AssertionError)
+    assert server.wait_for_streams(1)
+    assert server.stats()["streams_abandoned"] == 1
+
+
+async def test_json_schema_answers_are_instances_of_the_schema(server: FakeLLMServer) -> None:
+    """response_format json_schema answers parse into the user's pydantic model."""
+    from pydantic import BaseModel
+
+    class Step(BaseModel):
+        explanation: str
+        value: int
+
+    class Answer(BaseModel):
+        steps: list[Step]
+        final: float
+        ok: bool
+
+    async with sdk(server) as client:
+        # chat.completions.parse since openai 1.9x; beta.chat.completions.parse before.
+        completions: Any = client.chat.completions
+        if not hasattr(completions, "parse"):
+            completions = client.beta.chat.completions
+        parsed = await completions.parse(model="m", messages=MESSAGES, response_format=Answer)
+    answer = parsed.choices[0].message.parsed
+    assert isinstance(answer, Answer) and answer.steps
+
+
+async def test_responses_endpoint_speaks_the_sdks_types(server: FakeLLMServer) -> None:
+    """/v1/responses answers the SDK's Response; an unknown previous_response_id is a 400."""
+    async with sdk(server) as client:
+        first = await client.responses.create(model="m", input="hi", instructions="be brief")
+        again = await client.responses.create(model="m", input="hi", instructions="be brief")
+        follow = await client.responses.create(
+            model="m", input="more", previous_response_id=first.id
+        )
+        with pytest.raises(openai.BadRequestError, match="not found"):
+            await client.responses.create(model="m", input="x", previous_response_id="resp_no")
+    assert first.output_text and first.output_text != again.output_text
+    assert follow.previous_response_id == first.id
+    assert server.stats()["response_requests"] == 4
+
+
+def test_mock_transport_serves_the_same_handlers_without_sockets() -> None:
+    """server.transport() answers sync and async SDK clients in-process, streams included."""
+    import asyncio
+
+    import httpx
+
+    server = FakeLLMServer(seed=3)  # never started: no socket
+    sync_client = openai.OpenAI(
+        base_url="http://fake/v1",
+        api_key="t",
+        http_client=httpx.Client(transport=server.transport()),
+    )
+    with sync_client:
+        text = sync_client.chat.completions.create(model="m", messages=MESSAGES, seed=1)
+        streamed = "".join(
+            c.choices[0].delta.content or ""
+            for c in sync_client.chat.completions.create(
+                model="m", messages=MESSAGES, seed=1, stream=True
+            )
+            if c.choices
+        )
+    assert streamed == text.choices[0].message.content
+
+    async def use_async() -> str | None:
+        client = openai.AsyncOpenAI(
+            base_url="http://fake/v1",
+            api_key="t",
+            http_client=httpx.AsyncClient(transport=server.transport()),
+        )
+        async with client:
+            answer = await client.chat.completions.create(model="m", messages=MESSAGES, seed=1)
+        return answer.choices[0].message.content
+
+    assert asyncio.run(use_async()) == text.choices[0].message.content
+    assert server.stats()["chat_requests"] == 3 and not server.running

@@ -20,8 +20,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from cachesaver.models._common import TokenUsage
+from cachesaver.models._errors import DropInOptionError, UncachedPathError
+from cachesaver.models._live import LiveStream, StreamAbandonedError
+from cachesaver.models._resources import CachedRawResponse
 from cachesaver.models._stream import ChatStream
-from cachesaver.models.requests import ChatRequest, EmbeddingRequest
+from cachesaver.models.requests import ChatRequest, EmbeddingRequest, ResponsesRequest
 from cachesaver.models.samples import (
     ChatSample,
     ChoiceFlags,
@@ -38,19 +41,25 @@ if TYPE_CHECKING:
     from cachesaver.models.together import TogetherEmbeddingModel, TogetherModel
 
 __all__ = [
+    "CachedRawResponse",
     "ChatRequest",
     "ChatSample",
     "ChatStream",
     "ChoiceFlags",
+    "DropInOptionError",
     "EmbeddingRequest",
     "EmbeddingSample",
     "LiteLLMModel",
+    "LiveStream",
     "OpenAIEmbeddingModel",
     "OpenAIModel",
+    "ResponsesRequest",
+    "StreamAbandonedError",
     "TogetherEmbeddingModel",
     "TogetherModel",
     "TokenUsage",
     "TransformersModel",
+    "UncachedPathError",
     "cache_flags",
     "sample_message",
     "sample_text",

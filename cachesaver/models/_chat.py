@@ -16,7 +16,9 @@ from typing import Any, ClassVar, Generic, Literal
 
 from cachesaver.errors import InvalidRequestError, ModelContractError
 from cachesaver.models._common import (
+    CALL_CLIENT,
     CALL_OPTIONS_ATTR,
+    SDK_ATTR,
     ClientT,
     ConcurrencyLimit,
     TokenUsage,
@@ -26,6 +28,7 @@ from cachesaver.models._common import (
     check_model,
     request_label,
 )
+from cachesaver.models._live import STREAM_ATTR
 from cachesaver.models.samples import ChatSample
 from cachesaver.typedefs import Request, Response
 
@@ -230,7 +233,14 @@ class ChatAdapter(Generic[ClientT]):
     # -- the call ------------------------------------------------------------------------
 
     async def _create(self, kwargs: dict[str, Any]) -> Any:
-        """Make one chat-completions call with the SDK; return its completion."""
+        """Make one chat-completions call with the SDK; return its completion.
+
+        The SDK client to use is ``call_client(self)`` (the caller's, for a drop-in).
+        """
+        raise NotImplementedError
+
+    def _completion_of(self, data: dict[str, Any]) -> Any:
+        """The SDK's completion object for a completion's JSON (a finished stream)."""
         raise NotImplementedError
 
     async def request(self, request: Request) -> Response:
@@ -242,6 +252,18 @@ class ChatAdapter(Generic[ClientT]):
         per_call = getattr(request, CALL_OPTIONS_ATTR, None)
         if per_call:
             options = {**options, **per_call}
+        client = getattr(request, SDK_ATTR, None)
+        sink = getattr(request, STREAM_ATTR, None)
+        token = CALL_CLIENT.set(client) if client is not None else None
+        try:
+            return await self._request(request, kwargs, options, sink)
+        finally:
+            if token is not None:
+                CALL_CLIENT.reset(token)
+
+    async def _request(
+        self, request: Request, kwargs: dict[str, Any], options: dict[str, Any], sink: Any
+    ) -> Response:
         samples: list[Any] = []
         remaining = request.n
         extra_prompt = 0
@@ -250,7 +272,10 @@ class ChatAdapter(Generic[ClientT]):
             if remaining > 1:
                 call["n"] = remaining
             async with self._limit.slot():
-                completion = await self._create(call)
+                if sink is not None and not samples:
+                    completion = self._completion_of(await sink.pump(self, call))
+                else:
+                    completion = await self._create(call)
             got = self._samples(completion, remaining, request)
             if samples:  # the provider gave fewer choices than asked: this call re-paid
                 usage = getattr(completion, "usage", None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -16,13 +17,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CACHESAVER_KEYWORDS",
+    "CALL_CLIENT",
     "CALL_OPTIONS_ATTR",
+    "SDK_ATTR",
     "TRANSPORT_PARAMS",
     "ClientT",
     "ConcurrencyLimit",
     "TokenUsage",
     "apportion",
     "base_url_of",
+    "call_client",
     "check_call_options",
     "check_model",
     "is_omitted",
@@ -37,6 +41,20 @@ CACHESAVER_KEYWORDS = frozenset({"namespace", "request_id"})
 # Name of the attribute a drop-in request carries its call options in: parameters that
 # are sent to the API but are not part of the key (extra_headers, timeout, user, ...).
 CALL_OPTIONS_ATTR = "_csm_call_options"
+# Name of the attribute a drop-in request carries the SDK client to call in (a client
+# derived by ``with_options`` calls with its own options on the shared pipelines).
+SDK_ATTR = "_csm_sdk"
+#: The SDK client of the API call being made (set by the adapters around ``_create``).
+CALL_CLIENT: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "cachesaver_call_client", default=None
+)
+
+
+def call_client(adapter: Any) -> Any:
+    """The SDK client to make the current API call with (a request's, or the adapter's)."""
+    client = CALL_CLIENT.get()
+    return adapter.client if client is None else client
+
 
 #: The SDK client type an adapter calls (bound by each provider's adapter classes).
 ClientT = TypeVar("ClientT")
@@ -109,6 +127,11 @@ def jsonable(value: Any, path: str) -> Any:
             item if type(item) in _SCALARS else jsonable(item, f"{path}[{i}]")
             for i, item in enumerate(value)
         ]
+    if isinstance(value, (set, frozenset)):
+        raise InvalidRequestError(
+            f"{path} is a {kind.__name__}, whose order depends on the process, so it cannot "
+            "enter a cache key; pass a list (sorted, or in the order you mean)"
+        )
     if isinstance(value, type):
         raise InvalidRequestError(
             f"{path} is the class {value.__qualname__}, not JSON data; pass the JSON the API "

@@ -1,43 +1,44 @@
 """The machinery of the drop-in clients (`AsyncOpenAI`, `AsyncTogether`).
 
-A drop-in client owns the real SDK client and one store. Chat calls go through one
-`OnlineAPI` pipeline per model name (cache -> batch -> deduplicate -> the provider's chat
-adapter with ``sample="full"``); each call becomes a `ChatRequest` whose content is the
-messages plus every parameter that can change the output. Embedding calls are served
-per input: every input is one `EmbeddingRequest`, read at sample 0 (embeddings are
-deterministic), and only the missing inputs are sent, in one API call.
+A drop-in client owns the real SDK client (``client.sdk``) and shares a `DropInCore`
+(store, pipelines, run options) with the clients derived from it by ``with_options`` /
+``copy``. Chat calls go through one `OnlineAPI` pipeline per (model, base URL); each
+call becomes a `ChatRequest` whose content is the messages plus every parameter that
+can change the output. Nothing is silent: every attribute either is served through the
+cache, is a plain setting of the SDK client (``api_key``, ``base_url``, ...), or raises
+`UncachedPathError` naming the path, the cached alternative and ``client.sdk.<path>``.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-import math
-import struct
-from collections.abc import Callable, Iterable, Mapping
+import os
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, ClassVar
 
 from cachesaver import Stats
-from cachesaver.batcher import AsyncBatcher
-from cachesaver.cacher import AsyncCacher, Mode
-from cachesaver.errors import InvalidRequestError, PipelineClosedError
+from cachesaver.cacher import Mode
+from cachesaver.errors import InvalidRequestError
+from cachesaver.manifest import RunManifest
 from cachesaver.models._chat import ChatAdapter
 from cachesaver.models._common import (
     CALL_OPTIONS_ATTR,
+    SDK_ATTR,
     TokenUsage,
+    base_url_of,
     is_omitted,
     jsonable,
 )
-from cachesaver.models._embed import EmbeddingAdapter
+from cachesaver.models._core import DropInCore
+from cachesaver.models._errors import DropInOptionError, UncachedPathError
 from cachesaver.models._stream import ChatStream
-from cachesaver.models.requests import ChatRequest, EmbeddingRequest
-from cachesaver.models.samples import ChatSample, EmbeddingSample
+from cachesaver.models.requests import ChatRequest
+from cachesaver.models.samples import ChatSample
 from cachesaver.pipelines import OnlineAPI
-from cachesaver.stores import CacheLike, Store, open_store
-from cachesaver.typedefs import Batch, Response
+from cachesaver.stores import CacheLike, Store
+from cachesaver.typedefs import Response
 
-__all__ = ["UNCACHED_CHAT_METHODS", "UNCACHED_EMBEDDING_METHODS", "DropInClient", "ResourceProxy"]
+__all__ = ["SETTINGS", "DropInClient", "refuse"]
 
 _CHAT_FIELDS = frozenset(
     f
@@ -46,22 +47,37 @@ _CHAT_FIELDS = frozenset(
 )
 _SENTINELS = ("NotGiven", "Omit")
 _SCALARS = (str, int, float, bool)
-# Methods of chat.completions that would bypass the cache: refused, not passed through.
-UNCACHED_CHAT_METHODS = frozenset(
-    {"parse", "stream", "with_raw_response", "with_streaming_response"}
+#: Plain settings of the SDK client, read through the drop-in client (no API call).
+SETTINGS = frozenset(
+    {
+        "api_key",
+        "base_url",
+        "organization",
+        "project",
+        "timeout",
+        "max_retries",
+        "default_headers",
+        "default_query",
+        "auth_headers",
+        "user_agent",
+        "websocket_base_url",
+        "webhook_secret",
+    }
 )
-UNCACHED_EMBEDDING_METHODS = frozenset({"with_raw_response", "with_streaming_response"})
+CACHED_PATHS = (
+    "chat.completions.create",
+    "chat.completions.parse",
+    "embeddings.create",
+    "responses.create",
+)
 
 
-def _add(stats: Stats, other: Stats) -> Stats:
-    return Stats(
-        requests=stats.requests + other.requests,
-        samples=stats.samples + other.samples,
-        cached=stats.cached + other.cached,
-        duplicated=stats.duplicated + other.duplicated,
-        generated=stats.generated + other.generated,
-        model_calls=stats.model_calls + other.model_calls,
-        batches=stats.batches + other.batches,
+def refuse(path: str, served: str, uncached: str | None = None) -> UncachedPathError:
+    """The error for an attribute path that would reach the API uncached."""
+    return UncachedPathError(
+        f"client.{path} is not served by cachesaver: it would reach the API uncached. "
+        f"Cached here: {served}. For the SDK's own, uncached call use "
+        f"client.sdk.{uncached or path}"
     )
 
 
@@ -77,6 +93,10 @@ class DropInClient:
     _role_in_every_delta: ClassVar[bool] = False
     _logprobs_in_chunks: ClassVar[bool] = True
     _has_encoding_format: ClassVar[bool] = False
+    _served: ClassVar[str] = "chat.completions.create, embeddings.create"
+
+    sdk: Any
+    _core: DropInCore
 
     def __init__(
         self,
@@ -91,65 +111,57 @@ class DropInClient:
         max_embedding_inputs: int,
         identity_base_url: str | None,
         mode: Mode = "readwrite",
+        manifest: str | os.PathLike[str] | RunManifest | None = None,
+        run_id: str | None = None,
     ) -> None:
         where = f"{type(self).__name__}()"
         if not isinstance(namespace, str):
-            raise TypeError(f"{where}: namespace must be a str, got {namespace!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(
-                f"{where}: batch_size must be a positive int (samples per batch), got "
-                f"{batch_size!r}"
-            )
-        if (
-            isinstance(batch_timeout, bool)
-            or not isinstance(batch_timeout, (int, float))
-            or not math.isfinite(batch_timeout)
-            or batch_timeout < 0
+            raise DropInOptionError(f"{where}: namespace must be a str, got {namespace!r}")
+        if identity_base_url is not None and (
+            type(identity_base_url) is not str or not identity_base_url
         ):
-            raise ValueError(
-                f"{where}: batch_timeout must be a finite number of seconds >= 0, got "
-                f"{batch_timeout!r}; it bounds how long a fresh call waits for its batch"
-            )
-        if type(max_embedding_inputs) is not int or max_embedding_inputs < 1:
-            raise ValueError(
-                f"{where}: max_embedding_inputs must be a positive int, got "
-                f"{max_embedding_inputs!r}"
-            )
-        self.namespace = namespace
-        self.batch_size = batch_size
-        self.batch_timeout = batch_timeout
-        self.max_concurrency = max_concurrency
-        self.max_embedding_inputs = max_embedding_inputs
-        self._identity_base_url = identity_base_url
-        if mode not in ("readwrite", "replay"):
-            raise ValueError(
-                f"{where}: mode must be 'readwrite' (the default) or 'replay' (serve only "
-                f"from the cache; a miss raises CacheMissError), got {mode!r}"
-            )
-        self.mode: Mode = mode
-        if max_concurrency is not None and (
-            type(max_concurrency) is not int or max_concurrency < 1
-        ):
-            raise ValueError(
-                f"{where}: max_concurrency must be a positive int (API calls at once) or "
-                f"None, got {max_concurrency!r}"
+            raise DropInOptionError(
+                f"{where}: identity_base_url must be a non-empty str or None, got "
+                f"{identity_base_url!r}"
             )
         # Options are checked before anything is opened (the disk store opens lazily).
-        self.sdk = make_sdk()
+        core = DropInCore(
+            type(self).__name__,
+            cache,
+            batch_size=batch_size,
+            batch_timeout=batch_timeout,
+            max_concurrency=max_concurrency,
+            max_embedding_inputs=max_embedding_inputs,
+            mode=mode,
+            manifest=manifest,
+            run_id=run_id,
+        )
+        self._setup(make_sdk(), owns_sdk, core, namespace, identity_base_url)
+
+    def _setup(
+        self,
+        sdk: Any,
+        owns_sdk: bool,
+        core: DropInCore,
+        namespace: str,
+        identity_base_url: str | None,
+        derived: bool = False,
+    ) -> None:
+        self.sdk = sdk
+        self._derived = derived
         self._owns_sdk = owns_sdk
-        self._store, self._owns_store = open_store(cache)
-        self._chat: dict[str, tuple[ChatAdapter[Any], OnlineAPI]] = {}
-        self._embed: dict[str, EmbeddingAdapter[Any]] = {}
-        self._embed_stats = Stats()
-        self._embed_runs: set[AsyncCacher] = set()
-        self._closed = False
+        self._core = core
+        self.namespace = namespace
+        self._identity_base_url = identity_base_url
+        self._base_url = identity_base_url or base_url_of(sdk)
+        self._make_resources()
+
+    def _make_resources(self) -> None:
+        raise NotImplementedError
 
     # -- provider hooks ------------------------------------------------------------------
 
     def _chat_adapter(self, model: str) -> ChatAdapter[Any]:
-        raise NotImplementedError
-
-    def _embedding_adapter(self, model: str) -> EmbeddingAdapter[Any]:
         raise NotImplementedError
 
     def _completion(self, data: dict[str, Any]) -> Any:
@@ -158,38 +170,94 @@ class DropInClient:
     def _chunk(self, data: dict[str, Any]) -> Any:
         raise NotImplementedError
 
-    def _embedding_response(self, vectors: list[Any], model: str, prompt_tokens: int | None) -> Any:
-        raise NotImplementedError
+    def _structured(self, response_format: Any) -> tuple[Any, Any]:
+        """(the JSON response_format sent and keyed, the user's type to parse into)."""
+        return jsonable(response_format, "response_format"), None
+
+    def _parse(self, completion: Any, parse_as: Any, tools: Any) -> Any:
+        return completion
+
+    # -- options and derived clients -----------------------------------------------------
+
+    @property
+    def mode(self) -> Mode:
+        return self._core.mode
+
+    @property
+    def run_id(self) -> str | None:
+        return self._core.run_id
+
+    @property
+    def manifest(self) -> RunManifest | None:
+        return self._core.manifest
+
+    @property
+    def batch_size(self) -> int:
+        return self._core.batch_size
+
+    @property
+    def batch_timeout(self) -> float:
+        return self._core.batch_timeout
+
+    @property
+    def max_concurrency(self) -> int | None:
+        return self._core.max_concurrency
+
+    @property
+    def max_embedding_inputs(self) -> int:
+        return self._core.max_embedding_inputs
+
+    def with_options(self, *, namespace: str | None = None, **sdk_options: Any) -> Any:
+        """A drop-in client on the same cache and run, with other SDK options.
+
+        ``sdk_options`` go to the SDK client's ``with_options`` (``timeout``,
+        ``max_retries``, ``default_headers``, ``base_url``, ...): transport options stay
+        out of the key, a new ``base_url`` is part of it. ``namespace`` sets the derived
+        client's default namespace. Closing a derived client does nothing: the client
+        it was derived from owns the cache and the connections.
+        """
+        if namespace is not None and not isinstance(namespace, str):
+            raise DropInOptionError(
+                f"{type(self).__name__}.with_options: namespace must be a str, got {namespace!r}"
+            )
+        for name in ("cache", "mode", "manifest", "run_id", "batch_size", "sdk_client"):
+            if name in sdk_options:
+                raise DropInOptionError(
+                    f"{type(self).__name__}.with_options({name}=...): a derived client shares "
+                    f"its cache and run with this one; construct a new client for another {name}"
+                )
+        sdk = self.sdk.with_options(**sdk_options)
+        derived = object.__new__(type(self))
+        derived._setup(
+            sdk,
+            False,
+            self._core,
+            self.namespace if namespace is None else namespace,
+            self._identity_base_url,
+            derived=True,
+        )
+        return derived
+
+    copy = with_options
 
     # -- lifecycle -----------------------------------------------------------------------
 
     @property
     def store(self) -> Store:
         """The store every call of this client reads and writes."""
-        return self._store
+        return self._core.store
 
     async def close(self) -> None:
         """Finish calls in flight, close the pipelines, the store and the SDK client.
 
-        A store or SDK client passed in by the caller stays open.
+        A store or SDK client passed in by the caller stays open. A client derived by
+        ``with_options`` / ``copy`` owns nothing: closing it does nothing.
         """
-        if self._closed:
+        if self._derived:
             return
-        self._closed = True
-        try:
-            for run in list(self._embed_runs):
-                await run.aclose()  # embedding calls in flight finish first
-            for _, pipeline in list(self._chat.values()):
-                await pipeline.aclose()
-        finally:
-            try:
-                if self._owns_store:
-                    await self._store.aclose()
-            finally:
-                if self._owns_sdk:
-                    await self.sdk.close()
+        await self._core.close(self.sdk.close if self._owns_sdk else None)
 
-    async def __aenter__(self) -> DropInClient:
+    async def __aenter__(self) -> Any:
         return self
 
     async def __aexit__(
@@ -200,54 +268,32 @@ class DropInClient:
     ) -> None:
         await self.close()
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise PipelineClosedError(
-                f"{type(self).__name__} is closed; create a new client to send more requests"
-            )
-
     def __getattr__(self, name: str) -> Any:
-        # Everything else (models, files, ...) is the SDK's own, uncached.
         sdk = self.__dict__.get("sdk")
         if name.startswith("_") or sdk is None:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        return getattr(sdk, name)
+        if name in SETTINGS:
+            return getattr(sdk, name)
+        raise refuse(name, self._served)
 
     def cachesaver_stats(self) -> Stats:
-        """Counters of every chat pipeline and embedding call of this client, summed."""
-        total = self._embed_stats
-        for _, pipeline in self._chat.values():
-            total = _add(total, pipeline.stats())
-        return total
+        """Counters of every pipeline and embedding call of this client family, summed."""
+        return self._core.stats()
 
     def token_usage(self) -> TokenUsage:
-        """Tokens the API calls made by this client reported (what it paid for)."""
-        total = TokenUsage()
-        for adapter, _ in self._chat.values():
-            total = total + adapter.usage
-        for embedder in self._embed.values():
-            total = total + embedder.usage
-        return total
+        """Tokens the API calls made by this client family reported (what it paid for)."""
+        return self._core.usage()
 
     def chat_pipeline(self, model: str) -> OnlineAPI:
         """The pipeline that serves chat calls for ``model`` (created on first use)."""
-        self._check_open()
+        self._core.check_open()
         if type(model) is not str or not model:
-            raise TypeError(
+            raise InvalidRequestError(
                 f"chat.completions.create: model must be a non-empty str, got {model!r}"
             )
-        entry = self._chat.get(model)
-        if entry is None:
-            adapter = self._chat_adapter(model)
-            pipeline = OnlineAPI(
-                adapter,
-                cache=self._store,
-                batch_size=self.batch_size,
-                timeout=self.batch_timeout,
-                mode=self.mode,
-            )
-            entry = self._chat[model] = (adapter, pipeline)
-        return entry[1]
+        return self._core.pipeline(
+            ("chat", model, self._base_url), lambda: self._chat_adapter(model)
+        )[1]
 
     # -- chat ----------------------------------------------------------------------------
 
@@ -277,7 +323,7 @@ class DropInClient:
             elif name == "extra_body":
                 extra_body = jsonable(value, "extra_body")
                 if not isinstance(extra_body, dict):
-                    raise TypeError(
+                    raise InvalidRequestError(
                         f"{self._provider} chat.completions.create: extra_body must be a "
                         f"dict, got {value!r}"
                     )
@@ -286,7 +332,7 @@ class DropInClient:
                     others = {}
                 others[name] = jsonable(value, name)
             else:
-                raise TypeError(
+                raise InvalidRequestError(
                     f"{self._provider} chat.completions.create() got an unexpected keyword "
                     f"argument {name!r}: it is not a parameter of the installed "
                     f"{self._provider} SDK; send provider-specific parameters in "
@@ -311,6 +357,33 @@ class DropInClient:
         )
         return request, options
 
+    def _prepare_chat(
+        self,
+        model: Any,
+        messages: Any,
+        stream: Any,
+        namespace: str | None,
+        request_id: str | None,
+        params: dict[str, Any],
+    ) -> tuple[OnlineAPI, ChatRequest, Any, Any, Any]:
+        if stream not in (None, False, True) and not is_omitted(stream):
+            raise InvalidRequestError(
+                f"chat.completions.create: stream must be True or False, got {stream!r}"
+            )
+        n = params.pop("n", None)
+        stream_options = params.pop("stream_options", None)
+        parse_as = None
+        tools = params.get("tools")
+        response_format = params.get("response_format")
+        if response_format is not None and not is_omitted(response_format):
+            params["response_format"], parse_as = self._structured(response_format)
+        pipeline = self.chat_pipeline(model)
+        request, options = self._chat_request(messages, n, namespace, request_id, params)
+        if options:
+            object.__setattr__(request, CALL_OPTIONS_ATTR, options)
+        object.__setattr__(request, SDK_ATTR, self.sdk)
+        return pipeline, request, stream_options, parse_as, tools
+
     async def _chat_create(
         self,
         model: Any,
@@ -319,31 +392,38 @@ class DropInClient:
         namespace: str | None,
         request_id: str | None,
         params: dict[str, Any],
+        parse: bool = False,
     ) -> Any:
-        if stream not in (None, False, True) and not is_omitted(stream):
-            raise TypeError(
-                f"chat.completions.create: stream must be True or False, got {stream!r}"
-            )
-        n = params.pop("n", None)
-        stream_options = params.pop("stream_options", None)
-        request, options = self._chat_request(messages, n, namespace, request_id, params)
-        if options:
-            object.__setattr__(request, CALL_OPTIONS_ATTR, options)
-        pipeline = self.chat_pipeline(model)
-        response = await pipeline.request(request)
-        completion = self._build_completion(response, model)
+        pipeline, request, stream_options, parse_as, tools = self._prepare_chat(
+            model, messages, stream, namespace, request_id, params
+        )
         if stream is True:
+            if parse_as is not None or parse:
+                raise InvalidRequestError(
+                    "chat.completions: stream=True with a pydantic response_format is not "
+                    "served by cachesaver; call without stream (the answer is parsed), or "
+                    "use client.sdk.chat.completions.stream(...) uncached"
+                )
+            from cachesaver.models._live import live_stream
+
             include_usage = isinstance(stream_options, Mapping) and bool(
                 stream_options.get("include_usage")
             )
-            return ChatStream(
-                completion,
-                self._chunk,
-                include_usage=include_usage,
-                role_in_every_delta=self._role_in_every_delta,
-                logprobs_in_chunks=self._logprobs_in_chunks,
-            )
+            return await live_stream(self, pipeline, request, model, include_usage)
+        response = await pipeline.request(request)
+        completion = self._build_completion(response, model)
+        if parse_as is not None or parse:
+            return self._parse(completion, parse_as, tools)
         return completion
+
+    def _replay(self, completion: Any, include_usage: bool) -> ChatStream[Any]:
+        return ChatStream(
+            completion,
+            self._chunk,
+            include_usage=include_usage,
+            role_in_every_delta=self._role_in_every_delta,
+            logprobs_in_chunks=self._logprobs_in_chunks,
+        )
 
     def _build_completion(self, response: Response, model: str) -> Any:
         samples: list[ChatSample] = response.data
@@ -380,148 +460,23 @@ class DropInClient:
             data["system_fingerprint"] = first["system_fingerprint"]
         return self._completion(data)
 
-    # -- embeddings ----------------------------------------------------------------------
-
-    def _embedding_inputs(self, value: Any) -> list[str | list[int]]:
-        where = f"{self._provider} embeddings.create"
-        if isinstance(value, str):
-            inputs: list[Any] = [value]
-        elif isinstance(value, Iterable) and not isinstance(value, (bytes, Mapping)):
-            items = list(value)
-            if items and all(type(t) is int for t in items):
-                inputs = [items]  # one input given as token ids
-            else:
-                inputs = [list(x) if isinstance(x, tuple) else x for x in items]
-        else:
-            inputs = []
-        if not inputs:
-            raise InvalidRequestError(
-                f"{where}: input must be a non-empty str or a non-empty list of inputs"
-            )
-        for i, item in enumerate(inputs):
-            ok = (isinstance(item, str) and item) or (
-                isinstance(item, list) and item and all(type(t) is int for t in item)
-            )
-            if not ok:
-                raise InvalidRequestError(
-                    f"{where}: input[{i}] must be a non-empty str or a list of token ids, "
-                    f"got {item!r}"
-                )
-        return inputs
-
-    def _embedding_adapter_for(self, model: Any) -> EmbeddingAdapter[Any]:
-        self._check_open()
-        if type(model) is not str or not model:
-            raise TypeError(f"embeddings.create: model must be a non-empty str, got {model!r}")
-        adapter = self._embed.get(model)
-        if adapter is None:
-            adapter = self._embed[model] = self._embedding_adapter(model)
-        return adapter
-
-    async def _embeddings_create(
-        self, model: Any, input: Any, request_id: str | None, params: dict[str, Any]
-    ) -> Any:
-        where = f"{self._provider} embeddings.create"
-        adapter = self._embedding_adapter_for(model)
-        inputs = self._embedding_inputs(input)
-        fields: dict[str, Any] = {}
-        others: dict[str, Any] = {}
-        options: dict[str, Any] = {}
-        extra_body: Any = None
-        encoding_format = params.pop("encoding_format", None) if self._has_encoding_format else None
-        if encoding_format not in (None, "float", "base64") and not is_omitted(encoding_format):
-            raise InvalidRequestError(
-                f"{where}: encoding_format must be 'float' or 'base64', got {encoding_format!r}"
-            )
-        for name, value in params.items():
-            if is_omitted(value):
-                continue
-            if name == "dimensions" and name in self._embed_params:
-                fields[name] = value
-            elif name in self._embed_not_in_key:
-                options[name] = value
-            elif name == "extra_body":
-                extra_body = jsonable(value, "extra_body")
-            elif name in self._embed_params:
-                others[name] = jsonable(value, name)
-            else:
-                raise TypeError(
-                    f"{where}() got an unexpected keyword argument {name!r}: it is not a "
-                    f"parameter of the installed {self._provider} SDK; send provider-specific "
-                    "parameters in extra_body={...}"
-                )
-        unique: dict[str, int] = {}
-        requests: list[EmbeddingRequest] = []
-        slots: list[int] = []
-        for item in inputs:
-            label = json.dumps(item)
-            slot = unique.get(label)
-            if slot is None:
-                slot = unique[label] = len(requests)
-                request = EmbeddingRequest(
-                    item,
-                    request_id=request_id,
-                    params=others or None,
-                    extra_body=extra_body,
-                    **fields,
-                )
-                if options:
-                    object.__setattr__(request, CALL_OPTIONS_ATTR, options)
-                requests.append(request)
-            slots.append(slot)
-        # A new run per call: every input reads sample 0 of its key, whatever was asked
-        # before (embeddings are deterministic), and the batcher sends all missing
-        # inputs in one API call.
-        run = AsyncCacher(
-            AsyncBatcher(adapter, batch_size=self.max_embedding_inputs, timeout=0),
-            cache=self._store,
-            mode=self.mode,
-        )
-        self._embed_runs.add(run)
-        try:
-            async with run:
-                responses = await run.batch_request(Batch(list(requests)))
-        finally:
-            self._embed_runs.discard(run)
-            self._embed_stats = _add(self._embed_stats, run.stats())
-        paid: int | None = 0
-        for response in responses:
-            sample: EmbeddingSample = response.data[0]
-            if response.cached and not response.cached[0]:
-                tokens = sample["prompt_tokens"]
-                if tokens is None:
-                    paid = None
-                elif paid is not None:
-                    paid += tokens
-        vectors: list[Any] = []
-        served_model = model
-        for slot in slots:
-            sample = responses[slot].data[0]
-            served_model = sample["model"] or model
-            vector = sample["embedding"]
-            if encoding_format == "base64":
-                packed = struct.pack(f"<{len(vector)}f", *vector)
-                vectors.append(base64.b64encode(packed).decode("ascii"))
-            else:
-                vectors.append(list(vector))
-        return self._embedding_response(vectors, served_model, paid)
-
 
 class ResourceProxy:
-    """``client.chat`` / ``client.embeddings``: cached ``create``, the rest refused or the SDK's."""
+    """A resource of a drop-in client: served methods are defined, the rest refused."""
 
-    def __init__(self, sdk_resource: Any, refused: frozenset[str], path: str) -> None:
-        self._sdk_resource = sdk_resource
-        self._refused = refused
+    #: What this resource serves, for error messages.
+    _served: ClassVar[str] = ", ".join(CACHED_PATHS)
+
+    def __init__(self, path: str) -> None:
         self._path = path
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        if name in self._refused:
-            raise AttributeError(
-                f"{self._path}.{name} is not served by cachesaver (it would bypass the "
-                f"cache); use {self._path}.create, or call the SDK directly through "
-                f"client.sdk.{self._path}.{name} (uncached)"
+        if name == "with_streaming_response":
+            raise refuse(
+                f"{self._path}.{name}",
+                f"{self._served} (stream=True streams through the cache; "
+                f"{self._path}.with_raw_response gives a raw response)",
             )
-        return getattr(self._sdk_resource, name)
+        raise refuse(f"{self._path}.{name}", self._served)

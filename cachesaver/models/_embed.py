@@ -16,7 +16,9 @@ from typing import Any, ClassVar, Generic
 
 from cachesaver.errors import InvalidRequestError, ModelContractError
 from cachesaver.models._common import (
+    CALL_CLIENT,
     CALL_OPTIONS_ATTR,
+    SDK_ATTR,
     ClientT,
     ConcurrencyLimit,
     TokenUsage,
@@ -83,6 +85,7 @@ class EmbeddingAdapter(Generic[ClientT]):
         return f"{type(self).__name__}(model={self.model!r}, base_url={self._base_url!r})"
 
     async def _create(self, kwargs: dict[str, Any]) -> Any:
+        """Make one embeddings call with ``call_client(self)``; return its response."""
         raise NotImplementedError
 
     def _parameters(self, request: Request) -> dict[str, Any]:
@@ -128,24 +131,25 @@ class EmbeddingAdapter(Generic[ClientT]):
 
     async def batch_request(self, batch: Batch) -> list[Response]:
         """Embed every request's input; one API call per group of equal parameters."""
-        groups: dict[str, tuple[dict[str, Any], list[int]]] = {}
+        groups: dict[str, tuple[dict[str, Any], list[int], Any]] = {}
         inputs: list[str | list[int]] = []
         for position, request in enumerate(batch.requests):
             inputs.append(self._input(request))
             kwargs = self._parameters(request)
             options = {**self.call_options, **(getattr(request, CALL_OPTIONS_ATTR, None) or {})}
-            label = json.dumps([kwargs, sorted(options)], sort_keys=True, default=repr)
+            client = getattr(request, SDK_ATTR, None) or self.client
+            label = json.dumps([kwargs, sorted(options), id(client)], sort_keys=True, default=repr)
             group = groups.get(label)
             if group is None:
-                groups[label] = ({**kwargs, **options}, [position])
+                groups[label] = ({**kwargs, **options}, [position], client)
             else:
                 group[1].append(position)
         vectors: list[EmbeddingSample | None] = [None] * len(inputs)
         calls = []
-        for kwargs, positions in groups.values():
+        for kwargs, positions, client in groups.values():
             for start in range(0, len(positions), self.max_inputs):
                 chunk = positions[start : start + self.max_inputs]
-                calls.append(self._embed(kwargs, chunk, inputs, vectors))
+                calls.append(self._embed(client, kwargs, chunk, inputs, vectors))
         await asyncio.gather(*calls)
         responses: list[Response] = []
         for request, vector in zip(batch.requests, vectors, strict=True):
@@ -155,6 +159,7 @@ class EmbeddingAdapter(Generic[ClientT]):
 
     async def _embed(
         self,
+        client: Any,
         kwargs: dict[str, Any],
         positions: list[int],
         inputs: list[str | list[int]],
@@ -162,8 +167,12 @@ class EmbeddingAdapter(Generic[ClientT]):
     ) -> None:
         chunk = [inputs[p] for p in positions]
         call = {**kwargs, "model": self.model, "input": chunk}
-        async with self._limit.slot():
-            result = await self._create(call)
+        token = CALL_CLIENT.set(client)
+        try:
+            async with self._limit.slot():
+                result = await self._create(call)
+        finally:
+            CALL_CLIENT.reset(token)
         data = sorted(getattr(result, "data", None) or (), key=lambda d: d.index)
         if len(data) != len(chunk):
             raise ModelContractError(

@@ -1,8 +1,7 @@
-"""``stream=True`` for the drop-in clients: a finished answer replayed as SDK chunks.
+"""A finished drop-in answer replayed as SDK chunks (cache hits of ``stream=True``).
 
-The samples of a streaming call are obtained like any other (from the cache, or from
-one non-streaming API call whose samples are stored before anything is yielded), then
-replayed as the SDK's own ``ChatCompletionChunk`` objects: per choice a role chunk,
+Stored samples are replayed as the SDK's own ``ChatCompletionChunk`` objects (fresh
+answers stream live: see `cachesaver.models._live`): per choice a role chunk,
 content pieces (word by word), tool calls, and a last chunk with ``finish_reason``;
 with ``stream_options={"include_usage": True}`` a final chunk carries ``usage``.
 """
@@ -42,7 +41,7 @@ class ChatStream(Generic[_ChunkT]):
         self._include_usage = include_usage
         self._role_always = role_in_every_delta
         self._logprobs = logprobs_in_chunks
-        self._chunks: Iterator[dict[str, Any]] = self._generate()
+        self._chunks: Iterator[dict[str, Any]] = self.chunks()
         self._closed = False
 
     def _base(self) -> dict[str, Any]:
@@ -63,11 +62,14 @@ class ChatStream(Generic[_ChunkT]):
             fields["role"] = "assistant"
         return fields
 
-    def _generate(self) -> Iterator[dict[str, Any]]:
+    def chunks(self, skip: frozenset[int] = frozenset()) -> Iterator[dict[str, Any]]:
+        """The chunk JSONs of the answer, leaving out the choices whose index is in skip."""
         base = self._base()
         for choice in self.completion.choices:
             data = choice.model_dump(mode="json", exclude_unset=True)
             index = data.get("index", 0)
+            if index in skip:
+                continue
             message = data.get("message") or {}
 
             def chunk(delta: dict[str, Any], index: int = index, **extra: Any) -> dict[str, Any]:

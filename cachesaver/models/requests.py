@@ -13,7 +13,7 @@ from typing import Any
 
 from cachesaver.typedefs import Request
 
-__all__ = ["ChatRequest", "EmbeddingRequest"]
+__all__ = ["ChatRequest", "EmbeddingRequest", "ResponsesRequest"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,5 +52,19 @@ class EmbeddingRequest(Request):
     """
 
     dimensions: int | None = None
+    params: dict[str, Any] | None = None
+    extra_body: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResponsesRequest(Request):
+    """A Responses API request: ``prompt`` is the ``input`` (a str or a list of items).
+
+    ``instructions`` is sent when set; ``params`` holds every other parameter that
+    changes the output (``tools``, ``text``, ``temperature``, ``max_output_tokens``,
+    ``reasoning``, ...) and ``extra_body`` is sent as the SDK's ``extra_body``.
+    """
+
+    instructions: str | None = None
     params: dict[str, Any] | None = None
     extra_body: dict[str, Any] | None = None

@@ -1,0 +1,132 @@
+"""Use cachesaver from synchronous code: one event loop on a background thread.
+
+cachesaver is async inside. `BackgroundLoop` owns one event loop on a daemon thread and
+runs coroutines on it from any thread (through anyio's blocking portal), so the same
+objects serve many calls, from plain scripts, from threads, and from Jupyter (whose own
+loop is already running). The sync drop-in clients (`cachesaver.models.openai.OpenAI`,
+`cachesaver.models.together.Together`) are built on it. A pipeline from sync code::
+
+    from cachesaver import OnlineAPI, Request
+    from cachesaver.sync import BackgroundLoop
+
+    with BackgroundLoop() as loop:
+        pipeline = loop.call(OnlineAPI, model, cache="caches/exp1")
+        response = loop.call(pipeline.request, Request("2+2?", n=3))
+        loop.call(pipeline.aclose)
+
+Everything a loop serves must be created and closed on it (``loop.call(OnlineAPI, ...)``,
+``loop.call(pipeline.aclose)``). ``close()`` (or leaving ``with``) stops the loop; a
+loop never closed stops with the interpreter (the thread is a daemon).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import threading
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, TypeVar
+
+from anyio import run as anyio_run
+from anyio.from_thread import BlockingPortal
+
+from cachesaver.errors import PipelineClosedError
+
+__all__ = ["BackgroundLoop"]
+
+T = TypeVar("T")
+_START_TIMEOUT = 30.0
+
+
+class BackgroundLoop:
+    """An event loop on a daemon thread; ``call`` runs work on it and waits for it."""
+
+    def __init__(self, name: str = "cachesaver-loop") -> None:
+        self._portal: BlockingPortal | None = None
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+        self._closed = False
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+        if not self._ready.wait(_START_TIMEOUT):  # pragma: no cover - a bug, said loudly
+            raise RuntimeError(f"the background event loop did not start in {_START_TIMEOUT} s")
+        if self._failure is not None:  # pragma: no cover
+            raise RuntimeError("the background event loop failed to start") from self._failure
+
+    def _main(self) -> None:
+        try:
+            anyio_run(self._serve)
+        except BaseException as exc:  # pragma: no cover - reported to the constructor
+            self._failure = exc
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        async with BlockingPortal() as portal:
+            self._portal = portal
+            self._ready.set()
+            await portal.sleep_until_stopped()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def call(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Run ``func(*args, **kwargs)`` on the loop; await its result if awaitable.
+
+        Returns the result (or raises its exception) in the calling thread. Calling it
+        from the loop's own thread is an error (it would wait for itself).
+        """
+        portal = self._portal
+        if self._closed or portal is None:
+            raise PipelineClosedError("this BackgroundLoop is closed; create a new one")
+        if threading.current_thread() is self._thread:
+            raise RuntimeError(
+                "BackgroundLoop.call was called from the loop's own thread; await the "
+                "coroutine instead"
+            )
+
+        async def run() -> Any:
+            result = func(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+
+        return portal.call(run)
+
+    def bind(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """``func`` as a blocking function that runs on this loop."""
+
+        @functools.wraps(func)
+        def blocking(*args: Any, **kwargs: Any) -> Any:
+            return self.call(func, *args, **kwargs)
+
+        return blocking
+
+    def close(self) -> None:
+        """Stop the loop (after the calls running on it) and join its thread."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        portal = self._portal
+        if portal is not None and threading.current_thread() is not self._thread:
+            with contextlib.suppress(RuntimeError):  # the loop already ended
+                portal.call(portal.stop)
+            self._thread.join(timeout=30)
+
+    def __enter__(self) -> BackgroundLoop:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"BackgroundLoop({'closed' if self._closed else 'running'})"
