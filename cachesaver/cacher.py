@@ -32,6 +32,7 @@ from cachesaver._canonical import canonical_json, digest
 from cachesaver._coordination import Claim, Memo
 from cachesaver._generation import Generation, LoopState, Produced, decoded
 from cachesaver._models import Outcome, describe, first_error
+from cachesaver._reproduce import Record, ReproduceAllocator
 from cachesaver._stage import Stage
 from cachesaver.errors import CacheMissError
 from cachesaver.manifest import RunManifest
@@ -48,6 +49,10 @@ _NO_JOBS: list[_Job] = []  # (never mutated)
 
 # (value, cached, duplicated) of one sample as the requester will see it.
 _Served = tuple[Any, bool, bool]
+
+
+def _same_file(one: str, other: str) -> bool:
+    return os.path.realpath(one) == os.path.realpath(other)
 
 
 def _served(job: _Job, produced: Produced) -> None:
@@ -110,6 +115,11 @@ class AsyncCacher(Stage):
     a worker generating a sample holds a lease on it (renewed every ``lease_ttl / 3``
     seconds) so other workers wait for it instead of paying twice; a worker that dies
     blocks the others no longer than ``lease_ttl``.
+
+    ``reproduce`` (a manifest path or a `RunManifest`, read once here) reproduces a
+    recorded run whatever the timing (SEMANTICS rule 8): a request matching a recorded
+    one (namespace, request_id, key; k-th to k-th) gets exactly its recorded indices;
+    others get new indices after the record's, or `CacheMissError` in replay mode.
     """
 
     def __init__(
@@ -121,6 +131,7 @@ class AsyncCacher(Stage):
         manifest: str | os.PathLike[str] | RunManifest | None = None,
         run_id: str | None = None,
         lease_ttl: float = 30.0,
+        reproduce: str | os.PathLike[str] | RunManifest | None = None,
     ) -> None:
         super().__init__(model)
         if mode not in ("readwrite", "replay"):
@@ -139,14 +150,32 @@ class AsyncCacher(Stage):
         self.run_id = run_id
         self.lease_ttl = lease_ttl
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
-        self._allocator: Allocator = self._choose_allocator(run_id, lease_ttl)
+        self._allocator: Allocator = self._choose_allocator(run_id, lease_ttl, reproduce)
         identity = self._inner.identity
         self._identity = None if identity is None else canonical_json(identity, "identity")
         self._memo = Memo()
         self._dedup = self._inner._cs_dedup  # the chain below is fixed from here on
         self._state: LoopState | None = None
 
-    def _choose_allocator(self, run_id: str | None, lease_ttl: float) -> Allocator:
+    def _choose_allocator(
+        self,
+        run_id: str | None,
+        lease_ttl: float,
+        reproduce: str | os.PathLike[str] | RunManifest | None,
+    ) -> Allocator:
+        if reproduce is not None:
+            if run_id is not None:
+                raise ValueError(
+                    "reproduce= and run_id= cannot be combined: reproduce a shared run from "
+                    "one process (its manifests concatenated), without run_id"
+                )
+            record = Record.load(reproduce)
+            if self._manifest is not None and _same_file(self._manifest.path, record.source):
+                raise ValueError(
+                    f"manifest= and reproduce= name the same file {record.source!r}; record "
+                    "the new run in another file"
+                )
+            return ReproduceAllocator(record, replay=self.mode == "replay")
         if run_id is None:
             return InProcessAllocator()
         if not isinstance(run_id, str) or not run_id:
