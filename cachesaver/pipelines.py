@@ -60,6 +60,7 @@ class Pipeline(AsyncCacher):
             AsyncDeduplicator(ModelPort(model, prefer=self._prefer, call_timeout=call_timeout)),
             batch_size=batch_size,
             timeout=timeout,
+            split=self._prefer == "batch",  # a local model's batch size is a hard limit
         )
         super().__init__(
             chain,
