@@ -61,7 +61,7 @@ async def test_a_new_client_replays_with_zero_http(server: FakeLLMServer, cache:
     assert calls(server) == 2
     assert [m.content[0].text for m in a] == [m.content[0].text for m in b]
     assert a[0].content[0].text != a[1].content[0].text  # fresh draws in one namespace
-    assert all(m.cached for m in b)  # type: ignore[attr-defined]
+    assert all(m.cached for m in b)
     assert b[0].usage.input_tokens == 0 and b[0].usage.output_tokens == 0
 
 
@@ -71,7 +71,7 @@ async def test_namespaces_reuse_what_another_paid_for(
     """Namespace B walks the samples namespace A paid for, from the start."""
     a = await client.messages.create(model="claude-t", max_tokens=30, messages=HI, namespace="A")
     b = await client.messages.create(model="claude-t", max_tokens=30, messages=HI, namespace="B")
-    assert b.content[0].text == a.content[0].text and b.cached  # type: ignore[attr-defined]
+    assert b.content[0].text == a.content[0].text and b.cached
     assert calls(server) == 1
 
 
@@ -110,7 +110,7 @@ async def test_stream_true_and_messages_stream_replay_sdk_events(
         text = "".join([piece async for piece in stream.text_stream])
         final = await stream.get_final_message()
     assert text == whole.content[0].text == final.content[0].text
-    assert final.cached and calls(server) == 1  # type: ignore[attr-defined]
+    assert final.cached and calls(server) == 1
 
 
 async def test_errors_are_the_sdks_and_consume_nothing(
