@@ -32,7 +32,7 @@ import secrets
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from cachesaver._canonical import digest
 from cachesaver.codec import TAG
@@ -296,15 +296,27 @@ class ExportWriter:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, compress: bool, overwrite: bool = False
+        self,
+        path: str | os.PathLike[str],
+        *,
+        compress: bool,
+        overwrite: bool = False,
+        stream: BinaryIO | None = None,
     ) -> None:
         self.path = os.fspath(path)
-        if not overwrite and os.path.lexists(self.path):
-            raise FileExistsError(f"{self.path} exists; pass --force to replace it")
-        folder = os.path.dirname(os.path.abspath(self.path))
-        fd, self._tmp = _create_hidden(folder, os.path.basename(self.path))
-        self._raw: io.BufferedWriter = os.fdopen(fd, "wb")
-        self._out: gzip.GzipFile | io.BufferedWriter = (
+        self._raw: BinaryIO
+        if stream is not None:
+            # A stream (stdout) cannot be renamed into place: a reader tells a cut-off
+            # stream by its missing end line.
+            self._tmp: str | None = None
+            self._raw = stream
+        else:
+            if not overwrite and os.path.lexists(self.path):
+                raise FileExistsError(f"{self.path} exists; pass --force to replace it")
+            folder = os.path.dirname(os.path.abspath(self.path))
+            fd, self._tmp = _create_hidden(folder, os.path.basename(self.path))
+            self._raw = os.fdopen(fd, "wb")
+        self._out: gzip.GzipFile | BinaryIO = (
             gzip.GzipFile(filename="", mode="wb", fileobj=self._raw, mtime=0)
             if compress
             else self._raw
@@ -331,16 +343,20 @@ class ExportWriter:
         if self._out is not self._raw:
             self._out.close()
         self._raw.flush()
+        self._done = True
+        if self._tmp is None:
+            return
         os.fsync(self._raw.fileno())
         self._raw.close()
         os.replace(self._tmp, self.path)
-        self._done = True
 
     def abort(self) -> None:
         """Drop the temporary file; the destination stays as it was."""
         if self._done:
             return
         self._done = True
+        if self._tmp is None:
+            return  # a stream: the missing end line marks it incomplete
         for stream in (self._out, self._raw):
             with contextlib.suppress(OSError, ValueError):
                 stream.close()
@@ -425,7 +441,7 @@ def _lines(
 
 
 def read_export(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | io.BufferedReader,
     *,
     max_bytes: int | None = None,
     max_line_bytes: int | None = None,
@@ -435,10 +451,11 @@ def read_export(
 
     ``max_bytes`` (default `MAX_IMPORT_BYTES`) caps the uncompressed text held in memory
     and ``max_line_bytes`` (default `MAX_LINE_BYTES`) one line. ``progress(n)`` is called
-    with the bytes of each line read. Lines for the same key are merged; the same index
-    with two different texts is an error.
+    as the file is read, with how many more bytes of the file (compressed or not) were
+    consumed. ``path`` may be an open binary stream (stdin). Lines for the same key are
+    merged; the same index with two different texts is an error.
     """
-    name = os.fspath(path)
+    name = "<stdin>" if isinstance(path, io.BufferedReader) else os.fspath(path)
     limit = MAX_IMPORT_BYTES if max_bytes is None else max_bytes
     max_line = MAX_LINE_BYTES if max_line_bytes is None else max_line_bytes
     merged: dict[str, tuple[str, dict[int, str]]] = {}
@@ -446,17 +463,25 @@ def read_export(
     seen_lines = samples = total = 0
     last = 0
     ended = False
-    with open(name, "rb") as raw:
-        compressed = raw.read(2) == _GZIP_MAGIC
-        raw.seek(0)
+    with contextlib.ExitStack() as closing:
+        if isinstance(path, io.BufferedReader):
+            raw: io.BufferedReader = path
+        else:
+            raw = closing.enter_context(open(name, "rb"))
+        compressed = raw.peek(2)[:2] == _GZIP_MAGIC
         stream: gzip.GzipFile | io.BufferedReader = (
             gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
         )
+        seekable = raw.seekable()
+        done = 0
         for number, line in _lines(stream, name, max_line):
             last = number
             total += len(line)
             if progress is not None:
-                progress(len(line))
+                # Bytes of the file itself (compressed or not), so a bar's total is its size.
+                at = raw.tell() if compressed and seekable else total
+                progress(at - done)
+                done = at
             if total > limit:
                 raise ExportTooLargeError(
                     name,

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from cachesaver._canonical import canonical_json, digest
-from cachesaver.cli import ExitCode, main, open_admin_store
+from cachesaver.cli import ExitCode, main
 from cachesaver.codec import encode_sample
+from cachesaver.stores import open_admin_store
 from cachesaver.stores.base import KeyRecord
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +48,7 @@ def make_record(
 
 
 async def _fill(spec: str, records: Sequence[KeyRecord]) -> None:
-    store = open_admin_store(spec, create=True)
+    store = open_admin_store(spec, access="create")
     try:
         await store.keys()  # opens (creates) the cache even when there is nothing to load
         for start in range(0, len(records), 500):
@@ -254,25 +255,30 @@ def test_prune_drops_exactly_one_model_identity(
     cache: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """--provider/--model and --identity-json delete only that identity's keys."""
-    code, data = cli_json(capsys, "prune", cache, "--provider", "openai", "--model", "gpt-4o")
+    args = ("--provider", "openai", "--model", "gpt-4o", "--yes")
+    code, data = cli_json(capsys, "prune", cache, *args)
     assert code == 0 and data["deleted"] == 1
     left = dump(cache)
     assert len(left) == 2
     assert all('"gpt-4o"' not in r.content for r in left.values())
-    code, data = cli_json(capsys, "prune", cache, "--identity-json", json.dumps(SIMULATED))
+    code, data = cli_json(capsys, "prune", cache, "--identity-json", json.dumps(SIMULATED), "-y")
     assert code == 0 and data["deleted"] == 1
     (last,) = dump(cache).values()
     assert '"gpt-4o-mini"' in last.content
 
 
-def test_prune_needs_exactly_one_kind_of_filter(
+def test_prune_needs_a_filter_and_combines_them(
     cache: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """prune without a filter, with two kinds, or with bad JSON is a usage error."""
-    assert cli(capsys, "prune", cache)[0] == ExitCode.USAGE
-    both = ("--provider", "openai", "--identity-json", "{}")
-    assert cli(capsys, "prune", cache, *both)[0] == ExitCode.USAGE
-    assert cli(capsys, "prune", cache, "--identity-json", "{nope")[0] == ExitCode.USAGE
+    """No filter, contradicting filters or bad values exit 2; several filters must all hold."""
+    assert cli(capsys, "prune", cache, "--yes")[0] == ExitCode.USAGE
+    contradicting = ("--no-identity", "--model", "gpt-4o", "--yes")
+    assert cli(capsys, "prune", cache, *contradicting)[0] == ExitCode.USAGE
+    assert cli(capsys, "prune", cache, "--identity-json", "{nope", "--yes")[0] == ExitCode.USAGE
+    assert cli(capsys, "prune", cache, "--older-than", "soon", "--yes")[0] == ExitCode.USAGE
+    both = ("--provider", "openai", "--identity-json", "{}", "--yes")
+    code, data = cli_json(capsys, "prune", cache, *both)
+    assert (code, data["deleted"]) == (0, 0)
     assert len(dump(cache)) == 3
 
 
@@ -407,7 +413,7 @@ def test_an_unexpected_error_has_its_own_exit_code(
     def broken(*args: object, **kwargs: object) -> list[str]:
         raise ValueError("a bug")
 
-    monkeypatch.setattr("cachesaver.cli.record_problems", broken)
+    monkeypatch.setattr("cachesaver.admin._inspect.record_problems", broken)
     code, _, err = cli(capsys, "verify", cache)
     assert code == ExitCode.INTERNAL and int(code) == 70
     assert "Traceback" in err and "internal error: ValueError('a bug')" in err

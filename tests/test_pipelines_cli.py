@@ -46,17 +46,21 @@ def test_cli_sweep_runs_offline_prints_the_papers_saving_and_replays(
 def test_cli_all_prints_each_papers_saving_beside_ours_and_plots(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``all`` runs the paper's three scenarios, a summary, and --plot draws cost and time."""
+    """``all``: the paper's three scenarios and a summary; --plot; a replay prints the same."""
     plot = tmp_path / "all.png"
     args = ["all", "--cache", str(tmp_path / "c"), "--plot", str(plot), *FAST[2:], "--puzzles", "1"]
     assert main(args) == 0
     out = capsys.readouterr().out
     for name, paper in (("sweep", "~6x"), ("ablation", "~2.5x"), ("benchmark", "~2x")):
-        assert re.search(rf"^{name}\s+{re.escape(paper)}\s+(\d+\.\d\dx|inf)\s", out, re.M), name
+        assert re.search(rf"^{name}\s+{re.escape(paper)}\s+(\d+\.\d\dx|inf)$", out, re.M), name
         assert (tmp_path / "c" / name / "cachesaver").is_dir()
     assert "FoA without backtracking" in out and "GoT k=3 s=4 e=3 b=2" in out
-    assert "time without" in out and "requests/s with" in out
+    assert "time without" in out and "requests/s with" in out and "speed-up" in out
     assert plot.read_bytes().startswith(b"\x89PNG")
+    assert main(args) == 0
+    again = capsys.readouterr().out
+    assert again.count("free, exact replay") == 3
+    assert without_timing(again) == without_timing(out)
 
 
 def test_cli_plots_the_extra_scenario(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,6 +7,13 @@ from typing import Union
 
 import diskcache
 
+from cachesaver.stores._locate import (
+    Access,
+    is_redis_url,
+    is_url,
+    open_admin_store,
+    redact,
+)
 from cachesaver.stores.base import (
     AdminStore,
     KeyRecord,
@@ -18,6 +25,7 @@ from cachesaver.stores.base import (
 from cachesaver.stores.disk import DiskStore
 
 __all__ = [
+    "Access",
     "AdminStore",
     "CacheLike",
     "DiskStore",
@@ -26,7 +34,11 @@ __all__ = [
     "SampleWrite",
     "Store",
     "WriteResult",
+    "is_redis_url",
+    "is_url",
+    "open_admin_store",
     "open_store",
+    "redact",
 ]
 
 CacheLike = Union[str, "os.PathLike[str]", diskcache.Cache, Store]
@@ -39,7 +51,7 @@ def open_store(cache: CacheLike) -> tuple[Store, bool]:
     opens a `RedisStore`; a ``diskcache.Cache`` is used as it is (and stays open); any
     object with the `Store` methods is used as it is.
     """
-    if isinstance(cache, str) and cache.startswith(("redis://", "rediss://", "unix://")):
+    if isinstance(cache, str) and is_redis_url(cache):
         from cachesaver.stores.redis import RedisStore
 
         return RedisStore(cache), True

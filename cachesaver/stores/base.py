@@ -9,12 +9,13 @@ transaction, one Redis pipeline) per batch of reads or writes.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, runtime_checkable
 
 __all__ = [
     "AdminStore",
     "KeyRecord",
+    "KeyTotals",
     "LeaseRequest",
     "Reservation",
     "SampleRead",
@@ -82,11 +83,32 @@ class Store(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class KeyRecord:
-    """Everything a store holds for one key: its content and its samples by index."""
+    """Everything a store holds for one key: its content and its samples by index.
+
+    ``updated`` is when the key last received a sample (seconds since the epoch), when
+    the store knows it; it is not part of the record's value (records compare equal
+    without it).
+    """
 
     key: str
     content: str
     samples: Mapping[int, str]
+    updated: float | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyTotals:
+    """What a key holds, counted without reading its samples into records (for stats).
+
+    ``bytes`` counts the UTF-8 bytes of the content and every sample; ``token_texts``
+    are the sample texts that report token counts (they contain ``"prompt_tokens"``).
+    """
+
+    key: str
+    content: str
+    samples: int
+    bytes: int
+    token_texts: tuple[str, ...]
 
 
 @runtime_checkable

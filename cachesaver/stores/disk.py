@@ -41,6 +41,7 @@ import diskcache
 from cachesaver.errors import ImportConflictError, NotACacheError, StoreError
 from cachesaver.stores.base import (
     KeyRecord,
+    KeyTotals,
     LeaseRequest,
     Reservation,
     SampleRead,
@@ -58,7 +59,7 @@ _MARKER = _PREFIX + "store"
 _MARKER_TEXT = '{"format":"cachesaver","version":1}'
 _DB = "cache.db"
 _CHUNK = 500  # SQLite host parameters per statement, well under every build's limit
-_COLUMNS = "key, raw, mode, filename, typeof(value), value, expire_time"
+_COLUMNS = "key, raw, mode, filename, typeof(value), value, expire_time, store_time"
 _INSERT = (
     "INSERT INTO Cache(key, raw, store_time, expire_time, access_time, access_count,"
     " tag, size, mode, filename, value) VALUES (?, 1, ?, ?, ?, 0, NULL, 0, 1, NULL, ?)"
@@ -292,6 +293,7 @@ class DiskStore:
         low = f"{_PREFIX}{key}:"
         content: str | None = None
         samples: dict[int, str] = {}
+        updated: float | None = None
         for row in rows:
             suffix = row[0][len(low) :]
             if suffix == "request":
@@ -300,9 +302,11 @@ class DiskStore:
                 samples[int(suffix)] = self._text(row)
             else:
                 raise self._damaged(row)
+            if isinstance(row[7], (int, float)) and (updated is None or row[7] > updated):
+                updated = float(row[7])
         if content is None:
             return None
-        return KeyRecord(key, content, dict(sorted(samples.items())))
+        return KeyRecord(key, content, dict(sorted(samples.items())), updated)
 
     def _records(self, con: sqlite3.Connection, keys: Sequence[str]) -> list[KeyRecord]:
         out: list[KeyRecord] = []
@@ -337,6 +341,48 @@ class DiskStore:
             record = self._record(current, rows)
             if record is not None:
                 out.append(record)
+        return out
+
+    def _totals(self, con: sqlite3.Connection, after: str | None, limit: int) -> list[KeyTotals]:
+        """Up to ``limit`` keys' totals in key order after ``after``: one lean range scan.
+
+        SQLite computes byte lengths and checks each row's form, so Python touches two
+        small values per sample; a row not in our form is re-read and reported as damage.
+        """
+        low = _PREFIX if after is None else f"{_PREFIX}{after};"
+        out: list[KeyTotals] = []
+        current: str | None = None
+        content: str | None = None
+        count = size = 0
+        texts: list[str] = []
+        sql = (
+            "SELECT substr(key, 4), length(CAST(value AS BLOB)), raw = 1 AND mode = 1 AND "
+            "filename IS NULL AND typeof(value) = 'text', CASE WHEN substr(key, -8) = "
+            "':request' OR instr(value, '\"prompt_tokens\"') > 0 THEN value END FROM Cache "
+            "WHERE key >= ? AND key < ? ORDER BY key"
+        )
+        for entry, length, ours, value in con.execute(sql, (low, _END)):
+            key, _, suffix = entry.rpartition(":")
+            if key != current:
+                if current is not None and content is not None:
+                    out.append(KeyTotals(current, content, count, size, tuple(texts)))
+                    if len(out) >= limit:
+                        return out
+                current, content, count, size, texts = key, None, 0, 0, []
+            if not ours or not (suffix == "request" or suffix.isdigit()):
+                if entry.startswith(("lease:", "run:")) or entry == "store":
+                    current = None  # shared-run state and the marker are not keys
+                    continue
+                raise self._damaged(self._rows(con, [_PREFIX + entry])[0])
+            size += length
+            if suffix == "request":
+                content = value
+            else:
+                count += 1
+                if value is not None:
+                    texts.append(value)
+        if current is not None and content is not None:
+            out.append(KeyTotals(current, content, count, size, tuple(texts)))
         return out
 
     def _import(self, con: sqlite3.Connection, records: Sequence[KeyRecord]) -> int:
@@ -486,6 +532,10 @@ class DiskStore:
     async def scan(self, after: str | None = None, limit: int = 500) -> list[KeyRecord]:
         """Return up to ``limit`` records in key order after key ``after`` (one range scan)."""
         return await self._run(lambda con: self._scan(con, after, limit))
+
+    async def totals(self, after: str | None = None, limit: int = 5000) -> list[KeyTotals]:
+        """Return up to ``limit`` keys' `KeyTotals` in key order after key ``after``."""
+        return await self._run(lambda con: self._totals(con, after, limit))
 
     async def reserve(self, reservations: Sequence[Reservation]) -> list[list[int]]:
         return await self._run(lambda con: self._reserve(con, reservations))

@@ -5,6 +5,7 @@ Layout (every name starts with ``prefix``, so one Redis can hold several caches)
 - ``{prefix}:s:{key}``: a hash, sample index -> sample text (JSON made by the codec);
 - ``{prefix}:c:{key}``: the key's canonical request content, written once;
 - ``{prefix}:keys``: the set of all keys;
+- ``{prefix}:t``: a hash, key -> when it last received a sample (seconds since epoch);
 - ``{prefix}:run:{run_id}`` / ``{prefix}:free:...``: namespace positions of shared runs;
 - ``{prefix}:lease:{key}:{i}``: who is generating sample ``i`` right now (expires).
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import warnings
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -31,6 +33,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from cachesaver.errors import DurabilityWarning, ImportConflictError, StoreError
+from cachesaver.stores._locate import redact
 from cachesaver.stores.base import (
     KeyRecord,
     LeaseRequest,
@@ -179,17 +182,6 @@ def _split_options(url: str, prefix: str, allow_eviction: bool) -> tuple[str, st
     return urlunsplit(parts._replace(query=urlencode(kept))), prefix, allow_eviction
 
 
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
-
-
 class RedisStore:
     """A `Store` (and `AdminStore`, `SharedStore`) in Redis, via redis-py's asyncio client.
 
@@ -222,7 +214,7 @@ class RedisStore:
         self.prefix = prefix
         self.allow_eviction = allow_eviction
         self._checked = False
-        self._shown = _redact(url)
+        self._shown = redact(url)
         self._options: dict[str, Any] = {
             "socket_timeout": socket_timeout,
             "socket_connect_timeout": connect_timeout,
@@ -253,6 +245,10 @@ class RedisStore:
 
     def _content(self, key: str) -> str:
         return f"{self.prefix}:c:{key}"
+
+    @property
+    def _times(self) -> str:
+        return f"{self.prefix}:t"
 
     def _lease_name(self, key: str, index: int) -> str:
         return f"{self.prefix}:lease:{key}:{index}"
@@ -353,6 +349,8 @@ class RedisStore:
     async def write(self, writes: Sequence[SampleWrite]) -> list[WriteResult]:
         keys_set = f"{self.prefix}:keys"
 
+        now = time.time()
+
         async def queue(pipe: Any) -> None:
             for w in writes:
                 args: list[Any] = [w.key, w.content]
@@ -363,8 +361,11 @@ class RedisStore:
                     args=args,
                     client=pipe,
                 )
+            # When each key last received a sample (for `cachesaver ls` and `prune`).
+            if writes:
+                pipe.hset(self._times, mapping={w.key: now for w in writes})
 
-        rows = await self._pipelined("write samples", queue)
+        rows = (await self._pipelined("write samples", queue))[: len(writes)]
         results: list[WriteResult] = []
         for w, (flags, appended) in zip(writes, rows, strict=True):
             stored = {
@@ -431,15 +432,25 @@ class RedisStore:
         return await self._guard("list keys", run)
 
     async def records(self, keys: Sequence[str]) -> list[KeyRecord]:
+        if not keys:
+            return []
+
         async def queue(pipe: Any) -> None:
             for key in keys:
                 pipe.get(self._content(key))
                 pipe.hgetall(self._samples(key))
+            pipe.hmget(self._times, list(keys))
 
         rows = await self._pipelined("read records", queue)
+        times = rows[-1]
         out: list[KeyRecord] = []
         for n, key in enumerate(keys):
             content, samples = rows[2 * n], rows[2 * n + 1]
+            updated: float | None = None
+            try:
+                updated = float(times[n]) if times[n] is not None else None
+            except ValueError:
+                updated = None
             if content is not None:
                 foreign = [field for field in samples if not str(field).isdigit()]
                 if foreign:
@@ -448,7 +459,7 @@ class RedisStore:
                         f"{foreign[:3]!r}; something other than cachesaver wrote to it"
                     )
                 ordered = dict(sorted((int(i), text) for i, text in samples.items()))
-                out.append(KeyRecord(key, content, ordered))
+                out.append(KeyRecord(key, content, ordered, updated))
         return out
 
     async def import_records(self, records: Sequence[KeyRecord]) -> int:
@@ -464,7 +475,12 @@ class RedisStore:
 
         async def run() -> int:
             client = await self._client()
-            return int(await self._import_script(keys=keys, args=[payload], client=client))
+            written = int(await self._import_script(keys=keys, args=[payload], client=client))
+            now = time.time()
+            touched: dict[Any, Any] = {r.key: now for r in records if r.samples}
+            if touched:
+                await client.hset(self._times, mapping=touched)
+            return written
 
         return await self._guard("import records", run)
 
@@ -473,6 +489,8 @@ class RedisStore:
             for key in keys:
                 pipe.delete(self._content(key), self._samples(key))
                 pipe.srem(f"{self.prefix}:keys", key)
+            if keys:
+                pipe.hdel(self._times, *keys)
 
         rows = await self._pipelined("delete keys", queue)
         return sum(1 for n in range(len(keys)) if rows[2 * n] > 0)

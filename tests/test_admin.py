@@ -1,0 +1,169 @@
+"""The administration library (`cachesaver.admin`) and savings accounting, called directly."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import FrozenInstanceError
+from typing import ClassVar
+
+import pytest
+
+from cachesaver import OnlineAPI, Request, Response
+from cachesaver.admin import (
+    KeyFilter,
+    content_of,
+    explain,
+    merge_record,
+    parse_duration,
+    remap_manifest,
+    select_keys,
+    store_stats,
+    verify_store,
+)
+from cachesaver.manifest import ManifestEntry
+from cachesaver.savings import Price, SavingsCounter
+from cachesaver.stores import open_admin_store
+from cachesaver.stores.base import KeyRecord
+
+from .test_cli import _fill, make_record
+
+
+def rec(*texts: str) -> KeyRecord:
+    return KeyRecord("k" * 64, "{}", {i: t for i, t in enumerate(texts)})
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "writes", "moves"),
+    [
+        (("a", "b"), None, {0: "a", 1: "b"}, {}),  # new key: copied as it is
+        (("a", "b"), ("a", "b"), {}, {}),  # same samples: nothing to do
+        (("a", "b", "c"), ("a",), {1: "b", 2: "c"}, {}),  # the target is a prefix: continued
+        (("a", "x", "y"), ("a", "b", "c"), {3: "x", 4: "y"}, {1: 3, 2: 4}),  # diverged at 1
+        (("x",), ("b", "c"), {2: "x"}, {0: 2}),
+        (("a", "x", "y"), ("a", "b", "x", "y"), {}, {1: 2, 2: 3}),  # merged before: found
+        (("a", "x", "y", "z"), ("a", "b", "x", "y"), {4: "z"}, {1: 2, 2: 3, 3: 4}),
+    ],
+)
+def test_merge_keeps_the_target_and_appends_the_source(
+    source: tuple[str, ...],
+    target: tuple[str, ...] | None,
+    writes: dict[int, str],
+    moves: dict[int, int],
+) -> None:
+    """The target's samples never move; the source's go after them (or where they already are)."""
+    result = merge_record(rec(*source), None if target is None else rec(*target))
+    assert not isinstance(result, str)
+    assert dict(result[0].samples) == writes and result[1] == moves
+
+
+def test_merge_refuses_different_content_for_one_key() -> None:
+    """Two contents under one key is damage, never merged."""
+    other = KeyRecord("k" * 64, '{"request":1}', {0: "a"})
+    assert merge_record(rec("a"), other) == "the stored request content differs"
+
+
+def test_remap_manifest_moves_only_renumbered_indices() -> None:
+    """A manifest entry keeps its indices unless the merge moved them."""
+    entries = [ManifestEntry("k", "a", "r1", (0, 1)), ManifestEntry("j", "a", None, (0,))]
+    out = remap_manifest(entries, {"k": {1: 7}})
+    assert [e.indices for e in out] == [(0, 7), (0,)]
+
+
+def test_durations() -> None:
+    """--older-than accepts 30d, 12h, 90m, 45s, 2w and 1d12h; anything else is refused."""
+    assert parse_duration("30d") == 30 * 86400 and parse_duration("1d12h") == 36 * 3600
+    assert parse_duration("1.5h") == 5400 and parse_duration("2w") == 14 * 86400
+    for bad in ("", "d", "10", "3x", "1d 2h", "-1d"):
+        with pytest.raises(ValueError, match="not a duration"):
+            parse_duration(bad)
+
+
+async def test_select_by_age_picks_keys_written_long_enough_ago(cache_dir: str) -> None:
+    """older_than picks keys whose last sample is at least that old, and nothing else."""
+    await _fill(cache_dir, [make_record("a", ["x"]), make_record("b", ["y"])])
+    store = open_admin_store(cache_dir)
+    try:
+        assert (await select_keys(store, KeyFilter(older_than=3600))).keys == ()
+        later = time.time() + 7200
+        picked = await select_keys(store, KeyFilter(older_than=3600), now=later)
+        assert len(picked.keys) == 2 and picked.samples == 2 and picked.scanned == 2
+    finally:
+        await store.aclose()
+    with pytest.raises(ValueError, match="key prefix"):
+        KeyFilter(prefix="XYZ")
+
+
+class Chat:
+    """A chat model whose samples carry provider token counts, as the adapters store them."""
+
+    identity: ClassVar[dict[str, str]] = {"provider": "test", "model": "m1"}
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def request(self, request: Request) -> Response:
+        self.calls += 1
+        samples = [
+            {
+                "text": f"answer {self.calls}.{i}",
+                "prompt_tokens": 10 if i == 0 else None,
+                "completion_tokens": 5,
+            }
+            for i in range(request.n)
+        ]
+        return Response(samples)
+
+
+async def test_explain_takes_a_request_and_the_model_identity(cache_dir: str) -> None:
+    """explain(store, Request, identity=...) finds the key a pipeline stored it under."""
+    model = Chat()
+    async with OnlineAPI(model, cache=cache_dir, timeout=0) as api:
+        await api.request(Request("hello", n=2))
+        key = api.key_of(Request("hello"))
+    store = open_admin_store(cache_dir)
+    try:
+        found = await explain(store, Request("hello"), identity=Chat.identity)
+        assert (found.key, found.stored, found.samples) == (key, True, 2)
+        missed = await explain(store, Request("hello!"), identity=Chat.identity)
+        assert not missed.stored and missed.nearest[0].key == key
+        assert missed.nearest[0].differences == ('prompt: "hello!" vs "hello" (yours vs stored)',)
+        assert content_of(Request("hello"), Chat.identity) == content_of(
+            {"prompt": "hello"}, Chat.identity
+        )
+        stats = await store_stats(store, prices={"m1": Price(1.0, 2.0)})
+        row = stats.identities[0]
+        assert (row.keys, row.samples, row.prompt_tokens, row.completion_tokens) == (1, 2, 10, 10)
+        assert row.dollars == pytest.approx((10 * 1 + 10 * 2) / 1e6)
+        with pytest.raises(FrozenInstanceError):
+            stats.keys = 3  # type: ignore[misc]
+        assert (await verify_store(store)).ok
+    finally:
+        await store.aclose()
+
+
+async def test_savings_follow_the_flags(cache_dir: str) -> None:
+    """What a run paid and saved agrees with the flags and the samples' token counts."""
+    counter = SavingsCounter(prices={"m1": Price(1.0, 2.0)})
+    async with OnlineAPI(Chat(), cache=cache_dir, timeout=0) as api:
+        first = await api.request(Request("q", n=2, namespace="a"))
+        again = await api.request(Request("q", n=2, namespace="b"))
+    for response in (first, again):
+        counter.add(response, model="m1")
+    s = counter.summary()
+    assert (s.samples_paid, s.samples_saved, s.calls_paid, s.calls_saved) == (2, 2, 1, 1)
+    assert (s.prompt_tokens_paid, s.completion_tokens_paid) == (10, 10)
+    assert (s.prompt_tokens_saved, s.completion_tokens_saved) == (10, 10)
+    assert s.dollars_paid == pytest.approx(30 / 1e6) and s.dollars_saved == s.dollars_paid
+    unpriced = SavingsCounter()
+    unpriced.add(first, model="unknown")
+    assert unpriced.summary().dollars_paid is None
+
+
+def test_savings_without_token_counts_still_count_samples() -> None:
+    """Plain-text samples count as samples and calls, with zero tokens."""
+    counter = SavingsCounter()
+    counter.add(Response(["a", "b"], cached=[False, False], duplicated=[False, True]))
+    counter.add(Response(["a"], cached=[True], duplicated=[False]))
+    s = counter.summary()
+    assert (s.samples_paid, s.calls_paid, s.samples_saved) == (2, 1, 1)
+    assert s.prompt_tokens_paid == 0 and s.dollars_paid is None
