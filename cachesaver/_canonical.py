@@ -2,7 +2,10 @@
 
 Used for request keys. Rules (SEMANTICS "Keys"): lists and tuples are the same and keep
 their order; dict key order does not matter; ``1 == 1.0`` encode alike while ``True`` and
-``1`` do not; dict keys must be strings; NaN and infinities are refused.
+``1`` do not; dict keys must be strings; NaN and infinities are refused; sets (whose order
+depends on the process) are refused. Bounds keep every key encodable in every process:
+at most `MAX_DEPTH` levels of nesting and integers of at most `MAX_INT_DIGITS` digits
+(Python refuses to print ints past a per-process limit that can be as low as 640 digits).
 """
 
 from __future__ import annotations
@@ -12,14 +15,20 @@ import json
 import math
 from typing import Any
 
-__all__ = ["CanonicalError", "canonical_json", "digest"]
+from cachesaver.errors import CacheSaverError
+
+__all__ = ["MAX_DEPTH", "MAX_INT_DIGITS", "CanonicalError", "canonical_json", "digest"]
+
+MAX_DEPTH = 100
+MAX_INT_DIGITS = 600
+_INT_LIMIT = 10**MAX_INT_DIGITS
 
 _dumps = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":")
 ).encode
 
 
-class CanonicalError(Exception):
+class CanonicalError(CacheSaverError, ValueError):
     """A value has no canonical encoding; ``path`` says where inside it."""
 
     def __init__(self, path: str, problem: str) -> None:
@@ -28,23 +37,41 @@ class CanonicalError(Exception):
         self.problem = problem
 
 
-def _normalize(value: Any, path: str) -> Any:
+def _normalize(value: Any, path: str, depth: int = 0) -> Any:
     kind = type(value)
-    if kind is str or kind is bool or kind is int or value is None:
+    if kind is str or kind is bool or value is None:
         return value
+    if kind is int:
+        if -_INT_LIMIT < value < _INT_LIMIT:
+            return value
+        raise CanonicalError(
+            path,
+            f"an int of more than {MAX_INT_DIGITS} digits cannot be part of a key; "
+            "pass it as a str",
+        )
     if kind is float:
         if not math.isfinite(value):
             raise CanonicalError(path, f"{value!r} is not a finite number")
         return int(value) if value.is_integer() else value
-    if kind is list or kind is tuple:
-        return [_normalize(item, f"{path}[{i}]") for i, item in enumerate(value)]
-    if kind is dict:
-        out: dict[str, Any] = {}
-        for k, item in value.items():
-            if type(k) is not str:
-                raise CanonicalError(path, f"dict key {k!r} is a {type(k).__name__}, not a str")
-            out[k] = _normalize(item, f"{path}[{k!r}]")
-        return out
+    if kind is list or kind is tuple or kind is dict:
+        if depth >= MAX_DEPTH:
+            raise CanonicalError(
+                path, f"nested more than {MAX_DEPTH} levels deep; flatten it (a str is fine)"
+            )
+        if kind is dict:
+            out: dict[str, Any] = {}
+            for k, item in value.items():
+                if type(k) is not str:
+                    raise CanonicalError(path, f"dict key {k!r} is a {type(k).__name__}, not a str")
+                out[k] = _normalize(item, f"{path}[{k!r}]", depth + 1)
+            return out
+        return [_normalize(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
+    if kind is set or kind is frozenset:
+        raise CanonicalError(
+            path,
+            f"a {kind.__name__} cannot be part of a request key: its order differs between "
+            "processes, so the same call would miss and pay again; pass a sorted list",
+        )
     # Subclasses of the JSON types (IntEnum, str enums, ...) are refused on purpose: their
     # meaning is their class, which a canonical encoding would silently drop.
     raise CanonicalError(

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import sys
 import weakref
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -97,19 +99,35 @@ def seen(future: asyncio.Future[Any]) -> None:
 
 
 class Memo:
-    """Sample texts a pipeline has read or written (bounded, oldest out).
+    """Sample texts a pipeline has read or written (bounded in real bytes, oldest out).
 
     Stored samples never change, so a remembered text saves the store round trip for
     later hits in the same run, whatever other processes write meanwhile. It lives only
     as long as its pipeline, so a new run always sees what the store holds then (keys
     pruned meanwhile included). Texts, not decoded values, are kept, so no caller can
     see another caller's mutations.
+
+    ``max_bytes`` bounds the memory the memo really holds: each entry is charged the
+    size of its text object plus `ENTRY_BYTES` for its key string, slot tuple, index and
+    its share of the dict and queue (an upper bound: keys shared between entries are
+    charged to each). Eviction pops the oldest entry from a queue: O(1) at any size.
     """
+
+    ENTRY_BYTES = 400
 
     def __init__(self, max_bytes: int = 64 * 2**20) -> None:
         self.max_bytes = max_bytes
         self._texts: dict[tuple[str, int], str] = {}
+        self._order: deque[tuple[str, int]] = deque()
         self._bytes = 0
+
+    @property
+    def bytes(self) -> int:
+        """The bytes charged for the entries held now (never more than ``max_bytes``)."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._texts)
 
     def get(self, key: str, indices: Sequence[int]) -> dict[int, str] | None:
         """Return the remembered texts among ``indices``, or None if there is none."""
@@ -125,13 +143,18 @@ class Memo:
 
     def put(self, key: str, index: int, text: str) -> None:
         slot = (key, index)
-        if slot in self._texts:
+        texts = self._texts
+        if slot in texts:
             return
-        self._texts[slot] = text
-        self._bytes += len(text) + 100
-        while self._bytes > self.max_bytes and self._texts:
-            oldest = next(iter(self._texts))
-            self._bytes -= len(self._texts.pop(oldest)) + 100
+        cost = sys.getsizeof(text) + self.ENTRY_BYTES
+        if cost > self.max_bytes:
+            return
+        texts[slot] = text
+        self._order.append(slot)
+        self._bytes += cost
+        while self._bytes > self.max_bytes:
+            oldest = texts.pop(self._order.popleft())
+            self._bytes -= sys.getsizeof(oldest) + self.ENTRY_BYTES
 
 
 class Coordinator:

@@ -9,17 +9,42 @@ place where its answers are checked against the contract.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from cachesaver._tasks import TaskOwner
-from cachesaver.errors import ModelContractError
+from cachesaver.errors import ModelContractError, ModelTimeoutError
 from cachesaver.typedefs import Batch, Request, Response
 
-__all__ = ["Layer", "ModelPort", "Stats", "as_layer", "describe", "first_error", "then"]
+__all__ = [
+    "DEFAULT_CALL_TIMEOUT",
+    "Layer",
+    "ModelPort",
+    "Stats",
+    "as_layer",
+    "describe",
+    "first_error",
+    "then",
+]
 
 Outcome = Response | BaseException
+
+_LATE = object()  # a model call still running at its deadline
+
+DEFAULT_CALL_TIMEOUT = 1800.0
+"""Seconds a model call may take before its callers get `ModelTimeoutError` (30 min)."""
+
+
+def check_call_timeout(value: object) -> float:
+    """Return ``value`` as a deadline in seconds, or raise naming the option."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
+        raise ValueError(
+            f"call_timeout must be a positive, finite number of seconds, got {value!r}; "
+            "every model call has a deadline (raise it for a slow model)"
+        )
+    return float(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,11 +147,20 @@ class ModelPort:
     ``prefer="request"`` sends each request of a batch to ``model.request`` concurrently
     (an API); ``prefer="batch"`` sends the whole batch to ``model.batch_request`` (a
     local model). Without a preference, ``batch_request`` is used if the model has it.
+
+    Every call has a deadline (``call_timeout`` seconds): a call past it is cancelled and
+    its callers get `ModelTimeoutError` at once; nothing waits for it any longer (a model
+    that ignores the cancellation is left to finish on its own, unawaited).
     """
 
     _cs_stage = True
 
-    def __init__(self, model: object, prefer: Literal["request", "batch"] | None = None) -> None:
+    def __init__(
+        self,
+        model: object,
+        prefer: Literal["request", "batch"] | None = None,
+        call_timeout: float = DEFAULT_CALL_TIMEOUT,
+    ) -> None:
         has_single = callable(getattr(model, "request", None))
         has_batch = callable(getattr(model, "batch_request", None))
         if prefer is None:
@@ -143,9 +177,11 @@ class ModelPort:
             )
         self.model = model
         self.prefer = prefer
+        self.call_timeout = check_call_timeout(call_timeout)
         self._calls = 0
         self._generated = 0
         self._tasks = TaskOwner()
+        self._abandoned: set[asyncio.Task[Any]] = set()
 
     @property
     def identity(self) -> Any:
@@ -158,16 +194,65 @@ class ModelPort:
     def _cs_stats(self) -> Stats:
         return Stats(generated=self._generated, model_calls=self._calls)
 
-    async def _one(self, request: Request) -> Outcome:
-        self._calls += 1
+    async def _within_deadline(self, calls: list[Coroutine[Any, Any, Any]]) -> list[Any]:
+        """Run the model calls at once; return each result, error, or `_LATE` (past it)."""
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(call) for call in calls]
         try:
-            response = await self.model.request(request)  # type: ignore[attr-defined]
-        except Exception as exc:
-            return exc
-        outcome = _check(response, request, self.model)
-        if isinstance(outcome, Response):
-            self._generated += request.n
-        return outcome
+            _, pending = await asyncio.wait(tasks, timeout=self.call_timeout)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
+        results: list[Any] = []
+        for task in tasks:
+            if task in pending:
+                task.cancel()  # nobody waits for it: not aclose(), not a caller
+                self._abandoned.add(task)
+                task.add_done_callback(self._forget)
+                results.append(_LATE)
+            elif task.cancelled():
+                results.append(asyncio.CancelledError())
+            else:
+                error = task.exception()
+                results.append(error if error is not None else task.result())
+        return results
+
+    def _late(self, request: Request) -> ModelTimeoutError:
+        return ModelTimeoutError(
+            f"the call to {type(self.model).__name__} for ({describe(request)}) ran past its "
+            f"deadline of {self.call_timeout:g} s and was cancelled; nothing it would have "
+            "returned is stored and its samples are free, so the next request makes its own "
+            "call (give the pipeline a larger call_timeout if the model is just slow)"
+        )
+
+    def _forget(self, task: asyncio.Task[Any]) -> None:
+        self._abandoned.discard(task)
+        if not task.cancelled():
+            task.exception()
+
+    async def _one(self, request: Request) -> Outcome:
+        return (await self._each([request]))[0]
+
+    async def _each(self, requests: Sequence[Request]) -> list[Outcome]:
+        self._calls += len(requests)
+        model: Any = self.model
+        results = await self._within_deadline([model.request(r) for r in requests])
+        outcomes: list[Outcome] = []
+        for request, result in zip(requests, results, strict=True):
+            if result is _LATE:
+                outcomes.append(self._late(request))
+                continue
+            if isinstance(result, BaseException):
+                if not isinstance(result, Exception):
+                    raise result
+                outcomes.append(result)
+                continue
+            outcome = _check(result, request, self.model)
+            if isinstance(outcome, Response):
+                self._generated += request.n
+            outcomes.append(outcome)
+        return outcomes
 
     def _cs_submit(self, request: Request) -> asyncio.Future[Outcome]:
         if self.prefer == "request":
@@ -185,14 +270,16 @@ class ModelPort:
         if not requests:
             return []
         if self.prefer == "request":
-            if len(requests) == 1:
-                return [await self._one(requests[0])]
-            return list(await asyncio.gather(*(self._one(r) for r in requests)))
+            return await self._each(requests)
         self._calls += len(requests)
-        try:
-            responses = await self.model.batch_request(batch)  # type: ignore[attr-defined]
-        except Exception as exc:
-            return [exc] * len(requests)
+        model: Any = self.model
+        (responses,) = await self._within_deadline([model.batch_request(batch)])
+        if responses is _LATE:
+            return [self._late(request) for request in requests]
+        if isinstance(responses, BaseException):
+            if not isinstance(responses, Exception):
+                raise responses
+            return [responses] * len(requests)
         if not isinstance(responses, (list, tuple)) or len(responses) != len(requests):
             got = len(responses) if isinstance(responses, (list, tuple)) else responses
             error = ModelContractError(

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from cachesaver._models import Layer, Outcome, Stats, as_layer, first_error, then
 from cachesaver._tasks import TaskOwner
-from cachesaver.errors import PipelineClosedError
+from cachesaver.errors import PipelineClosedError, PipelineLoopError
 from cachesaver.typedefs import Batch, Request, Response
 
 __all__ = ["Stage"]
+
+_S = TypeVar("_S", bound="Stage")
 
 
 class Stage:
@@ -57,8 +59,29 @@ class Stage:
             )
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
+            self._check_loop(loop)
             self._loop = loop
             self._new_loop()
+
+    def _check_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Refuse ``loop`` while the stage is active in another loop (one loop at a time).
+
+        A loop that is closed, or stopped with nothing in flight here, has let go of the
+        stage: consecutive ``asyncio.run()`` calls reuse one pipeline.
+        """
+        old = self._loop
+        if old is None or old is loop or old.is_closed():
+            return
+        if old.is_running() or self._busy():
+            raise PipelineLoopError(
+                f"{type(self).__name__} is active in another event loop (another thread or "
+                "asyncio.run that has not finished); a pipeline serves one event loop at a "
+                "time: create one pipeline per thread, or use it from the other loop"
+            )
+
+    def _busy(self) -> bool:
+        """Whether work of this stage is still in flight (in its loop)."""
+        return bool(self._tasks)
 
     def _new_loop(self) -> None:
         """Reset state that belongs to one event loop (a new ``asyncio.run``)."""
@@ -74,14 +97,17 @@ class Stage:
         """Send what is waiting, wait for what is in flight, then close the stages below."""
         if self._closed:
             return
+        running = asyncio.get_running_loop()
+        if self._loop is not running:
+            self._check_loop(running)
         self._closed = True
         self._cs_closing()
-        if self._loop is not None and self._loop is asyncio.get_running_loop():
+        if self._loop is not None and self._loop is running:
             await self._drain()
             await self._tasks.wait()
         await self._inner.aclose()
 
-    async def __aenter__(self) -> Stage:
+    async def __aenter__(self: _S) -> _S:
         return self
 
     async def __aexit__(

@@ -63,6 +63,9 @@ class AsyncBatcher(Stage):
     def _new_loop(self) -> None:
         self._pending = _Pending()
 
+    def _busy(self) -> bool:
+        return bool(self._pending.requests or self._tasks)
+
     async def request(self, request: Request) -> Response:
         self._enter()
         outcome = await self._enqueue(request)

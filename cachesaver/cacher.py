@@ -29,7 +29,10 @@ from cachesaver.codec import decode_sample, encode_sample
 from cachesaver.errors import (
     CacheMissError,
     CacheSaverError,
+    DamagedSampleError,
     ModelContractError,
+    ModelTimeoutError,
+    UnknownTypeTagError,
     UnstorableSampleError,
 )
 from cachesaver.manifest import RunManifest
@@ -54,6 +57,14 @@ _NOTHING: list[int] = []  # "no index left to poll for" (never mutated)
 
 # (value, cached, duplicated) of one sample as the requester will see it.
 _Served = tuple[Any, bool, bool]
+
+
+def _decoded(text: str, key: str, index: int) -> Any:
+    """Decode a stored sample; an error names the key and index it came from."""
+    try:
+        return decode_sample(text)
+    except (DamagedSampleError, UnknownTypeTagError) as exc:
+        raise type(exc)(f"{exc} [key={key[:12]}, index {index}]") from None
 
 
 class AsyncCacher(Stage):
@@ -190,7 +201,7 @@ class AsyncCacher(Stage):
                         request, key, content, indices, served, taken=(mine, claim, waits)
                     )
                 elif waits is not None:
-                    retry = await self._wait_for_others(waits, served)
+                    retry = await self._wait_for_others(key, waits, served)
                     response = await self._serve(request, key, content, indices, served, retry)
                 else:
                     response = self._respond(indices, served)
@@ -338,7 +349,7 @@ class AsyncCacher(Stage):
                 remote = await self._produce(request, key, content, mine, claim, served)
             todo = remote
             if waits is not None:
-                todo = remote + await self._wait_for_others(waits, served)
+                todo = remote + await self._wait_for_others(key, waits, served)
             if remote:  # held by another worker's lease: poll until stored or expired
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.5)
@@ -367,7 +378,7 @@ class AsyncCacher(Stage):
         hits = self._memo.get(key, todo)
         if hits:  # remembered texts of stored samples: no store round trip
             for index, text in hits.items():
-                served[index] = (decode_sample(text), True, False)
+                served[index] = (_decoded(text, key, index), True, False)
             if len(hits) == len(todo):
                 return _NOTHING, None, None
             todo = [index for index in todo if index not in hits]
@@ -392,7 +403,7 @@ class AsyncCacher(Stage):
         return mine, claim, waits
 
     async def _wait_for_others(
-        self, waits: dict[Claim, list[int]], served: dict[int, _Served]
+        self, key: str, waits: dict[Claim, list[int]], served: dict[int, _Served]
     ) -> list[int]:
         """Wait for indices other requests claimed; return those whose producer failed."""
         retry: list[int] = []
@@ -402,7 +413,7 @@ class AsyncCacher(Stage):
                 await other.wait(produced=True)
             for index in wanted:
                 if index in other.values:
-                    served[index] = (decode_sample(other.values[index]), True, False)
+                    served[index] = (_decoded(other.values[index], key, index), True, False)
                 else:
                     retry.append(index)
         return retry
@@ -419,9 +430,9 @@ class AsyncCacher(Stage):
         """Take in what a read found; return the claimed indices still missing."""
         assert self._coord is not None
         for index, text in found.items():
-            self._memo.put(key, index, text)
+            served[index] = (_decoded(text, key, index), True, False)
+            self._memo.put(key, index, text)  # only texts that decode are remembered
             claim.values[index] = text
-            served[index] = (decode_sample(text), True, False)
         if len(found) == len(mine):
             self._coord.release(key, mine, claim)
             claim.finish()
@@ -622,6 +633,9 @@ class AsyncCacher(Stage):
         finally:
             self._keeper_running = False
 
+    def _busy(self) -> bool:
+        return bool(self._jobs or self._serving or self._tasks)
+
     def _job_done(self) -> None:
         self._jobs -= 1
         self._maybe_idle()
@@ -706,8 +720,10 @@ class _Generation:
 
     def _on_model(self, outcome: Outcome) -> None:
         try:
-            if isinstance(outcome, ModelContractError) and "key=" not in str(outcome):
-                raise ModelContractError(f"{outcome} [key={self.key[:12]}]") from None
+            if isinstance(outcome, (ModelContractError, ModelTimeoutError)) and "key=" not in str(
+                outcome
+            ):
+                raise type(outcome)(f"{outcome} [key={self.key[:12]}]") from None
             if isinstance(outcome, BaseException):
                 raise outcome
             data = outcome.data
@@ -738,10 +754,12 @@ class _Generation:
             dups = self.dups
             for j, index in enumerate(self.missing):
                 stored = result.stored[index]
-                self.cacher._memo.put(self.key, index, stored)
                 # Another process may have stored this index first: serve what is
                 # stored (ours was appended), so every reader sees one order.
-                value = self.data[j] if stored == self.texts[j] else decode_sample(stored)
+                value = (
+                    self.data[j] if stored == self.texts[j] else _decoded(stored, self.key, index)
+                )
+                self.cacher._memo.put(self.key, index, stored)
                 self.claim.values[index] = stored
                 out.append((index, value, bool(dups[j]) if dups is not None else False))
         except BaseException as exc:

@@ -11,6 +11,10 @@ Decoding never imports a module and never calls a class because a tag names it: 
 restores only classes registered in this process, by `register_type` or implicitly when
 this process itself stored an instance (its own model produced it). An unknown tag raises
 `UnknownTypeTagError` telling which class to register. Nothing is ever pickled.
+
+Bounds (the same as for request keys): at most ``MAX_DEPTH`` levels of nesting and ints of
+at most ``MAX_INT_DIGITS`` digits, so every stored sample can be read back by every
+process. A text that cannot be decoded raises `DamagedSampleError`.
 """
 
 from __future__ import annotations
@@ -21,7 +25,13 @@ import json
 import math
 from typing import Any
 
-from cachesaver.errors import UnknownTypeTagError, UnstorableSampleError
+from cachesaver._canonical import MAX_DEPTH, MAX_INT_DIGITS
+from cachesaver.errors import (
+    CacheSaverError,
+    DamagedSampleError,
+    UnknownTypeTagError,
+    UnstorableSampleError,
+)
 
 __all__ = ["decode_sample", "encode_sample", "register_type", "registered_types"]
 
@@ -31,6 +41,10 @@ _registry: dict[str, tuple[str, type]] = {}
 _tag_for: dict[type, str] = {}  # the tag each known class is written with
 _init_names: dict[type, frozenset[str]] = {}  # dataclass fields taken by __init__
 _dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+_INT_LIMIT = 10**MAX_INT_DIGITS
+# Reading accepts what `cachesaver import` accepts (export.MAX_NESTING JSON levels, tags
+# included); writing stays within MAX_DEPTH levels of the sample itself.
+_MAX_READ_DEPTH = 257
 
 
 def _kind_of(cls: type) -> str | None:
@@ -76,45 +90,62 @@ def _tagged(tag: str, payload: Any) -> dict[str, Any]:
     return {TAG: tag, "v": payload}
 
 
-def _to_json(value: Any, path: str) -> Any:
+def _to_json(value: Any, path: str, depth: int = 0) -> Any:
     kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
+    if kind is str or kind is bool or value is None:
         return value
+    if kind is int:
+        if -_INT_LIMIT < value < _INT_LIMIT:
+            return value
+        raise UnstorableSampleError(
+            f"{path} is an int of more than {MAX_INT_DIGITS} digits, which not every process "
+            "can read back; return it as a str"
+        )
     if kind is float:
         return value if math.isfinite(value) else _tagged("float", repr(value))
-    if kind is list:
-        return [_to_json(item, f"{path}[{i}]") for i, item in enumerate(value)]
-    if kind is dict:
-        if TAG not in value and all(type(k) is str for k in value):
-            return {k: _to_json(item, f"{path}[{k!r}]") for k, item in value.items()}
-        return _tagged(
-            "dict",
-            [[_to_json(k, f"{path} key"), _to_json(v, f"{path}[{k!r}]")] for k, v in value.items()],
-        )
-    if kind is tuple:
-        return _tagged("tuple", [_to_json(item, f"{path}[{i}]") for i, item in enumerate(value)])
     if kind is bytes:
         return _tagged("bytes", base64.b64encode(value).decode("ascii"))
-    return _object_to_json(value, path)
+    if depth >= MAX_DEPTH:
+        raise UnstorableSampleError(
+            f"{path} is nested more than {MAX_DEPTH} levels deep; flatten it (a str is fine)"
+        )
+    deeper = depth + 1
+    if kind is list:
+        return [_to_json(item, f"{path}[{i}]", deeper) for i, item in enumerate(value)]
+    if kind is dict:
+        if TAG not in value and all(type(k) is str for k in value):
+            return {k: _to_json(item, f"{path}[{k!r}]", deeper) for k, item in value.items()}
+        return _tagged(
+            "dict",
+            [
+                [_to_json(k, f"{path} key", deeper), _to_json(v, f"{path}[{k!r}]", deeper)]
+                for k, v in value.items()
+            ],
+        )
+    if kind is tuple:
+        return _tagged(
+            "tuple", [_to_json(item, f"{path}[{i}]", deeper) for i, item in enumerate(value)]
+        )
+    return _object_to_json(value, path, deeper)
 
 
-def _object_to_json(value: Any, path: str) -> Any:
+def _object_to_json(value: Any, path: str, depth: int) -> Any:
     cls = type(value)
     tag = _tag_for.get(cls) or _tag_of(cls)
     known = _registry.get(tag)
     kind = known[0] if known is not None and known[1] is cls else _kind_of(cls)
     if kind == "dataclass":
         payload = {
-            f.name: _to_json(getattr(value, f.name), f"{path}.{f.name}")
+            f.name: _to_json(getattr(value, f.name), f"{path}.{f.name}", depth)
             for f in dataclasses.fields(value)
         }
     elif kind == "attrs":
         payload = {
-            a.name: _to_json(getattr(value, a.name), f"{path}.{a.name}")
+            a.name: _to_json(getattr(value, a.name), f"{path}.{a.name}", depth)
             for a in cls.__attrs_attrs__
         }
     elif kind == "pydantic":
-        payload = _to_json(value.model_dump(mode="json"), path)
+        payload = _to_json(value.model_dump(mode="json"), path, depth)
     else:
         raise UnstorableSampleError(
             f"{path} is a {cls.__module__}.{cls.__qualname__}, which cannot be stored as "
@@ -130,7 +161,12 @@ def _object_to_json(value: Any, path: str) -> Any:
 
 def encode_sample(value: Any) -> str:
     """Return the stored JSON text of one sample, or raise `UnstorableSampleError`."""
-    text = _dumps(value) if type(value) is str else _dumps(_to_json(value, "sample"))
+    try:
+        text = _dumps(value) if type(value) is str else _dumps(_to_json(value, "sample"))
+    except RecursionError:  # a self-referencing or absurdly deep object graph
+        raise UnstorableSampleError(
+            f"sample is nested too deeply to store (more than {MAX_DEPTH} levels); flatten it"
+        ) from None
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -141,22 +177,27 @@ def encode_sample(value: Any) -> str:
     return text
 
 
-def _from_json(value: Any) -> Any:
+def _from_json(value: Any, depth: int = 0) -> Any:
     kind = type(value)
-    if kind is list:
-        return [_from_json(item) for item in value]
-    if kind is not dict:
+    if kind is not list and kind is not dict:
         return value
+    if depth > _MAX_READ_DEPTH:
+        raise DamagedSampleError(
+            f"the stored sample is nested more than {_MAX_READ_DEPTH} levels deep"
+        )
+    deeper = depth + 1
+    if kind is list:
+        return [_from_json(item, deeper) for item in value]
     tag = value.get(TAG)
     if tag is None:
-        return {k: _from_json(item) for k, item in value.items()}
+        return {k: _from_json(item, deeper) for k, item in value.items()}
     payload = value.get("v")
     if tag == "tuple":
-        return tuple(_from_json(item) for item in payload)
+        return tuple(_from_json(item, deeper) for item in payload)
     if tag == "dict":
-        return {_from_json(k): _from_json(v) for k, v in payload}
+        return {_from_json(k, deeper): _from_json(v, deeper) for k, v in payload}
     if tag == "bytes":
-        return base64.b64decode(payload)
+        return base64.b64decode(payload, validate=True)
     if tag == "float":
         return float(payload)
     known = _registry.get(tag)
@@ -168,8 +209,8 @@ def _from_json(value: Any) -> Any:
         )
     cls_kind, cls = known
     if cls_kind == "pydantic":
-        return cls.model_validate(_from_json(payload))  # type: ignore[attr-defined]
-    fields = {k: _from_json(v) for k, v in payload.items()}
+        return cls.model_validate(_from_json(payload, deeper))  # type: ignore[attr-defined]
+    fields = {k: _from_json(v, deeper) for k, v in payload.items()}
     if cls_kind == "dataclass":
         init = _init_names.get(cls)
         if init is None:
@@ -188,8 +229,23 @@ def _from_json(value: Any) -> Any:
 
 
 def decode_sample(text: str) -> Any:
-    """Return the sample stored as ``text`` (the inverse of `encode_sample`)."""
-    value = json.loads(text)
-    if TAG not in text:
-        return value
-    return _from_json(value)
+    """Return the sample stored as ``text`` (the inverse of `encode_sample`).
+
+    Raises `DamagedSampleError` for a text `encode_sample` cannot have made, and
+    `UnknownTypeTagError` for a class this process has not registered.
+    """
+    try:
+        value = json.loads(text)
+        if TAG not in text:
+            return value
+        return _from_json(value)
+    except CacheSaverError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        # JSONDecodeError and int-too-long are ValueErrors; a broken tag's payload gives
+        # TypeError/KeyError/AttributeError; nesting past the stack gives RecursionError.
+        raise DamagedSampleError(
+            f"a stored sample cannot be decoded ({type(exc).__name__}: {str(exc)[:200]}); "
+            "it was not written by cachesaver or was damaged; `cachesaver verify` finds such "
+            "samples"
+        ) from None

@@ -10,6 +10,7 @@ __all__ = [
     "CacheMissError",
     "CacheSaverError",
     "CacheSaverWarning",
+    "DamagedSampleError",
     "DurabilityWarning",
     "ExportFileError",
     "ExportTooLargeError",
@@ -17,8 +18,10 @@ __all__ = [
     "InvalidRequestError",
     "MissingExtraError",
     "ModelContractError",
+    "ModelTimeoutError",
     "NotACacheError",
     "PipelineClosedError",
+    "PipelineLoopError",
     "StoreError",
     "UnknownTypeTagError",
     "UnstorableSampleError",
@@ -45,12 +48,30 @@ class ModelContractError(CacheSaverError, RuntimeError):
     """A model broke its contract (wrong number of samples or responses, wrong type)."""
 
 
+class ModelTimeoutError(CacheSaverError, TimeoutError):
+    """A model call ran past its deadline (``call_timeout``); its callers got this error.
+
+    The call's indices and leases are freed, so a later request makes its own call.
+    """
+
+
 class PipelineClosedError(CacheSaverError, RuntimeError):
     """A pipeline or stage was used after `aclose()`."""
 
 
+class PipelineLoopError(CacheSaverError, RuntimeError):
+    """A pipeline active in one event loop was used from another (one loop at a time)."""
+
+
 class StoreError(CacheSaverError, RuntimeError):
     """The store could not be read or written (which store and what failed is named)."""
+
+
+class DamagedSampleError(StoreError, ValueError):
+    """A stored sample text cannot be decoded (not our JSON, too deep, a broken tag).
+
+    The message names the key and index when a pipeline read it; nothing is changed.
+    """
 
 
 class ImportConflictError(CacheSaverError, ValueError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from cachesaver._models import ModelPort
+from cachesaver._models import DEFAULT_CALL_TIMEOUT, ModelPort
 from cachesaver.batcher import AsyncBatcher
 from cachesaver.cacher import AsyncCacher, Mode
 from cachesaver.deduplicator import AsyncDeduplicator
@@ -29,6 +29,11 @@ class Pipeline(AsyncCacher):
     A pipeline is an `AsyncCacher` over an `AsyncBatcher` over an `AsyncDeduplicator`
     over the user's model, so it has the cacher's ``request``, ``batch_request``,
     ``stats``, ``key_of`` and ``aclose``.
+
+    ``call_timeout`` (seconds, default 30 minutes) is every model call's deadline: a call
+    past it fails its callers with `ModelTimeoutError` (a `CacheSaverError` and a
+    `TimeoutError`), its indices and leases are freed, and a later request makes its own
+    call; nobody, ``aclose()`` included, waits for it any longer.
     """
 
     _prefer: Literal["request", "batch"] = "request"
@@ -44,10 +49,11 @@ class Pipeline(AsyncCacher):
         manifest: str | os.PathLike[str] | RunManifest | None = None,
         run_id: str | None = None,
         lease_ttl: float = 30.0,
+        call_timeout: float = DEFAULT_CALL_TIMEOUT,
     ) -> None:
         self.model = model
         chain = AsyncBatcher(
-            AsyncDeduplicator(ModelPort(model, prefer=self._prefer)),
+            AsyncDeduplicator(ModelPort(model, prefer=self._prefer, call_timeout=call_timeout)),
             batch_size=batch_size,
             timeout=timeout,
         )

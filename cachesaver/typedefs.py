@@ -10,6 +10,10 @@
 Every field except ``n``, ``request_id`` and ``namespace`` is part of the request's key
 (a field whose value is ``None`` is left out, so adding an optional field keeps an existing
 cache valid). Reading a field that no class declares returns ``None``.
+
+A request owns a snapshot of its content (SEMANTICS rule 9): lists, tuples and dicts in
+its fields are copied at construction, so changing the caller's chat history afterwards
+changes neither the key nor what the model is asked. A ``str`` prompt is not copied.
 """
 
 from __future__ import annotations
@@ -22,7 +26,10 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from cachesaver._canonical import CanonicalError, canonical_json
 from cachesaver.errors import InvalidRequestError
 
-__all__ = ["Batch", "BatchRequestModel", "Request", "Response", "SingleRequestModel"]
+__all__ = ["MAX_N", "Batch", "BatchRequestModel", "Request", "Response", "SingleRequestModel"]
+
+MAX_N = 100_000
+"""The largest ``n`` one request may ask for (split larger draws into several requests)."""
 
 # Fields that say how many samples and from which stream, not what is asked.
 _NOT_CONTENT = frozenset({"n", "request_id", "namespace"})
@@ -47,7 +54,11 @@ class Request:
 
     ``prompt`` is a string or any JSON-like structure (for example a list of chat
     messages). ``n`` is the number of samples; ``namespace`` names the stream they are
-    drawn from; ``request_id`` is a label that shows up in errors and run manifests.
+    drawn from; ``request_id`` is a label that shows up in errors and run manifests (and
+    matches a request to its record when a run is reproduced). ``n`` is at most `MAX_N`.
+
+    The request keeps its own copy of list, tuple and dict fields (taken at construction),
+    so the content the model sees is exactly the content its key was made from.
     """
 
     prompt: Any
@@ -80,6 +91,12 @@ def _encode_content(request: Request) -> str:
             f"{_label(request)}: field 'n' must be a positive int, got {n}; "
             "ask for at least one sample"
         )
+    if n > MAX_N:
+        raise InvalidRequestError(
+            f"{_label(request)}: field 'n' is {n}, more than the {MAX_N} samples one request "
+            "may ask for; split the draw into several requests (same namespace: they get "
+            "successive samples)"
+        )
     if type(request.namespace) is not str:
         raise InvalidRequestError(
             f"{_label(request)}: field 'namespace' must be a str, got "
@@ -98,7 +115,6 @@ def _encode_content(request: Request) -> str:
     try:
         text = canonical_json(content, "request")
         text.encode("utf-8")
-        return text
     except UnicodeEncodeError:
         for name, value in content.items():
             try:
@@ -115,6 +131,25 @@ def _encode_content(request: Request) -> str:
             f"{_label(request)}: field {field_name!r} cannot be encoded canonically "
             f"({exc.path}: {exc.problem})"
         ) from None
+    # The snapshot (rule 9): taken right after the key, with no await in between, so the
+    # key and what the model sees are the same content.
+    for name, value in content.items():
+        kind = type(value)
+        if kind is list or kind is dict or kind is tuple:
+            object.__setattr__(request, name, _snapshot(value))
+    return text
+
+
+def _snapshot(value: Any) -> Any:
+    """A deep copy of a JSON-like value (the canonical check bounded its depth)."""
+    kind = type(value)
+    if kind is list:
+        return [_snapshot(item) for item in value]
+    if kind is dict:
+        return {k: _snapshot(item) for k, item in value.items()}
+    if kind is tuple:
+        return tuple(_snapshot(item) for item in value)
+    return value
 
 
 def request_content(request: Request) -> str:

@@ -70,6 +70,15 @@ class LatencyModel:
     def identity(self) -> Any:
         return self.inner.identity
 
+    def cold_start(self) -> None:
+        """Make the next run start cold, as a run in a new process would (the paper runs
+        every configuration of both arms in its own process): the simulated reasoner
+        forgets its memos, so no arm is timed with CPU work another arm already did."""
+        responder = getattr(self.inner, "responder", None)
+        reset = getattr(responder, "cold_start", None)
+        if reset is not None:
+            reset()
+
     async def request(self, request: Request) -> Response:
         response: Response = await self.inner.request(request)
         stamp(list(response.data))

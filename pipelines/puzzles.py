@@ -22,6 +22,7 @@ from functools import lru_cache
 __all__ = [
     "TARGET",
     "Puzzle",
+    "clear_solver_cache",
     "combine",
     "generate_puzzles",
     "is_solvable",
@@ -76,6 +77,11 @@ def _solvable(values: tuple[Fraction, ...]) -> bool:
     if len(values) == 1:
         return values[0] == TARGET
     return any(_solvable(child) for child in _children(values))
+
+
+def clear_solver_cache() -> None:
+    """Forget every memoised solvability result (a cold start, as in a new process)."""
+    _solvable.cache_clear()
 
 
 def is_solvable(numbers: Sequence[int | Fraction]) -> bool:

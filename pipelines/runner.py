@@ -176,6 +176,9 @@ async def run_arm(
     already charged for, so a later run pays only for what is new to the scenario.
     """
     ledger = Ledger(keep=keep_records, book=book if book is not None else CallBook())
+    cold_start = getattr(model, "cold_start", None)
+    if cold_start is not None:
+        cold_start()  # every run starts cold, as the paper's (one process per run)
     busy = float(getattr(model, "simulated_seconds", 0.0))
     async with OnlineAPI(model, cache=cache, batch_size=batch_size, timeout=timeout) as pipeline:
         start = time.perf_counter()

@@ -33,7 +33,7 @@ from cachesaver import Request
 from cachesaver.testing import SimulatedLLM
 from pipelines.checker import check_answer, extract_expression
 from pipelines.prompts import Step, format_numbers, parse_steps, query_of
-from pipelines.puzzles import is_solvable, solutions
+from pipelines.puzzles import clear_solver_cache, is_solvable, solutions
 from pipelines.tokens import count_tokens
 
 __all__ = ["MODEL_NAME", "Profile", "SimulatedReasoner", "make_sample", "simulated_model"]
@@ -174,6 +174,11 @@ class SimulatedReasoner:
         self.profile = profile or Profile()
         self.seed = seed
         self._repertoires: dict[tuple[int, ...], list[tuple[_Move, tuple[int, ...]]]] = {}
+
+    def cold_start(self) -> None:
+        """Forget what was computed for earlier questions (the solver's memo included)."""
+        self._repertoires.clear()
+        clear_solver_cache()
 
     def _fixed(self, *parts: object) -> random.Random:
         material = "\x00".join(str(part) for part in (self.seed, *parts)).encode()

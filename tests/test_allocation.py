@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pytest
 
 from cachesaver import Batch, DiskStore, LocalAPI, OnlineAPI, Request, Response, StoreError
-from cachesaver.stores.base import SampleRead
+from cachesaver.stores.base import SampleRead, SampleWrite, WriteResult
 from cachesaver.testing import InjectedFailure, RecordingModel, SimulatedLLM
 
 from .helpers import stored
@@ -50,7 +50,7 @@ async def test_a_new_run_replays_every_request_exactly(cache_dir: str) -> None:
         again = await asyncio.gather(*(api.request(r) for r in requests))
         assert api.stats().model_calls == 0
     assert [r.data for r in again] == [r.data for r in first]
-    assert all(all(r.cached) for r in again)
+    assert all(r.cached == [True] * len(r.data) for r in again)
     assert len(model.calls) == calls
 
 
@@ -184,22 +184,44 @@ async def test_returned_indices_are_handed_out_first_lowest_first(cache_dir: str
     assert third.data == [samples[0], samples[1], samples[4]]
 
 
+class WatchedWrites(DiskStore):
+    """The real disk store; ``await written(k)`` returns once k samples were written."""
+
+    def __init__(self, directory: str) -> None:
+        super().__init__(directory)
+        self.samples_written = 0
+        self._changed = asyncio.Condition()
+
+    async def write(self, writes: Sequence[SampleWrite]) -> list[WriteResult]:
+        results = await super().write(writes)
+        async with self._changed:
+            self.samples_written += sum(len(w.samples) for w in writes)
+            self._changed.notify_all()
+        return results
+
+    async def written(self, count: int) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.samples_written >= count)
+
+
 async def test_cancelled_request_consumes_nothing_but_its_samples_are_kept(
     cache_dir: str,
 ) -> None:
     """Cancelling a request returns its indices; what the model returned is still stored."""
     model = RecordingModel()
     model.hold()
-    async with OnlineAPI(model, cache=cache_dir, timeout=0) as api:
+    store = WatchedWrites(cache_dir)
+    async with OnlineAPI(model, cache=store, timeout=0) as api:
         task = asyncio.ensure_future(api.request(Request("q", n=2, namespace="n")))
         await model.wait_entered()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         model.release()
-        await asyncio.sleep(0.05)
+        await store.written(2)  # the orphaned call's samples reached the store
         samples = await stored(api.store, api.key_of(Request("q")), 2)
         again = await api.request(Request("q", n=2, namespace="n"))
+    await store.aclose()
     assert None not in samples, "the paid-for samples were stored"
     assert again.data == samples
     assert again.cached == [True, True]
@@ -250,14 +272,17 @@ async def test_local_api_sends_each_batch_to_batch_request(cache_dir: str) -> No
 
 async def test_online_api_sends_a_batchs_requests_concurrently(cache_dir: str) -> None:
     """OnlineAPI calls request() for each merged request of a batch at the same time."""
-    model = RecordingModel(SimulatedLLM(latency=0.05))
+    model = RecordingModel()
+    model.hold()
     async with OnlineAPI(model, cache=cache_dir, batch_size=20, timeout=0.01) as api:
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        await api.batch_request(Batch([Request(f"q{i}") for i in range(10)]))
-        elapsed = loop.time() - start
+        batch = asyncio.ensure_future(
+            api.batch_request(Batch([Request(f"q{i}") for i in range(10)]))
+        )
+        # All ten calls are inside the model at once (one after another, only one would be).
+        await model.wait_entered(10)
+        model.release()
+        await batch
     assert len(model.calls) == 10
-    assert elapsed < 0.3, "ten 50 ms calls ran concurrently, not one after another"
 
 
 class FlakyReads(DiskStore):
@@ -311,7 +336,8 @@ async def test_cancelled_batch_keeps_what_the_model_returned(cache_dir: str) -> 
     """Cancelling batch_request mid-call stores the samples and consumes nothing."""
     model = RecordingModel()
     model.hold()
-    async with OnlineAPI(model, cache=cache_dir, timeout=0) as api:
+    store = WatchedWrites(cache_dir)
+    async with OnlineAPI(model, cache=store, timeout=0) as api:
         batch = asyncio.ensure_future(
             api.batch_request(Batch([Request("a", namespace="n"), Request("b", namespace="n")]))
         )
@@ -320,9 +346,10 @@ async def test_cancelled_batch_keeps_what_the_model_returned(cache_dir: str) -> 
         with pytest.raises(asyncio.CancelledError):
             await batch
         model.release()
-        await asyncio.sleep(0.05)
+        await store.written(2)
         again = await api.batch_request(
             Batch([Request("a", namespace="n"), Request("b", namespace="n")])
         )
+    await store.aclose()
     assert [r.cached for r in again] == [[True], [True]]
     assert len(model.calls) == 2

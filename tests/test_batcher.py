@@ -43,38 +43,49 @@ async def test_a_request_larger_than_the_batch_goes_alone() -> None:
 
 
 async def test_a_partial_batch_is_sent_after_the_timeout() -> None:
-    """A batch that never fills is sent timeout seconds after its first request."""
+    """A batch that never fills is sent timeout seconds after its first request, not before."""
     model = RecordingModel()
     async with AsyncBatcher(model, batch_size=100, timeout=0.05) as batcher:
         loop = asyncio.get_running_loop()
         start = loop.time()
         await batcher.request(Request("lonely"))
         waited = loop.time() - start
-    assert 0.04 <= waited < 0.5
+    assert waited >= 0.05 - 0.005  # the loop's clock resolution
+    assert [len(b.requests) for b in model.batches] == [1]
 
 
 async def test_a_full_batch_is_sent_without_waiting_for_the_timeout() -> None:
-    """A batch that fills is sent at once, long before a large timeout."""
-    async with AsyncBatcher(RecordingModel(), batch_size=2, timeout=30) as batcher:
-        await asyncio.wait_for(
-            asyncio.gather(batcher.request(Request("a")), batcher.request(Request("b"))), 2
-        )
+    """A batch that fills is sent at once, long before an hour-long timeout."""
+    model = RecordingModel()
+    async with AsyncBatcher(model, batch_size=2, timeout=3600) as batcher:
+        both = asyncio.gather(batcher.request(Request("a")), batcher.request(Request("b")))
+        await model.wait_entered(1)  # pytest-timeout fails the test if this waits an hour
+        assert [len(b.requests) for b in model.batches] == [2]
+        await both
 
 
 async def test_slow_batch_does_not_hold_back_the_next() -> None:
-    """Several batches are in flight at once; a fast batch finishes before a slow one."""
+    """Several batches are in flight at once; a fast batch finishes while a slow one waits."""
 
     class Slow(SimulatedLLM):
+        def __init__(self) -> None:
+            super().__init__()
+            self.entered = asyncio.Event()
+            self.gate = asyncio.Event()
+
         async def batch_request(self, batch: Batch) -> list[Response]:
             if batch.requests[0].prompt == "slow":
-                await asyncio.sleep(0.3)
+                self.entered.set()
+                await self.gate.wait()
             return await super().batch_request(batch)
 
-    async with AsyncBatcher(Slow(), batch_size=1, timeout=0) as batcher:
+    model = Slow()
+    async with AsyncBatcher(model, batch_size=1, timeout=0) as batcher:
         slow = asyncio.ensure_future(batcher.request(Request("slow")))
-        await asyncio.sleep(0.01)
-        await asyncio.wait_for(batcher.request(Request("fast")), 0.2)
-        assert not slow.done()
+        await model.entered.wait()
+        fast = await batcher.request(Request("fast"))  # would wait forever if held back
+        assert not slow.done() and len(fast.data) == 1
+        model.gate.set()
         await slow
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from cachesaver import DiskStore, OnlineAPI, Request
+from cachesaver import DiskStore, OnlineAPI, Request, Response
 from cachesaver._coordination import Memo
 from cachesaver.stores.base import SampleRead
 from cachesaver.testing import RecordingModel
@@ -36,7 +36,7 @@ async def test_returned_samples_are_fresh_copies(cache_dir: str) -> None:
     """Mutating a returned sample never changes what later requests receive."""
 
     class DictModel(RecordingModel):
-        async def request(self, request: Request) -> object:
+        async def request(self, request: Request) -> Response:
             response = await super().request(request)
             return type(response)(data=[{"text": t} for t in response.data])
 
@@ -52,7 +52,7 @@ def test_memory_is_bounded_and_drops_the_oldest() -> None:
     memo = Memo(max_bytes=1000)
     for i in range(50):
         memo.put("k", i, "x" * 50)
-    kept = memo.get("k", range(50))
+    kept = memo.get("k", range(50)) or {}
     assert 0 < len(kept) < 50
     assert max(kept) == 49 and 0 not in kept
 
@@ -67,3 +67,41 @@ async def test_a_new_run_sees_keys_pruned_meanwhile(cache_dir: str) -> None:
         again = await api.request(Request("q", namespace="a"))
     assert again.cached == [False] and again.data != first.data
     assert len(model.calls) == 2
+
+
+def test_the_byte_bound_counts_the_memory_really_held() -> None:
+    """With short samples, the memory the memo really holds stays within max_bytes."""
+    import hashlib
+    import tracemalloc
+
+    memo = Memo(max_bytes=2 * 2**20)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        for i in range(60_000):
+            key = hashlib.sha256(str(i // 2).encode()).hexdigest()
+            memo.put(key, 300 + i % 2, f'"s{i}"')
+        held, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(memo) < 60_000, "the bound was reached, so entries were dropped"
+    assert memo.bytes <= memo.max_bytes
+    assert held - before <= memo.max_bytes, f"holds {held - before} bytes"
+    assert peak - before <= 1.25 * memo.max_bytes, "even while its dict grows"
+
+
+def test_eviction_drops_entries_in_insertion_order_at_any_size() -> None:
+    """Eviction is first in, first out, and a repeated put neither moves nor recharges."""
+    memo = Memo(max_bytes=10 * (Memo.ENTRY_BYTES + 60))
+    for i in range(10):
+        memo.put("k", i, "x")
+    charged = memo.bytes
+    memo.put("k", 0, "x")
+    assert memo.bytes == charged
+    for i in range(10, 25):
+        memo.put("k", i, "x")
+    kept = memo.get("k", range(25)) or {}
+    assert sorted(kept) == list(range(25 - len(kept), 25))
+    memo.put("big", 0, "y" * (memo.max_bytes + 1))
+    assert memo.get("big", [0]) is None, "a text larger than the bound is not remembered"

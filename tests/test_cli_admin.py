@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import pytest
 import redis
@@ -162,7 +162,7 @@ def test_explain_names_the_key_and_the_exact_differences(filled: str, tmp_path: 
     code, data = run_json("explain", spec, str(request))
     assert code == 0 and data["stored"] is True and data["samples"] == 1
     changed = dict(base, temperature=0.70001, seed=3)
-    changed["prompt"] = base["prompt"].replace(" end", " END")
+    changed["prompt"] = str(base["prompt"]).replace(" end", " END")
     request.write_text(json.dumps({"request": changed, "identity": OPENAI}))
     code, data = run_json("explain", spec, str(request))
     assert code == 5 and data["stored"] is False
@@ -213,7 +213,7 @@ def experiment(owner: Owner | None, spec: str, manifest: Path | None, extra: boo
     """The same program both colleagues run (Bob adds one question)."""
 
     async def go() -> list[Any]:
-        mode = "replay" if owner is None else "readwrite"
+        mode: Literal["readwrite", "replay"] = "replay" if owner is None else "readwrite"
         model = owner if owner is not None else Owner("nobody")
         async with OnlineAPI(model, cache=spec, timeout=0, mode=mode, manifest=manifest) as api:
             requests = [

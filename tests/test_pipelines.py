@@ -224,8 +224,9 @@ async def test_local_api_needs_a_batch_model(cache_dir: str) -> None:
 
 def test_bad_cache_argument_says_what_is_accepted() -> None:
     """cache= must be a path, a diskcache.Cache or a Store; anything else is explained."""
+    not_a_cache: Any = 42
     with pytest.raises(TypeError, match="directory path"):
-        OnlineAPI(RecordingModel(), cache=42)  # type: ignore[arg-type]
+        OnlineAPI(RecordingModel(), cache=not_a_cache)
 
 
 def test_default_cache_lives_under_caches(tmp_path: Any, monkeypatch: Any) -> None:

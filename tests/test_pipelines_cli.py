@@ -43,6 +43,7 @@ def test_cli_sweep_runs_offline_prints_the_papers_saving_and_replays(
     assert without_timing(first) == without_timing(second)
 
 
+@pytest.mark.timeout(180)  # about 6 s of CPU; generous for a loaded machine
 def test_cli_all_prints_each_papers_saving_beside_ours_and_plots(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

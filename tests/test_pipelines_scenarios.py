@@ -289,3 +289,20 @@ async def test_direct_methods_answer_every_puzzle(tmp_path: Path) -> None:
         sc = await Direct(5).solve_all(PUZZLES, client)
     assert len(io) == len(sc) == len(PUZZLES)
     assert client.ledger.requests == 2 * len(PUZZLES) and client.ledger.samples == 6 * len(PUZZLES)
+
+
+async def test_every_run_starts_cold(tmp_path: Path) -> None:
+    """Each run of each arm starts with a cold model (the paper: one process per run)."""
+    starts: list[int] = []
+
+    class Cold(LatencyModel):
+        def cold_start(self) -> None:
+            starts.append(id(self))
+            super().cold_start()
+
+    def factory() -> Cold:
+        return Cold(simulated_model(0), LatencyProfile(overhead=0.001, per_token=0.0), 0.0)
+
+    scenario = Scenario("two", "two", (SMALL_TOT, replace(SMALL_TOT, evaluations=1)))
+    await run_scenario(scenario, PUZZLES, factory, tmp_path, SETTINGS)
+    assert len(starts) == 4 and len(set(starts)) == 3  # the cachesaver arm's model twice

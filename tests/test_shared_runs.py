@@ -44,6 +44,7 @@ def spawn(*args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
         [sys.executable, "-m", "tests.workers", *args],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -89,10 +90,10 @@ def test_run_id_needs_a_store_that_can_share_runs(cache_dir: str) -> None:
     class Minimal:
         location = "minimal"
 
-        async def read(self, reads: list[SampleRead]) -> list[dict[int, str]]:
+        async def read(self, reads: Sequence[SampleRead]) -> list[dict[int, str]]:
             return [{} for _ in reads]
 
-        async def write(self, writes: list[SampleWrite]) -> list[WriteResult]:
+        async def write(self, writes: Sequence[SampleWrite]) -> list[WriteResult]:
             return [WriteResult(w.samples) for w in writes]
 
         async def aclose(self) -> None:
@@ -142,7 +143,7 @@ async def check_shards(store_spec: str, results: list[dict[str, Any]]) -> None:
             # samples the workers of the shared run received, in list order.
             replay = await api.request(Request(prompt, n=len(samples), namespace=namespace))
             assert sorted(replay.data) == sorted(samples)
-            assert all(replay.cached)
+            assert replay.cached is not None and all(replay.cached)
         most = max(len(s) for s in generated.values())
         assert most > 1
     assert model.calls == [], "the replay made zero model calls"
@@ -150,13 +151,24 @@ async def check_shards(store_spec: str, results: list[dict[str, Any]]) -> None:
 
 def test_workers_wait_for_a_sample_another_worker_is_generating(store_spec: str) -> None:
     """Two processes needing the same missing samples at once cause one model call."""
-    first = spawn("slow", store_spec, "lease-run-1", "1.0", "30")
-    assert json.loads(first.stdout.readline())["event"] == "generating"  # type: ignore[union-attr]
-    second = spawn("slow", store_spec, "lease-run-2", "1.0", "30")
-    out_first, err = first.communicate(timeout=30)
-    assert first.returncode == 0, err
-    out_second, err = second.communicate(timeout=30)
-    assert second.returncode == 0, err
+    first = spawn("gated", store_spec, "lease-run-1", "1")
+    second = None
+    try:
+        line = first.stdout.readline()  # type: ignore[union-attr]
+        assert json.loads(line)["event"] == "generating", line
+        second = spawn("gated", store_spec, "lease-run-2", "2")
+        line = second.stdout.readline()  # type: ignore[union-attr]
+        assert json.loads(line)["event"] == "lease-refused", "the second worker waits, not pays"
+        # Only now may the first worker's model answer.
+        out_first, err = first.communicate("go\n", timeout=30)
+        assert first.returncode == 0, err
+        out_second, err = second.communicate(timeout=30)
+        assert second.returncode == 0, err
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.communicate()
     lines = out_second.strip().splitlines()
     assert not any('"generating"' in line for line in lines), "the second worker never paid"
     result_second = json.loads(lines[-1])
@@ -183,29 +195,47 @@ def test_a_killed_worker_blocks_others_no_longer_than_its_lease(store_spec: str)
     assert 1.0 <= elapsed < 15, f"waited for the lease ({elapsed:.1f}s), not forever"
 
 
-class SlowLeases(DiskStore):
-    """The real disk store, with lease calls that take a while (to cancel during one)."""
+class GatedLeases(DiskStore):
+    """The real disk store; lease calls wait at a gate (to cancel a request during one).
+
+    ``entered`` is set when a lease call arrives; ``asked`` and ``granted`` log them.
+    """
+
+    def __init__(self, directory: str) -> None:
+        super().__init__(directory)
+        self.entered = asyncio.Event()
+        self.gate = asyncio.Event()
+        self.asked: list[list[int]] = []
+        self.granted: list[list[int]] = []
 
     async def lease(self, requests: Sequence[LeaseRequest]) -> list[list[int]]:
-        await asyncio.sleep(0.2)
-        return await super().lease(requests)
+        self.asked.extend(list(r.indices) for r in requests)
+        self.entered.set()
+        await self.gate.wait()
+        granted = await super().lease(requests)
+        self.granted.extend(granted)
+        return granted
 
 
 async def test_cancelled_while_taking_a_lease_leaves_nothing_stuck(cache_dir: str) -> None:
     """Cancelling a request during its lease call frees its claim, indices and lease."""
-    store = SlowLeases(cache_dir)
+    store = GatedLeases(cache_dir)
     model = Shared()
     async with OnlineAPI(model, cache=store, run_id="r", lease_ttl=60, timeout=0) as api:
+        # Issued together: the waiter (same key, other namespace) waits on first's claim.
         first = asyncio.ensure_future(api.request(Request("q", n=2, namespace="n")))
-        await asyncio.sleep(0.05)
         waiter = asyncio.ensure_future(api.request(Request("q", n=2, namespace="m")))
-        await asyncio.sleep(0.05)
+        await store.entered.wait()
+        assert store.asked == [[0, 1]], "first is inside its lease call, waiter is not"
         first.cancel()
         with pytest.raises(asyncio.CancelledError):
             await first
-        got = await asyncio.wait_for(waiter, 5)
-        again = await asyncio.wait_for(api.request(Request("q", n=2, namespace="n")), 5)
+        store.gate.set()
+        got = await waiter
+        again = await api.request(Request("q", n=2, namespace="n"))
     await store.aclose()
+    assert len(store.asked) >= 2 and all(a == [0, 1] for a in store.asked)
+    assert store.granted[-1] == [0, 1], "first's lease was dropped, not left to expire (60 s)"
     assert got.cached == [False, False], "the waiter generated once the claim was freed"
     assert again.data == got.data and again.cached == [True, True]
     assert len(model.calls) == 1

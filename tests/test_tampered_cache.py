@@ -101,7 +101,7 @@ async def test_pipeline_read_and_replay_refuse_a_foreign_sample_row(plant: Plant
     """A request (and a replay) over a tampered sample fails naming the key; nothing runs."""
     getattr(plant, how)(plant.sample(1))
     for mode in ("readwrite", "replay"):
-        async with OnlineAPI(RecordingModel(), cache=plant.cache, mode=mode) as api:  # type: ignore[arg-type]
+        async with OnlineAPI(RecordingModel(), cache=plant.cache, mode=mode) as api:
             with pytest.raises(StoreError) as info:
                 await api.request(plant.request)
         assert plant.key[:16] in str(info.value) and "not in cachesaver's format" in str(info.value)
