@@ -85,30 +85,37 @@ class _Refused(Exception):
     """Raised by the fast walks; `_normalize` then finds and names the problem."""
 
 
-def _needs_copy(value: Any) -> bool:
+def _needs_copy(value: Any, depth: int = 0) -> bool:
     """Check ``value`` without copying it; True if it holds an integral float.
 
     Only integral floats (``1.0``, encoded as ``1``) make the canonical text differ from
-    the plain ``sort_keys`` dump of the value (tuples already encode as lists).
+    the plain ``sort_keys`` dump of the value (tuples already encode as lists). Anything
+    `_normalize` would refuse (the bounds included) raises `_Refused`.
     """
     kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
+    if kind is str or kind is bool or value is None:
         return False
+    if kind is int:
+        if -_INT_LIMIT < value < _INT_LIMIT:
+            return False
+        raise _Refused
     if kind is float:
         if not math.isfinite(value):
             raise _Refused
         return bool(value.is_integer())
+    if depth >= MAX_DEPTH:
+        raise _Refused
     needs = False
     if kind is list or kind is tuple:
         for item in value:
-            if type(item) is not str and _needs_copy(item):
+            if type(item) is not str and _needs_copy(item, depth + 1):
                 needs = True
         return needs
     if kind is dict:
         for k, item in value.items():
             if type(k) is not str:
                 raise _Refused
-            if type(item) is not str and _needs_copy(item):
+            if type(item) is not str and _needs_copy(item, depth + 1):
                 needs = True
         return needs
     raise _Refused
