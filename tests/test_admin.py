@@ -25,7 +25,7 @@ from cachesaver.savings import Price, SavingsCounter
 from cachesaver.stores import open_admin_store
 from cachesaver.stores.base import KeyRecord
 
-from .test_cli import _fill, make_record
+from .test_cli import OPENAI, _fill, make_record
 
 
 def rec(*texts: str) -> KeyRecord:
@@ -167,3 +167,49 @@ def test_savings_without_token_counts_still_count_samples() -> None:
     s = counter.summary()
     assert (s.samples_paid, s.calls_paid, s.samples_saved) == (2, 1, 1)
     assert s.prompt_tokens_paid == 0 and s.dollars_paid is None
+
+
+async def test_stats_of_one_identity_in_sql_agree_with_the_per_key_count(
+    cache_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The aggregate fast path gives the same numbers as counting key by key."""
+    async with OnlineAPI(Chat(), cache=cache_dir, timeout=0, run_id="run-1") as api:
+        for i in range(30):  # shared-run state and leases sit in the same table
+            await api.request(Request(f"q{i}", n=1 + i % 3, namespace=f"ns{i % 2}"))
+    store = open_admin_store(cache_dir)
+    try:
+        fast = await store_stats(store, prices={"m1": Price(1.0, 2.0)})
+        assert await store.identity_totals() is not None  # type: ignore[attr-defined]
+
+        async def per_key(self: object) -> None:
+            return None
+
+        monkeypatch.setattr(type(store), "identity_totals", per_key)
+        slow = await store_stats(store, prices={"m1": Price(1.0, 2.0)})
+    finally:
+        await store.aclose()
+    assert fast == slow
+    assert (fast.keys, fast.samples) == (30, sum(1 + i % 3 for i in range(30)))
+    assert fast.identities[0].prompt_tokens == 300 and fast.identities[0].dollars
+
+
+async def test_explain_ranks_equally_different_keys_by_how_close_the_text_is(
+    cache_dir: str,
+) -> None:
+    """With one differing field each, the stored key whose text is closest comes first."""
+    await _fill(
+        cache_dir,
+        [
+            make_record("Name three prime numbers.", ["2 3 5"]),
+            make_record("What is the capital of France?", ["Paris"]),
+        ],
+    )
+    store = open_admin_store(cache_dir)
+    try:
+        found = await explain(
+            store, {"request": {"prompt": "What is the capital of France ?"}, "identity": OPENAI}
+        )
+    finally:
+        await store.aclose()
+    assert [len(n.differences) for n in found.nearest] == [1, 1]
+    assert "France?" in found.nearest[0].differences[0]

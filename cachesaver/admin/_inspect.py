@@ -82,9 +82,11 @@ def _tokens(text: str) -> tuple[int, int]:
 
 
 async def _iter_totals(
-    store: AdminStore, progress: Progress | None
+    store: AdminStore, progress: Progress | None, *, skip: bool = False
 ) -> AsyncIterator[list[KeyTotals]]:
     """Per-key totals: the disk store counts them in SQL; other stores from records."""
+    if skip:
+        return
     if isinstance(store, DiskStore):
         after: str | None = None
         while True:
@@ -140,7 +142,21 @@ async def store_stats(
     tallies: dict[str, list[int]] = {}
     identities: dict[str, Any] = {}
     labels: dict[str, str] = {}  # content without its request -> label (one parse each)
-    async for totals in _iter_totals(store, progress):
+    quick = await store.identity_totals() if isinstance(store, DiskStore) else None
+    for whole in quick or ():
+        label = identity_label(whole.example)
+        data = parse_content(whole.example)
+        identities[label] = data.get("identity") if data is not None else None
+        tallies[label] = [
+            whole.keys,
+            whole.samples,
+            whole.bytes,
+            whole.prompt_tokens,
+            whole.completion_tokens,
+        ]
+    if quick is not None and progress is not None:
+        progress(sum(whole.keys for whole in quick))
+    async for totals in _iter_totals(store, progress, skip=quick is not None):
         for row in totals:
             label = _label(row.content, labels)
             tally = tallies.get(label)

@@ -1,12 +1,15 @@
 """Provider adapters and drop-in clients.
 
-- Drop-in clients (change one import): ``cachesaver.models.openai.AsyncOpenAI`` and
-  ``cachesaver.models.together.AsyncTogether``.
+- Drop-in clients (change one import): ``cachesaver.models.openai.AsyncOpenAI`` /
+  ``OpenAI``, ``cachesaver.models.together.AsyncTogether`` / ``Together``,
+  ``cachesaver.models.anthropic.AsyncAnthropic`` / ``Anthropic`` and
+  ``cachesaver.models.gemini.Client`` (``google.genai.Client``).
 - Pipeline adapters: `OpenAIModel`, `TogetherModel` (chat, `SingleRequestModel`) and
   `OpenAIEmbeddingModel`, `TogetherEmbeddingModel` (embeddings, `BatchRequestModel`).
-- More pipeline adapters, each an optional extra: `LiteLLMModel` (any provider LiteLLM
-  reaches; ``cachesaver[litellm]``) and `TransformersModel` (a local Hugging Face causal
-  LM for `LocalAPI`; ``cachesaver[local]``).
+- More pipeline adapters, each an optional extra: `AnthropicModel`
+  (``cachesaver[anthropic]``), `GeminiModel` (``cachesaver[gemini]``), `LiteLLMModel`
+  (any provider LiteLLM reaches; ``cachesaver[litellm]``) and `TransformersModel` (a
+  local Hugging Face causal LM for `LocalAPI`; ``cachesaver[local]``).
 - `ChatRequest` / `EmbeddingRequest`: `Request` subclasses whose fields are API
   parameters; `ChatSample` / `EmbeddingSample`: what ``sample="full"`` stores (plain
   JSON, typed); `cache_flags`: the per-choice flags of a drop-in answer.
@@ -35,12 +38,15 @@ from cachesaver.models.samples import (
 )
 
 if TYPE_CHECKING:
+    from cachesaver.models.anthropic import AnthropicModel
+    from cachesaver.models.gemini import GeminiModel
     from cachesaver.models.litellm import LiteLLMModel
     from cachesaver.models.local import TransformersModel
     from cachesaver.models.openai import OpenAIEmbeddingModel, OpenAIModel
     from cachesaver.models.together import TogetherEmbeddingModel, TogetherModel
 
 __all__ = [
+    "AnthropicModel",
     "CachedRawResponse",
     "ChatRequest",
     "ChatSample",
@@ -49,6 +55,7 @@ __all__ = [
     "DropInOptionError",
     "EmbeddingRequest",
     "EmbeddingSample",
+    "GeminiModel",
     "LiteLLMModel",
     "LiveStream",
     "OpenAIEmbeddingModel",
@@ -66,6 +73,8 @@ __all__ = [
 ]
 
 _LAZY = {
+    "AnthropicModel": "cachesaver.models.anthropic",
+    "GeminiModel": "cachesaver.models.gemini",
     "LiteLLMModel": "cachesaver.models.litellm",
     "TransformersModel": "cachesaver.models.local",
     "OpenAIModel": "cachesaver.models.openai",

@@ -265,8 +265,11 @@ class ChatAdapter(Generic[ClientT]):
         self, request: Request, kwargs: dict[str, Any], options: dict[str, Any], sink: Any
     ) -> Response:
         samples: list[Any] = []
+        # Per sample: was its prompt shared with an earlier sample of its API call? A
+        # provider that returns fewer choices than asked is asked again, and each such
+        # call pays its prompt again: its first choice is not duplicated.
+        duplicated: list[bool] = []
         remaining = request.n
-        extra_prompt = 0
         while remaining > 0:
             call = {**kwargs, **options}
             if remaining > 1:
@@ -277,16 +280,10 @@ class ChatAdapter(Generic[ClientT]):
                 else:
                     completion = await self._create(call)
             got = self._samples(completion, remaining, request)
-            if samples:  # the provider gave fewer choices than asked: this call re-paid
-                usage = getattr(completion, "usage", None)
-                extra_prompt += getattr(usage, "prompt_tokens", None) or 0
+            duplicated.extend(j > 0 for j in range(len(got)))
             samples.extend(got)
             remaining -= len(got)
-        if extra_prompt and self.sample == "full":
-            # The pipeline sees one model call whose prompt is paid by its first sample.
-            first = samples[0]
-            first["prompt_tokens"] = (first["prompt_tokens"] or 0) + extra_prompt
-        return Response(samples)
+        return Response(samples, duplicated=duplicated)
 
     def _samples(self, completion: Any, wanted: int, request: Request) -> list[Any]:
         choices = list(getattr(completion, "choices", None) or ())

@@ -67,6 +67,9 @@ class SyncStream:
 
 
 def _wrap(value: Any, loop: BackgroundLoop) -> Any:
+    sync_view = getattr(type(value), "_cs_sync_view", None)
+    if sync_view is not None:  # an object that knows its own sync form (provider streams)
+        return sync_view(value, loop)
     if isinstance(value, (LiveStream, ChatStream)):
         return SyncStream(value, loop)
     if isinstance(value, DropInClient):

@@ -1,240 +1,491 @@
-"""Anthropic: the `AnthropicModel` pipeline adapter over the Messages API.
+"""Anthropic: drop-in `AsyncAnthropic` / `Anthropic` clients and the `AnthropicModel` adapter.
 
-``OnlineAPI(AnthropicModel(anthropic.AsyncAnthropic(), "claude-sonnet-4-5"), cache=...)``.
-The ``anthropic`` SDK is an optional extra (``pip install "cachesaver[anthropic]"``).
+Change one import and existing code becomes cached, deduplicated and reproducible::
 
-The Messages API has no ``n``: a request for n samples is n API calls, made
-concurrently (at most ``max_concurrency`` at once). Each call pays its own prompt, so
-the adapter reports honest flags: sample i > 0 is ``duplicated`` only when its call
-read the prompt from Anthropic's prompt cache (``usage.cache_read_input_tokens > 0``).
+    from cachesaver.models.anthropic import AsyncAnthropic  # was: from anthropic import ...
+
+    client = AsyncAnthropic(cache="caches/exp1")             # api_key, base_url, ... as before
+    message = await client.messages.create(
+        model="claude-sonnet-4-5", max_tokens=256,
+        messages=[{"role": "user", "content": "Hi"}],
+        namespace="run-1",                                   # cachesaver's own keywords
+    )
+    message.cached, message.duplicated                       # how this answer was paid
+
+``messages.create`` (``stream=True`` too) and ``messages.stream`` are served through the
+cache; every other path raises `UncachedPathError` naming ``client.sdk.<path>``. See
+``docs/providers.md``. Requires the ``anthropic`` extra.
 """
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-import importlib
-from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+import os
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any
 
-from cachesaver.errors import InvalidRequestError, MissingExtraError, ModelContractError
+from cachesaver import Stats
+from cachesaver.cacher import Mode
+from cachesaver.errors import InvalidRequestError
+from cachesaver.manifest import RunManifest
+from cachesaver.models._anthropic import (
+    MESSAGES_NOT_IN_KEY,
+    AnthropicModel,
+    AnthropicRequest,
+    stream_payloads,
+)
 from cachesaver.models._common import (
-    TRANSPORT_PARAMS,
-    ConcurrencyLimit,
+    CALL_OPTIONS_ATTR,
+    SDK_ATTR,
     TokenUsage,
     base_url_of,
-    check_call_options,
-    check_model,
-    request_label,
+    is_omitted,
+    jsonable,
 )
-from cachesaver.typedefs import Request, Response
+from cachesaver.models._core import DropInCore
+from cachesaver.models._dropin import ResourceProxy, refuse
+from cachesaver.models._errors import DropInOptionError
+from cachesaver.models._sync import SyncDropIn, SyncStream
+from cachesaver.pipelines import DEFAULT_CACHE, OnlineAPI
+from cachesaver.stores import CacheLike, Store
+from cachesaver.sync import BackgroundLoop
 
-__all__ = ["MESSAGES_NOT_IN_KEY", "AnthropicModel", "messages_of"]
+__all__ = [
+    "MESSAGES_NOT_IN_KEY",
+    "Anthropic",
+    "AnthropicModel",
+    "AnthropicRequest",
+    "AsyncAnthropic",
+    "MessageEventStream",
+]
 
-#: Messages API parameters that do not change the output: never part of the key.
-MESSAGES_NOT_IN_KEY: frozenset[str] = TRANSPORT_PARAMS | frozenset(
-    {"metadata", "service_tier", "user_profile_id", "workspace_id", "diagnostics"}
+_SERVED = "messages.create (stream=True too), messages.stream"
+_SETTINGS = frozenset(
+    {"api_key", "auth_token", "base_url", "timeout", "max_retries", "default_headers"}
 )
-# Sampling parameters the API takes; sent as SDK parameters where the installed SDK has
-# them, else in the request body (``extra_body``), as the API reads them either way.
-_WIRE_ONLY = frozenset({"temperature", "top_p", "top_k"})
-_BASE_FIELDS = frozenset({"prompt", "n", "request_id", "namespace"})
-_OWNED = frozenset({"model", "messages", "stream", "system_from_prompt"})
-SampleKind = Literal["text", "full"]
+_KEYED = frozenset({"system", "temperature", "top_p", "top_k", "stop_sequences"})
 
 
 def _sdk() -> Any:
-    try:
-        return importlib.import_module("anthropic")
-    except ImportError as exc:
-        raise MissingExtraError(
-            f'the Anthropic adapter needs the anthropic SDK: pip install "cachesaver[anthropic]" '
-            f"({exc})"
-        ) from exc
+    from cachesaver.models._anthropic import _sdk as load
+
+    return load()
 
 
-def messages_of(request: Request) -> tuple[list[Any], Any]:
-    """``(messages, system)`` from a request's prompt.
+class MessageEventStream:
+    """The events of one answer, as the SDK's ``RawMessageStreamEvent`` objects.
 
-    A str is one user message. A list of chat messages is sent as it is, except that
-    leading ``{"role": "system"}`` messages (OpenAI style) become the ``system`` parameter.
+    ``async for event in stream`` yields them; ``text_stream`` yields the text pieces;
+    ``get_final_message()`` / ``get_final_text()`` give the whole answer (with its
+    ``cached`` / ``duplicated`` flags). A fresh answer was fetched whole and stored before
+    its first event, so closing early loses nothing and costs nothing more.
     """
-    prompt = request.prompt
-    if isinstance(prompt, str):
-        return [{"role": "user", "content": prompt}], None
-    if isinstance(prompt, (list, tuple)) and prompt and all(isinstance(m, dict) for m in prompt):
-        system: list[str] = []
-        rest = list(prompt)
-        while rest and rest[0].get("role") == "system":
-            content = rest.pop(0).get("content")
-            if not isinstance(content, str):
-                raise InvalidRequestError(
-                    f"{request_label(request)}: a system message's content must be a str"
-                )
-            system.append(content)
-        if not rest:
+
+    def __init__(self, message: Any, events: list[Any]) -> None:
+        self._message = message
+        self._events = events
+        self._position = 0
+
+    @property
+    def completion(self) -> Any:
+        return self._message
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._position >= len(self._events):
+            raise StopAsyncIteration
+        event = self._events[self._position]
+        self._position += 1
+        return event
+
+    @property
+    def text_stream(self) -> AsyncIterator[str]:
+        """The text pieces of the answer, in order."""
+        return self._texts()
+
+    async def _texts(self) -> AsyncIterator[str]:
+        async for event in self:
+            text = _text_delta(event)
+            if text is not None:
+                yield text
+
+    async def get_final_message(self) -> Any:
+        self._position = len(self._events)
+        return self._message
+
+    async def get_final_text(self) -> str:
+        texts = [b.text for b in self._message.content if getattr(b, "type", None) == "text"]
+        return "".join(texts)
+
+    async def until_done(self) -> None:
+        self._position = len(self._events)
+
+    async def close(self) -> None:
+        self._position = len(self._events)
+
+    async def __aenter__(self) -> MessageEventStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _cs_sync_view(self, loop: BackgroundLoop) -> Any:
+        return _SyncMessageStream(self, loop)
+
+
+def _text_delta(event: Any) -> str | None:
+    delta: Any = getattr(event, "delta", None)
+    if getattr(delta, "type", None) == "text_delta":
+        return str(delta.text)
+    return None
+
+
+class _SyncMessageStream(SyncStream):
+    """`MessageEventStream` for the sync client."""
+
+    @property
+    def text_stream(self) -> Any:
+        """The text pieces of the answer, in order."""
+        return (text for text in map(_text_delta, self) if text is not None)
+
+    def get_final_message(self) -> Any:
+        self.close()
+        return self.completion
+
+    def get_final_text(self) -> str:
+        message = self.get_final_message()
+        return "".join(b.text for b in message.content if getattr(b, "type", None) == "text")
+
+    def until_done(self) -> None:
+        self.close()
+
+
+class _StreamManager:
+    """What ``messages.stream(...)`` returns: ``async with`` gives the event stream."""
+
+    def __init__(self, messages: _Messages, kwargs: dict[str, Any]) -> None:
+        self._messages = messages
+        self._kwargs = kwargs
+        self._stream: MessageEventStream | None = None
+
+    async def __aenter__(self) -> MessageEventStream:
+        self._stream = await self._messages.create(stream=True, **self._kwargs)
+        return self._stream
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._stream is not None:
+            await self._stream.close()
+
+    def _cs_sync_view(self, loop: BackgroundLoop) -> Any:
+        return _SyncStreamManager(self._messages, self._kwargs, loop)
+
+
+class _SyncStreamManager:
+    def __init__(self, messages: _Messages, kwargs: dict[str, Any], loop: BackgroundLoop):
+        self._messages = messages
+        self._kwargs = kwargs
+        self._loop = loop
+
+    def __enter__(self) -> _SyncMessageStream:
+        stream = self._loop.call(self._messages.create, stream=True, **self._kwargs)
+        return _SyncMessageStream(stream, self._loop)
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+class _Messages(ResourceProxy):
+    """``client.messages``: ``create`` and ``stream`` through the cache."""
+
+    _served = _SERVED
+
+    def __init__(self, client: AsyncAnthropic) -> None:
+        super().__init__("messages")
+        self._client = client
+
+    async def create(
+        self,
+        *,
+        model: Any,
+        max_tokens: Any,
+        messages: Any,
+        stream: Any = False,
+        namespace: str | None = None,
+        request_id: str | None = None,
+        **params: Any,
+    ) -> Any:
+        """``messages.create`` through the cache: a ``Message`` (or its event stream)."""
+        client = self._client
+        if stream not in (None, False, True) and not is_omitted(stream):
             raise InvalidRequestError(
-                f"{request_label(request)}: the prompt has only system messages; the Messages "
-                "API needs at least one user message"
+                f"messages.create: stream must be True or False, got {stream!r}"
             )
-        return rest, ("\n\n".join(system) if system else None)
-    raise InvalidRequestError(
-        f"{request_label(request)}: prompt must be a str (one user message) or a non-empty list "
-        "of chat messages such as [{'role': 'user', 'content': '...'}], got "
-        f"{type(prompt).__name__}"
-    )
+        pipeline = client.messages_pipeline(model)
+        request, options = client._request(max_tokens, messages, namespace, request_id, params)
+        if options:
+            object.__setattr__(request, CALL_OPTIONS_ATTR, options)
+        object.__setattr__(request, SDK_ATTR, client.sdk)
+        response = await pipeline.request(request)
+        message = client._message(response)
+        if stream is True:
+            return client._events(message)
+        return message
+
+    def stream(self, **kwargs: Any) -> _StreamManager:
+        """``messages.stream`` through the cache (``async with`` it, as with the SDK)."""
+        if "stream" in kwargs:
+            raise InvalidRequestError("messages.stream() streams already; do not pass stream=")
+        return _StreamManager(self, kwargs)
 
 
-class AnthropicModel:
-    """Anthropic's Messages API as a `SingleRequestModel` for `OnlineAPI`.
+class AsyncAnthropic:
+    """``anthropic.AsyncAnthropic`` with a persistent, reproducible cache in front.
 
-    - ``max_tokens``: the default for every call (the API requires one); a request field
-      ``max_tokens`` overrides it. It is part of the identity;
-    - request fields are sent as the Messages parameter of their name (``temperature``,
-      ``top_p``, ``top_k``, ``system``, ``stop_sequences``, ``tools``, ``tool_choice``,
-      ``thinking``, ...); others are refused unless named in ``ignore_fields``;
-    - ``sample="text"``: a sample is the text of the answer (its text blocks joined;
-      ``None`` for a pure tool call); ``sample="full"``: the whole ``Message`` as JSON;
-    - ``call_options``: options that leave the output unchanged (`MESSAGES_NOT_IN_KEY`).
+    Construct it as the SDK's client (``api_key``, ``base_url``, ``timeout``,
+    ``max_retries``, ...) plus cachesaver's options: ``cache`` (a directory, a
+    ``redis://`` URL or a store), ``namespace``, ``batch_size`` / ``batch_timeout`` (how
+    identical concurrent calls are merged), ``max_concurrency``, ``mode``
+    (``"replay"``: serve only from the cache), ``manifest``, ``run_id``,
+    ``identity_base_url``, or ``sdk_client`` (an ``anthropic.AsyncAnthropic`` to use).
 
-    Errors are the SDK's own exceptions after its own retries; if one of a request's n
-    calls fails, the request fails (the other calls' samples are not stored).
+    A call is one sample: calling again in the same namespace draws a fresh one; another
+    namespace reuses stored ones. Each ``Message`` carries ``cached`` and ``duplicated``,
+    and its ``usage`` counts only what this call paid.
     """
-
-    provider = "anthropic"
-    endpoint = "messages"
 
     def __init__(
         self,
-        client: Any,
-        model: str,
         *,
-        max_tokens: int = 1024,
-        sample: SampleKind = "text",
+        cache: CacheLike = DEFAULT_CACHE,
+        namespace: str = "default",
+        batch_size: int = 16,
+        batch_timeout: float = 0.0,
         max_concurrency: int | None = None,
-        call_options: Mapping[str, Any] | None = None,
-        ignore_fields: Iterable[str] = (),
         identity_base_url: str | None = None,
+        mode: Mode = "readwrite",
+        manifest: str | os.PathLike[str] | RunManifest | None = None,
+        run_id: str | None = None,
+        sdk_client: Any = None,
+        **sdk_options: Any,
     ) -> None:
-        name = type(self).__name__
-        check_model(name, model)
-        if type(max_tokens) is not int or max_tokens < 1:
-            raise ValueError(f"{name}: max_tokens must be a positive int, got {max_tokens!r}")
-        if sample not in ("text", "full"):
-            raise ValueError(f"{name}: sample must be 'text' or 'full', got {sample!r}")
-        self._sdk = _sdk()
-        self.client = client
-        self.model = model
-        self.max_tokens = max_tokens
-        self.sample: SampleKind = sample
-        self.call_options = check_call_options(name, call_options, MESSAGES_NOT_IN_KEY)
-        self.ignore_fields = frozenset(ignore_fields)
-        self._limit = ConcurrencyLimit(max_concurrency)
-        self._base_url = identity_base_url or base_url_of(client)
-        self._params = _sdk_params(self._sdk)
-        self._usage = TokenUsage()
-
-    @property
-    def identity(self) -> dict[str, Any]:
-        """Provider, endpoint, model, base URL, default max_tokens and sample kind."""
-        return {
-            "provider": self.provider,
-            "endpoint": self.endpoint,
-            "model": self.model,
-            "base_url": self._base_url,
-            "max_tokens": self.max_tokens,
-            "sample": self.sample,
-        }
-
-    @property
-    def usage(self) -> TokenUsage:
-        """API calls made and the tokens they reported, since this adapter was created."""
-        return self._usage
-
-    def __repr__(self) -> str:
-        return f"AnthropicModel(model={self.model!r}, base_url={self._base_url!r})"
-
-    def parameters(self, request: Request) -> dict[str, Any]:
-        """The keyword arguments of ``messages.create`` for one sample of ``request``."""
-        messages, system = messages_of(request)
-        kwargs: dict[str, Any] = {"model": self.model, "max_tokens": self.max_tokens}
-        wire: dict[str, Any] = {}
-        for field in dataclasses.fields(type(request)):
-            name = field.name
-            value = getattr(request, name)
-            if name in _BASE_FIELDS or value is None or name in self.ignore_fields:
-                continue
-            if name in _OWNED:
-                raise InvalidRequestError(
-                    f"{request_label(request)}: field {name!r} is set, but the adapter sets it "
-                    "(the model is the adapter's, messages come from prompt; pipelines do not "
-                    "stream)"
-                )
-            if name in self._params:
-                kwargs[name] = value
-            elif name in _WIRE_ONLY:
-                wire[name] = value
-            else:
-                raise InvalidRequestError(
-                    f"{request_label(request)}: field {name!r} is not a parameter of Anthropic "
-                    "messages.create; remove it, or pass ignore_fields=[" + repr(name) + "] to "
-                    "AnthropicModel to keep it in the key without sending it"
-                )
-        if system is not None:
-            if "system" in kwargs:
-                raise InvalidRequestError(
-                    f"{request_label(request)}: the prompt has a system message and the field "
-                    "'system' is set too; use one of them"
-                )
-            kwargs["system"] = system
-        kwargs["messages"] = messages
-        if wire:
-            kwargs["extra_body"] = wire
-        return kwargs
-
-    async def _one(self, kwargs: dict[str, Any]) -> Any:
-        async with self._limit.slot():
-            return await self.client.messages.create(**kwargs)
-
-    async def request(self, request: Request) -> Response:
-        """Return ``request.n`` samples from ``n`` Messages API calls, made concurrently."""
-        kwargs = {**self.parameters(request), **self.call_options}
-        calls = [self._one(kwargs) for _ in range(request.n)]
-        messages = await asyncio.gather(*calls) if len(calls) > 1 else [await calls[0]]
-        samples: list[Any] = []
-        duplicated: list[bool] = []
-        for i, message in enumerate(messages):
-            usage = getattr(message, "usage", None)
-            if usage is None or not isinstance(getattr(message, "content", None), list):
-                raise ModelContractError(
-                    f"anthropic answered {request_label(request)} with {type(message).__name__}, "
-                    "not a Message; check the client"
-                )
-            self._usage = self._usage + TokenUsage(
-                1, 1, int(usage.input_tokens or 0), int(usage.output_tokens or 0)
+        where = "AsyncAnthropic()"
+        if sdk_client is not None and sdk_options:
+            raise DropInOptionError(
+                f"{where}: pass either sdk_client or SDK options, not both (got "
+                f"{sorted(sdk_options)})"
             )
-            read = getattr(usage, "cache_read_input_tokens", None) or 0
-            duplicated.append(i > 0 and read > 0)
-            if self.sample == "text":
-                samples.append(text_of(message))
+        if not isinstance(namespace, str):
+            raise DropInOptionError(f"{where}: namespace must be a str, got {namespace!r}")
+        anthropic = _sdk()
+        core = DropInCore(
+            "AsyncAnthropic",
+            cache,
+            batch_size=batch_size,
+            batch_timeout=batch_timeout,
+            max_concurrency=max_concurrency,
+            max_embedding_inputs=1,
+            mode=mode,
+            manifest=manifest,
+            run_id=run_id,
+        )
+        try:
+            sdk = sdk_client if sdk_client is not None else anthropic.AsyncAnthropic(**sdk_options)
+        except TypeError as exc:
+            raise DropInOptionError(f"{where}: {exc}") from exc
+        self._setup(sdk, sdk_client is None, core, namespace, identity_base_url, derived=False)
+
+    def _setup(
+        self,
+        sdk: Any,
+        owns_sdk: bool,
+        core: DropInCore,
+        namespace: str,
+        identity_base_url: str | None,
+        derived: bool,
+    ) -> None:
+        self.sdk = sdk
+        self._owns_sdk = owns_sdk
+        self._core = core
+        self.namespace = namespace
+        self._identity_base_url = identity_base_url
+        self._base_url = identity_base_url or base_url_of(sdk)
+        self._derived = derived
+        self._message_type = _sdk().types.Message
+        self.messages = _Messages(self)
+
+    # -- options, derived clients, lifecycle ---------------------------------------------
+
+    @property
+    def mode(self) -> Mode:
+        return self._core.mode
+
+    @property
+    def store(self) -> Store:
+        return self._core.store
+
+    def with_options(self, *, namespace: str | None = None, **sdk_options: Any) -> AsyncAnthropic:
+        """A drop-in client on the same cache and run, with other SDK options."""
+        for name in ("cache", "mode", "manifest", "run_id", "batch_size", "sdk_client"):
+            if name in sdk_options:
+                raise DropInOptionError(
+                    f"AsyncAnthropic.with_options({name}=...): a derived client shares its cache "
+                    f"and run with this one; construct a new client for another {name}"
+                )
+        derived = object.__new__(type(self))
+        derived._setup(
+            self.sdk.with_options(**sdk_options),
+            False,
+            self._core,
+            self.namespace if namespace is None else namespace,
+            self._identity_base_url,
+            derived=True,
+        )
+        return derived
+
+    copy = with_options
+
+    async def close(self) -> None:
+        """Finish calls in flight, close the pipelines, the store and the SDK client."""
+        if self._derived:
+            return
+        await self._core.close(self.sdk.close if self._owns_sdk else None)
+
+    async def __aenter__(self) -> AsyncAnthropic:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __getattr__(self, name: str) -> Any:
+        sdk = self.__dict__.get("sdk")
+        if name.startswith("_") or sdk is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        if name in _SETTINGS:
+            return getattr(sdk, name)
+        raise refuse(name, _SERVED)
+
+    def cachesaver_stats(self) -> Stats:
+        """Counters of every pipeline of this client family, summed."""
+        return self._core.stats()
+
+    def token_usage(self) -> TokenUsage:
+        """Tokens the API calls of this client family reported (what it paid for)."""
+        return self._core.usage()
+
+    def messages_pipeline(self, model: Any) -> OnlineAPI:
+        """The pipeline that serves ``messages.create`` for ``model``."""
+        self._core.check_open()
+        if type(model) is not str or not model:
+            raise InvalidRequestError(
+                f"messages.create: model must be a non-empty str, got {model!r}"
+            )
+        return self._core.pipeline(
+            ("messages", model, self._base_url),
+            lambda: AnthropicModel(
+                self.sdk,
+                model,
+                sample="full",
+                max_concurrency=self._core.max_concurrency,
+                identity_base_url=self._base_url,
+            ),
+        )[1]
+
+    # -- mapping a call ------------------------------------------------------------------
+
+    def _request(
+        self,
+        max_tokens: Any,
+        messages: Any,
+        namespace: str | None,
+        request_id: str | None,
+        params: dict[str, Any],
+    ) -> tuple[AnthropicRequest, dict[str, Any] | None]:
+        if type(max_tokens) is not int or max_tokens < 1:
+            raise InvalidRequestError(
+                f"messages.create: max_tokens must be a positive int, got {max_tokens!r}"
+            )
+        prompt = jsonable(messages, "messages")
+        if type(prompt) is not list or not prompt:
+            raise InvalidRequestError(
+                "messages.create: messages must be a non-empty list such as "
+                "[{'role': 'user', 'content': 'Hello'}]"
+            )
+        fields: dict[str, Any] = {}
+        others: dict[str, Any] = {}
+        options: dict[str, Any] = {}
+        extra_body: Any = None
+        known = AnthropicModel.sdk_parameters()
+        for name, value in params.items():
+            if is_omitted(value):
+                continue
+            if name in MESSAGES_NOT_IN_KEY:
+                options[name] = value
+            elif name == "extra_body":
+                extra_body = jsonable(value, "extra_body")
+                if not isinstance(extra_body, dict):
+                    raise InvalidRequestError(
+                        f"messages.create: extra_body must be a dict, got {value!r}"
+                    )
+            elif name in _KEYED:
+                fields[name] = jsonable(value, name)
+            elif name in known:
+                others[name] = jsonable(value, name)
             else:
-                samples.append(message.model_dump(mode="json", exclude_none=True))
-        return Response(samples, duplicated=duplicated)
+                raise InvalidRequestError(
+                    f"messages.create() got an unexpected keyword argument {name!r}: it is not a "
+                    "parameter of the installed anthropic SDK; send provider parameters in "
+                    "extra_body={...} (they are part of the key)"
+                )
+        request = AnthropicRequest(
+            prompt,
+            namespace=self.namespace if namespace is None else namespace,
+            request_id=request_id,
+            max_tokens=max_tokens,
+            params=others or None,
+            extra_body=extra_body,
+            **fields,
+        )
+        return request, options or None
+
+    def _message(self, response: Any) -> Any:
+        data = dict(response.data[0])
+        cached = bool(response.cached[0]) if response.cached else False
+        duplicated = bool(response.duplicated[0]) if response.duplicated else False
+        usage = dict(data.get("usage") or {})
+        if cached:  # this call paid nothing
+            for name in ("input_tokens", "output_tokens"):
+                usage[name] = 0
+            for name in ("cache_creation_input_tokens", "cache_read_input_tokens"):
+                if name in usage:
+                    usage[name] = 0
+        data["usage"] = usage
+        data["cached"] = cached
+        data["duplicated"] = duplicated
+        return self._message_type.model_validate(data)
+
+    def _events(self, message: Any) -> MessageEventStream:
+        from pydantic import TypeAdapter
+
+        adapter: Any = TypeAdapter(_sdk().types.RawMessageStreamEvent)
+        data = message.model_dump(mode="json", exclude_none=True)
+        events = [adapter.validate_python(p) for p in stream_payloads(data)]
+        return MessageEventStream(message, events)
 
 
-def text_of(message: Any) -> str | None:
-    """The text blocks of a ``Message`` joined (``None`` when it has none)."""
-    texts = [
-        block.text
-        for block in message.content
-        if getattr(block, "type", None) == "text" and isinstance(block.text, str)
-    ]
-    return "".join(texts) if texts else None
+class Anthropic(SyncDropIn):
+    """``anthropic.Anthropic`` (sync) with the same caching as `AsyncAnthropic`.
 
+    Same options; calls block until the answer is there; ``messages.create(stream=True)``
+    returns an iterator of events and ``with client.messages.stream(...) as s`` works as
+    with the SDK (``s.text_stream``, ``s.get_final_message()``). Runs the async client on
+    one background event loop it owns; close with ``close()`` or ``with``.
+    """
 
-def _sdk_params(sdk: Any) -> frozenset[str]:
-    import inspect
-
-    create = sdk.resources.messages.AsyncMessages.create
-    names = set(inspect.signature(create).parameters)
-    return frozenset(names - {"self", "stream", "extra_body"} - TRANSPORT_PARAMS)
+    _async_type = AsyncAnthropic  # type: ignore[assignment]

@@ -1,236 +1,398 @@
-"""Gemini (``google-genai``): the `GeminiModel` pipeline adapter over generateContent.
+"""Gemini: a drop-in ``google.genai.Client`` and the `GeminiModel` pipeline adapter.
 
-``OnlineAPI(GeminiModel(genai.Client(), "gemini-2.5-flash"), cache=...)``. The SDK is an
-optional extra (``pip install "cachesaver[gemini]"``). ``n`` is sent as
-``candidate_count``; a model that returns fewer candidates (many Gemini models take only
-one) is asked again for the rest, so a request always gets exactly ``n`` samples, and
-the extra calls' samples are flagged as having paid their prompt (not ``duplicated``).
+Change one import and existing code becomes cached, deduplicated and reproducible::
+
+    from cachesaver.models.gemini import Client      # was: from google.genai import Client
+
+    client = Client(cache="caches/exp1")               # api_key, http_options, ... as before
+    answer = await client.aio.models.generate_content(
+        model="gemini-2.5-flash", contents="Hi",
+        config={"candidate_count": 2, "temperature": 0.9},
+        namespace="run-1",                             # cachesaver's own keywords
+    )
+    answer.cached, answer.duplicated                   # one flag per candidate
+
+``models.generate_content`` and ``models.generate_content_stream`` are served through
+the cache, async (``client.aio.models``) and sync (``client.models``, on a background
+loop the client owns); every other path raises `UncachedPathError` naming
+``client.sdk.<path>``. Requires the ``gemini`` extra. See ``docs/providers.md``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
-from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+import os
+from collections.abc import AsyncIterator
+from functools import cache
+from types import TracebackType
+from typing import Any
 
-from cachesaver.errors import InvalidRequestError, MissingExtraError, ModelContractError
-from cachesaver.models._common import (
-    ConcurrencyLimit,
-    TokenUsage,
-    check_call_options,
-    check_model,
-    request_label,
+from cachesaver import Stats
+from cachesaver.cacher import Mode
+from cachesaver.errors import InvalidRequestError
+from cachesaver.manifest import RunManifest
+from cachesaver.models._common import SDK_ATTR, TokenUsage, is_omitted, jsonable
+from cachesaver.models._core import DropInCore
+from cachesaver.models._dropin import ResourceProxy, refuse
+from cachesaver.models._errors import DropInOptionError
+from cachesaver.models._gemini import (
+    GENERATE_NOT_IN_KEY,
+    GeminiModel,
+    GeminiRequest,
+    _sdk,
+    candidate_text,
+    endpoint_of,
 )
-from cachesaver.typedefs import Request, Response
+from cachesaver.models._sync import SyncStream
+from cachesaver.pipelines import DEFAULT_CACHE, OnlineAPI
+from cachesaver.stores import CacheLike
+from cachesaver.sync import BackgroundLoop
 
-__all__ = ["GENERATE_NOT_IN_KEY", "GeminiModel", "contents_of"]
+__all__ = ["GENERATE_NOT_IN_KEY", "Client", "GeminiModel", "GeminiRequest", "ResponseStream"]
 
-#: GenerateContentConfig fields that do not change the output: never part of the key.
-GENERATE_NOT_IN_KEY: frozenset[str] = frozenset({"http_options", "labels", "service_tier"})
-_BASE_FIELDS = frozenset({"prompt", "n", "request_id", "namespace"})
-_OWNED = frozenset({"model", "contents", "candidate_count", "stream"})
-# Config fields that change how the SDK behaves rather than what the model is asked.
-_NOT_ALLOWED = frozenset({"automatic_function_calling", "should_return_http_response"})
-_ROLES = {"user": "user", "assistant": "model", "model": "model"}
-SampleKind = Literal["text", "full"]
+_SERVED = "models.generate_content, models.generate_content_stream (and the same on aio)"
+_SETTINGS = frozenset({"vertexai"})
 
 
-def _sdk() -> Any:
-    try:
-        return importlib.import_module("google.genai")
-    except ImportError as exc:
-        raise MissingExtraError(
-            f'the Gemini adapter needs google-genai: pip install "cachesaver[gemini]" ({exc})'
-        ) from exc
+@cache
+def _response_type() -> Any:
+    """``GenerateContentResponse`` with one ``cached`` / ``duplicated`` flag per candidate
+    (the SDK's models forbid unknown fields, so the flags are declared on a subclass)."""
+    base: Any = _sdk().types.GenerateContentResponse
+
+    class CachedGenerateContentResponse(base):  # type: ignore[misc]
+        cached: list[bool] | None = None
+        duplicated: list[bool] | None = None
+
+    return CachedGenerateContentResponse
 
 
-def contents_of(request: Request) -> tuple[Any, str | None]:
-    """``(contents, system_instruction)`` from a request's prompt.
+class ResponseStream:
+    """The chunks of one answer (``GenerateContentResponse`` objects), text word by word.
 
-    A str is sent as it is. A list of OpenAI-style chat messages (``role`` and a str
-    ``content``) becomes Gemini contents (``assistant`` -> ``model``; ``system`` messages
-    become the system instruction); a list of Gemini contents (``role`` and ``parts``)
-    is sent as it is.
+    A fresh answer was fetched whole and stored before the first chunk, so stopping early
+    loses nothing. ``completion`` is the whole answer with its flags.
     """
-    prompt = request.prompt
-    if isinstance(prompt, str):
-        return prompt, None
-    if isinstance(prompt, (list, tuple)) and prompt and all(isinstance(m, dict) for m in prompt):
-        if all("parts" in m for m in prompt):
-            return list(prompt), None
-        system: list[str] = []
-        contents: list[dict[str, Any]] = []
-        for message in prompt:
-            role, content = message.get("role"), message.get("content")
-            if not isinstance(content, str):
-                raise InvalidRequestError(
-                    f"{request_label(request)}: chat message content must be a str for Gemini "
-                    "(or pass Gemini contents with 'parts')"
+
+    def __init__(self, answer: Any) -> None:
+        self.completion = answer
+        self._chunks = _chunks_of(answer)
+        self._position = 0
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._position >= len(self._chunks):
+            raise StopAsyncIteration
+        self._position += 1
+        return self._chunks[self._position - 1]
+
+    async def close(self) -> None:
+        self._position = len(self._chunks)
+
+    def _cs_sync_view(self, loop: BackgroundLoop) -> SyncStream:
+        return SyncStream(self, loop)
+
+
+def _chunks_of(answer: Any) -> list[Any]:
+    kind = _sdk().types.GenerateContentResponse
+    chunks: list[Any] = []
+    for candidate in answer.candidates or []:
+        words = (candidate_text(candidate) or "").split(" ")
+        for position, word in enumerate(words):
+            piece = word if position == 0 else " " + word
+            part = {"content": {"role": "model", "parts": [{"text": piece}]}}
+            chunks.append(
+                kind.model_validate(
+                    {
+                        "candidates": [{**part, "index": candidate.index}],
+                        "model_version": answer.model_version,
+                        "response_id": answer.response_id,
+                    }
                 )
-            if role == "system":
-                system.append(content)
-            elif role in _ROLES:
-                contents.append({"role": _ROLES[role], "parts": [{"text": content}]})
-            else:
-                raise InvalidRequestError(
-                    f"{request_label(request)}: chat message role {role!r} is not one of "
-                    "'system', 'user', 'assistant'"
-                )
-        if not contents:
-            raise InvalidRequestError(
-                f"{request_label(request)}: the prompt has only system messages"
             )
-        return contents, ("\n\n".join(system) if system else None)
-    raise InvalidRequestError(
-        f"{request_label(request)}: prompt must be a str or a non-empty list of messages, got "
-        f"{type(prompt).__name__}"
-    )
+        chunks.append(
+            kind.model_validate(
+                {
+                    "candidates": [
+                        {"index": candidate.index, "finish_reason": candidate.finish_reason}
+                    ],
+                    "usage_metadata": answer.usage_metadata,
+                    "model_version": answer.model_version,
+                    "response_id": answer.response_id,
+                }
+            )
+        )
+    return chunks
 
 
-class GeminiModel:
-    """Gemini's generateContent as a `SingleRequestModel` for `OnlineAPI`.
+class _AsyncModels(ResourceProxy):
+    """``client.aio.models``: generateContent through the cache."""
 
-    - ``client``: a ``google.genai.Client``; its async API (``client.aio``) is used;
-    - request fields are sent as the ``GenerateContentConfig`` field of their name
-      (``temperature``, ``top_p``, ``top_k``, ``max_output_tokens``, ``stop_sequences``,
-      ``seed``, ``response_mime_type``, ``response_json_schema``, ``system_instruction``,
-      ``tools``, ...); others are refused unless named in ``ignore_fields``;
-    - ``sample="text"``: a sample is the candidate's text; ``"full"``: the candidate as
-      JSON;
-    - ``call_options``: config fields that leave the output unchanged
-      (`GENERATE_NOT_IN_KEY`);
-    - ``identity_base_url``: the endpoint recorded in the identity (default: the client's).
+    _served = _SERVED
+
+    def __init__(self, client: Client) -> None:
+        super().__init__("aio.models")
+        self._client = client
+
+    async def generate_content(
+        self,
+        *,
+        model: Any,
+        contents: Any,
+        config: Any = None,
+        namespace: str | None = None,
+        request_id: str | None = None,
+    ) -> Any:
+        """``generate_content`` through the cache: the SDK's response, flagged."""
+        c = self._client
+        pipeline = c.generate_pipeline(model)
+        request = c._request(contents, config, namespace, request_id)
+        response = await pipeline.request(request)
+        return c._answer(response)
+
+    async def generate_content_stream(self, **kwargs: Any) -> ResponseStream:
+        """``generate_content_stream`` through the cache (``async for`` its chunks)."""
+        return ResponseStream(await self.generate_content(**kwargs))
+
+
+class _Aio:
+    """``client.aio``: the async side (``models``, ``aclose``, ``async with``)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self.models = _AsyncModels(client)
+
+    async def aclose(self) -> None:
+        """Finish calls in flight, close the pipelines, the store and an SDK client the
+        drop-in made (async side)."""
+        client = self._client
+        await client._core.close(client.sdk.aio.aclose if client._owns_sdk else None)
+
+    async def __aenter__(self) -> _Aio:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raise refuse(f"aio.{name}", _SERVED)
+
+
+class _SyncModels(ResourceProxy):
+    """``client.models``: the async calls, run on the client's own background loop."""
+
+    _served = _SERVED
+
+    def __init__(self, client: Client) -> None:
+        super().__init__("models")
+        self._client = client
+
+    def generate_content(self, **kwargs: Any) -> Any:
+        loop = self._client._background()
+        return loop.call(self._client.aio.models.generate_content, **kwargs)
+
+    def generate_content_stream(self, **kwargs: Any) -> SyncStream:
+        loop = self._client._background()
+        stream = loop.call(self._client.aio.models.generate_content_stream, **kwargs)
+        return SyncStream(stream, loop)
+
+
+class Client:
+    """``google.genai.Client`` with a persistent, reproducible cache in front.
+
+    Construct it as the SDK's client (``api_key``, ``vertexai``, ``project``,
+    ``location``, ``http_options``, ...) plus cachesaver's options: ``cache``,
+    ``namespace``, ``batch_size`` / ``batch_timeout``, ``max_concurrency``, ``mode``,
+    ``manifest``, ``run_id``, ``identity_base_url``, or ``sdk_client`` (a
+    ``genai.Client`` to use). Use either the async side (``client.aio``; close with
+    ``await client.aio.aclose()``) or the sync side (``client.models``; close with
+    ``client.close()`` or ``with``) in one program, not both at once.
     """
-
-    provider = "gemini"
-    endpoint = "generate_content"
 
     def __init__(
         self,
-        client: Any,
-        model: str,
         *,
-        sample: SampleKind = "text",
+        cache: CacheLike = DEFAULT_CACHE,
+        namespace: str = "default",
+        batch_size: int = 16,
+        batch_timeout: float = 0.0,
         max_concurrency: int | None = None,
-        call_options: Mapping[str, Any] | None = None,
-        ignore_fields: Iterable[str] = (),
         identity_base_url: str | None = None,
+        mode: Mode = "readwrite",
+        manifest: str | os.PathLike[str] | RunManifest | None = None,
+        run_id: str | None = None,
+        sdk_client: Any = None,
+        **sdk_options: Any,
     ) -> None:
-        name = type(self).__name__
-        check_model(name, model)
-        if sample not in ("text", "full"):
-            raise ValueError(f"{name}: sample must be 'text' or 'full', got {sample!r}")
+        where = "gemini.Client()"
+        if sdk_client is not None and sdk_options:
+            raise DropInOptionError(f"{where}: pass either sdk_client or SDK options, not both")
+        if not isinstance(namespace, str):
+            raise DropInOptionError(f"{where}: namespace must be a str, got {namespace!r}")
         genai = _sdk()
-        self._config_type = genai.types.GenerateContentConfig
-        self._config_fields = frozenset(self._config_type.model_fields) - _NOT_ALLOWED
-        self.client = client
-        self.model = model
-        self.sample: SampleKind = sample
-        self.call_options = check_call_options(name, call_options, GENERATE_NOT_IN_KEY)
-        self.ignore_fields = frozenset(ignore_fields)
-        self._limit = ConcurrencyLimit(max_concurrency)
-        self._base_url = identity_base_url or endpoint_of(client)
-        self._usage = TokenUsage()
+        self._core = DropInCore(
+            "gemini.Client",
+            cache,
+            batch_size=batch_size,
+            batch_timeout=batch_timeout,
+            max_concurrency=max_concurrency,
+            max_embedding_inputs=1,
+            mode=mode,
+            manifest=manifest,
+            run_id=run_id,
+        )
+        try:
+            self.sdk = sdk_client if sdk_client is not None else genai.Client(**sdk_options)
+        except TypeError as exc:
+            raise DropInOptionError(f"{where}: {exc}") from exc
+        self._owns_sdk = sdk_client is None
+        self.namespace = namespace
+        self._base_url = identity_base_url or endpoint_of(self.sdk)
+        self._config_fields = frozenset(genai.types.GenerateContentConfig.model_fields)
+        self._loop: BackgroundLoop | None = None
+        self.aio = _Aio(self)
+        self.models = _SyncModels(self)
 
-    @property
-    def identity(self) -> dict[str, Any]:
-        """Provider, endpoint, model, base URL and sample kind."""
-        return {
-            "provider": self.provider,
-            "endpoint": self.endpoint,
-            "model": self.model,
-            "base_url": self._base_url,
-            "sample": self.sample,
-        }
+    def __getattr__(self, name: str) -> Any:
+        sdk = self.__dict__.get("sdk")
+        if name.startswith("_") or sdk is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        if name in _SETTINGS:
+            return getattr(sdk, name)
+        raise refuse(name, _SERVED)
 
-    @property
-    def usage(self) -> TokenUsage:
-        return self._usage
+    def cachesaver_stats(self) -> Stats:
+        return self._core.stats()
 
-    def __repr__(self) -> str:
-        return f"GeminiModel(model={self.model!r}, base_url={self._base_url!r})"
+    def token_usage(self) -> TokenUsage:
+        return self._core.usage()
 
-    def config(self, request: Request) -> tuple[Any, dict[str, Any]]:
-        """``(contents, config fields)`` for ``request`` (without ``candidate_count``)."""
-        contents, system = contents_of(request)
-        fields: dict[str, Any] = {}
-        for field in dataclasses.fields(type(request)):
-            name = field.name
-            value = getattr(request, name)
-            if name in _BASE_FIELDS or value is None or name in self.ignore_fields:
-                continue
-            if name in _OWNED:
-                raise InvalidRequestError(
-                    f"{request_label(request)}: field {name!r} is set, but the adapter sets it "
-                    "(model is the adapter's, contents come from prompt, candidate_count from n)"
-                )
-            if name not in self._config_fields:
-                raise InvalidRequestError(
-                    f"{request_label(request)}: field {name!r} is not a GenerateContentConfig "
-                    f"field; remove it or pass ignore_fields=[{name!r}] to GeminiModel"
-                )
-            fields[name] = value
-        if system is not None:
-            if "system_instruction" in fields:
-                raise InvalidRequestError(
-                    f"{request_label(request)}: the prompt has a system message and the field "
-                    "'system_instruction' is set too; use one of them"
-                )
-            fields["system_instruction"] = system
-        return contents, fields
-
-    async def request(self, request: Request) -> Response:
-        """Return ``request.n`` candidates (more calls if the model returns fewer)."""
-        contents, fields = self.config(request)
-        fields.update(self.call_options)
-        samples: list[Any] = []
-        duplicated: list[bool] = []
-        while len(samples) < request.n:
-            wanted = request.n - len(samples)
-            config = self._config_type(**fields, candidate_count=wanted)
-            async with self._limit.slot():
-                answer = await self.client.aio.models.generate_content(
-                    model=self.model, contents=contents, config=config
-                )
-            candidates = list(getattr(answer, "candidates", None) or ())[:wanted]
-            if not candidates:
-                raise ModelContractError(
-                    f"gemini returned no candidates for model {self.model!r} "
-                    f"({request_label(request)}); check the model name, parameters and the "
-                    "answer's prompt_feedback (a blocked prompt has none)"
-                )
-            usage = getattr(answer, "usage_metadata", None)
-            self._usage = self._usage + TokenUsage(
-                1,
-                len(candidates),
-                int(getattr(usage, "prompt_token_count", 0) or 0),
-                int(getattr(usage, "candidates_token_count", 0) or 0),
+    def generate_pipeline(self, model: Any) -> OnlineAPI:
+        """The pipeline that serves ``generate_content`` for ``model``."""
+        self._core.check_open()
+        if type(model) is not str or not model:
+            raise InvalidRequestError(
+                f"generate_content: model must be a non-empty str, got {model!r}"
             )
-            for j, candidate in enumerate(candidates):
-                duplicated.append(j > 0)  # the first candidate of every call paid its prompt
-                if self.sample == "text":
-                    samples.append(candidate_text(candidate))
+        return self._core.pipeline(
+            ("generate_content", model, self._base_url),
+            lambda: GeminiModel(
+                self.sdk,
+                model,
+                sample="full",
+                max_concurrency=self._core.max_concurrency,
+                identity_base_url=self._base_url,
+            ),
+        )[1]
+
+    # -- lifecycle (sync side) -----------------------------------------------------------
+
+    def _background(self) -> BackgroundLoop:
+        if self._loop is None:
+            self._core.check_open()
+            self._loop = BackgroundLoop(name="cachesaver-gemini")
+        return self._loop
+
+    def close(self) -> None:
+        """Close the sync side: its pipelines and store, then its background loop."""
+        loop = self._loop
+        if loop is None:
+            if self._core.pipelines:
+                raise DropInOptionError(
+                    "gemini.Client.close(): this client was used through client.aio; close "
+                    "it with await client.aio.aclose()"
+                )
+            return
+        try:
+            loop.call(self.aio.aclose)
+        finally:
+            loop.close()
+            if self._owns_sdk:
+                self.sdk.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- mapping a call ------------------------------------------------------------------
+
+    def _request(
+        self, contents: Any, config: Any, namespace: str | None, request_id: str | None
+    ) -> GeminiRequest:
+        fields: dict[str, Any] = {}
+        n = 1
+        if config is not None and not is_omitted(config):
+            dump = getattr(config, "model_dump", None)
+            raw = dump(mode="json", exclude_none=True) if callable(dump) else config
+            if not isinstance(raw, dict):
+                raise InvalidRequestError(
+                    f"generate_content: config must be a GenerateContentConfig or a dict, got "
+                    f"{type(config).__name__}"
+                )
+            for name, value in raw.items():
+                if value is None:
+                    continue
+                if name == "candidate_count":
+                    n = value
+                elif name == "http_options":
+                    raise InvalidRequestError(
+                        "generate_content: config.http_options is not served by cachesaver "
+                        "(it could change where the call goes); set http_options on the Client"
+                    )
+                elif name in GENERATE_NOT_IN_KEY:
+                    continue  # labels, service tier: do not change the answer
+                elif name in self._config_fields:
+                    fields[name] = jsonable(value, f"config.{name}")
                 else:
-                    samples.append(candidate.model_dump(mode="json", exclude_none=True))
-        return Response(samples, duplicated=duplicated)
+                    raise InvalidRequestError(
+                        f"generate_content: config.{name} is not a GenerateContentConfig field "
+                        "of the installed google-genai"
+                    )
+        request = GeminiRequest(
+            jsonable(contents, "contents"),
+            n=n,
+            namespace=self.namespace if namespace is None else namespace,
+            request_id=request_id,
+            config=fields or None,
+        )
+        object.__setattr__(request, SDK_ATTR, self.sdk)
+        return request
 
-
-def candidate_text(candidate: Any) -> str | None:
-    """The text parts of a candidate joined (``None`` when it has none)."""
-    content = getattr(candidate, "content", None)
-    parts = getattr(content, "parts", None) or []
-    texts = [p.text for p in parts if isinstance(getattr(p, "text", None), str)]
-    return "".join(texts) if texts else None
-
-
-def endpoint_of(client: Any) -> str:
-    """Where a ``genai.Client`` sends its calls: its base URL (and ``vertexai`` if set)."""
-    api = getattr(client, "_api_client", None)
-    options = getattr(api, "_http_options", None)
-    base = str(getattr(options, "base_url", "") or "").rstrip("/")
-    if getattr(api, "vertexai", False):
-        project = getattr(api, "project", None)
-        location = getattr(api, "location", None)
-        return f"vertexai:{project}:{location}:{base}"
-    return base
+    def _answer(self, response: Any) -> Any:
+        samples: list[dict[str, Any]] = response.data
+        count = len(samples)
+        cached = list(response.cached or [False] * count)
+        duplicated = list(response.duplicated or [False] * count)
+        candidates = []
+        prompt = output = 0
+        for i, sample in enumerate(samples):
+            candidates.append({**sample["candidate"], "index": i})
+            if not cached[i]:
+                output += sample["completion_tokens"] or 0
+                if not duplicated[i]:
+                    prompt += sample["prompt_tokens"] or 0
+        first = samples[0]
+        return _response_type().model_validate(
+            {
+                "candidates": candidates,
+                "usage_metadata": {
+                    "prompt_token_count": prompt,
+                    "candidates_token_count": output,
+                    "total_token_count": prompt + output,
+                },
+                "model_version": first.get("model_version"),
+                "response_id": first.get("response_id"),
+                "cached": cached,
+                "duplicated": duplicated,
+            }
+        )

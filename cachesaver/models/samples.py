@@ -26,8 +26,8 @@ class ChatSample(TypedDict):
       ``logprobs``, ...), without its ``index``;
     - ``prompt_tokens``: the prompt tokens of the API call that produced it (a call's
       prompt is paid once: by its sample whose ``duplicated`` flag is False). When a
-      provider returned fewer choices than asked and was asked again, the first sample
-      carries the prompt tokens of every call;
+      provider returned fewer choices than asked and was asked again, each call's first
+      choice is flagged not duplicated and so pays that call's prompt;
     - ``completion_tokens``: its output tokens. When a call returns several choices and
       the provider reports only the total, the total is split by the length of each
       choice's output (the parts sum to the exact total);

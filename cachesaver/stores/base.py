@@ -14,6 +14,7 @@ from typing import NamedTuple, Protocol, runtime_checkable
 
 __all__ = [
     "AdminStore",
+    "IdentityTotals",
     "KeyRecord",
     "KeyTotals",
     "LeaseRequest",
@@ -109,6 +110,18 @@ class KeyTotals:
     samples: int
     bytes: int
     token_texts: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityTotals:
+    """What a store holds for one model identity (``example`` is one key's content)."""
+
+    example: str
+    keys: int
+    samples: int
+    bytes: int
+    prompt_tokens: int
+    completion_tokens: int
 
 
 @runtime_checkable

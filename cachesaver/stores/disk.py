@@ -40,6 +40,7 @@ import diskcache
 
 from cachesaver.errors import ImportConflictError, NotACacheError, StoreError
 from cachesaver.stores.base import (
+    IdentityTotals,
     KeyRecord,
     KeyTotals,
     LeaseRequest,
@@ -385,6 +386,56 @@ class DiskStore:
             out.append(KeyTotals(current, content, count, size, tuple(texts)))
         return out
 
+    def _identity_totals(self, con: sqlite3.Connection) -> list[IdentityTotals] | None:
+        """Totals per model identity from aggregate scans, when the store holds one.
+
+        With a single identity (or none) SQLite computes everything and hands Python a
+        few numbers, not a row per sample: one pass over every row (count, bytes, rows not
+        in our form, reported tokens), one over the content rows (count, bytes, the
+        identities), one over the few shared-run rows (not samples). Returns None when
+        there are several identities (the caller then counts per key) or when a row is
+        not in our form (the per-key path reports it as damage, naming the key).
+        """
+        tokens = "instr(value, '\"prompt_tokens\"') > 0 AND json_valid(value)"
+        rows, row_bytes, bad, prompt, completion = con.execute(
+            "SELECT count(*), total(length(CAST(value AS BLOB))), "
+            "sum(NOT (raw = 1 AND mode = 1 AND filename IS NULL AND typeof(value) = 'text')), "
+            f"sum(CASE WHEN {tokens} AND json_type(value, '$.prompt_tokens') = 'integer' "
+            "THEN json_extract(value, '$.prompt_tokens') END), "
+            f"sum(CASE WHEN {tokens} AND json_type(value, '$.completion_tokens') = 'integer' "
+            "THEN json_extract(value, '$.completion_tokens') END) "
+            "FROM Cache NOT INDEXED WHERE key >= ? AND key < ?",
+            (_PREFIX, _END),
+        ).fetchone()
+        if bad:
+            return None
+        keys, low, high, example = con.execute(
+            "SELECT count(*), min(h), max(h), min(value) FROM (SELECT substr(value, 1, "
+            "instr(value, ',\"request\":')) AS h, value FROM Cache "
+            "WHERE key >= ? AND key < ? AND key GLOB '*:request')",
+            (_PREFIX, _END),
+        ).fetchone()
+        if low != high:
+            return None
+        if not keys:
+            return []
+        # Shared-run state and the marker are in the range but are not samples.
+        extra_rows, extra_bytes = con.execute(
+            "SELECT count(*), total(length(CAST(value AS BLOB))) FROM Cache WHERE "
+            "(key >= ? AND key < ?) OR (key >= ? AND key < ?) OR key = ?",
+            (_PREFIX + "lease:", _PREFIX + "lease;", _PREFIX + "run:", _PREFIX + "run;", _MARKER),
+        ).fetchone()
+        return [
+            IdentityTotals(
+                example=example,
+                keys=keys,
+                samples=rows - keys - extra_rows,
+                bytes=int(row_bytes - extra_bytes),
+                prompt_tokens=prompt or 0,
+                completion_tokens=completion or 0,
+            )
+        ]
+
     def _import(self, con: sqlite3.Connection, records: Sequence[KeyRecord]) -> int:
         now = time.time()
         written = 0
@@ -532,6 +583,10 @@ class DiskStore:
     async def scan(self, after: str | None = None, limit: int = 500) -> list[KeyRecord]:
         """Return up to ``limit`` records in key order after key ``after`` (one range scan)."""
         return await self._run(lambda con: self._scan(con, after, limit))
+
+    async def identity_totals(self) -> list[IdentityTotals] | None:
+        """Totals per model identity in two SQL scans, or None (see `_identity_totals`)."""
+        return await self._run(self._identity_totals)
 
     async def totals(self, after: str | None = None, limit: int = 5000) -> list[KeyTotals]:
         """Return up to ``limit`` keys' `KeyTotals` in key order after key ``after``."""

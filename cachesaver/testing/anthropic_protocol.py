@@ -15,6 +15,7 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
+from cachesaver.models._anthropic import stream_payloads
 from cachesaver.testing._wire import HTTPError
 from cachesaver.testing.openai_protocol import _count_tokens, _text, instance_of
 
@@ -147,65 +148,10 @@ def messages(backend: Backend, body: dict[str, Any]) -> dict[str, Any] | list[by
     return message
 
 
-def _event(name: str, payload: dict[str, Any]) -> bytes:
-    data = json.dumps({"type": name, **payload}, separators=(",", ":"))
-    return f"event: {name}\ndata: {data}\n\n".encode()
-
-
 def events_of(message: dict[str, Any]) -> list[bytes]:
-    """The named events the API streams for ``message`` (text word by word)."""
-    usage = message["usage"]
-    start = {**message, "content": [], "stop_reason": None, "stop_sequence": None}
-    start["usage"] = {**usage, "output_tokens": 1}
-    out = [_event("message_start", {"message": start})]
-    for index, block in enumerate(message["content"]):
-        if block["type"] == "text":
-            out.append(
-                _event(
-                    "content_block_start",
-                    {"index": index, "content_block": {"type": "text", "text": ""}},
-                )
-            )
-            words = block["text"].split(" ")
-            for position, word in enumerate(words):
-                piece = word if position == 0 else " " + word
-                out.append(
-                    _event(
-                        "content_block_delta",
-                        {"index": index, "delta": {"type": "text_delta", "text": piece}},
-                    )
-                )
-        else:
-            out.append(
-                _event(
-                    "content_block_start",
-                    {"index": index, "content_block": {**block, "input": {}}},
-                )
-            )
-            out.append(
-                _event(
-                    "content_block_delta",
-                    {
-                        "index": index,
-                        "delta": {
-                            "type": "input_json_delta",
-                            "partial_json": json.dumps(block["input"]),
-                        },
-                    },
-                )
-            )
-        out.append(_event("content_block_stop", {"index": index}))
-    out.append(
-        _event(
-            "message_delta",
-            {
-                "delta": {
-                    "stop_reason": message["stop_reason"],
-                    "stop_sequence": message["stop_sequence"],
-                },
-                "usage": {"output_tokens": usage["output_tokens"]},
-            },
-        )
-    )
-    out.append(_event("message_stop", {}))
+    """The named server-sent events the API streams for ``message``."""
+    out = []
+    for payload in stream_payloads(message):
+        data = json.dumps(payload, separators=(",", ":"))
+        out.append(f"event: {payload['type']}\ndata: {data}\n\n".encode())
     return out
