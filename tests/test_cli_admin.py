@@ -347,3 +347,17 @@ def test_show_verify_and_stats_through_the_console_script(filled: str) -> None:
     code, data = run_json("stats", filled)
     assert (code, data["keys"], data["samples"], len(data["identities"])) == (0, 3, 4, 3)
     assert run("show", filled, "")[0] == 2
+
+
+def test_copy_dry_run_counts_and_writes_nothing(two_specs: tuple[str, str], tmp_path: Path) -> None:
+    """copy --dry-run reports what a copy or merge would write, creating and writing nothing."""
+    alice, bob = two_specs
+    experiment(Owner("alice"), alice, None, extra=False)
+    experiment(Owner("bob"), bob, None, extra=True)
+    before = dump(bob)
+    code, data = run_json("copy", alice, bob, "--merge", "--dry-run")
+    assert (code, data["written"], data["appended"], data["dry_run"]) == (0, 6, 6, True)
+    assert dump(bob) == before
+    fresh = tmp_path / "new-cache"
+    code, data = run_json("copy", alice, str(fresh), "--dry-run")
+    assert (code, data["written"]) == (0, 6) and not fresh.exists()
