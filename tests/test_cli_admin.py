@@ -117,6 +117,7 @@ def test_ls_finds_keys_by_prompt_and_model_newest_first(filled: str) -> None:
     assert code == 0 and "Tell me about the capital of Peru" in out and "1d" in out
     assert "next page: --offset 2" in out
     assert run("ls", filled, "--grep", "no such words")[0] == 5
+    assert run("ls", filled, "--limit", "-1")[0] == 2 and run("ls", filled, "--offset", "x")[0] == 2
 
 
 def test_delete_by_prefix_dry_run_then_needs_yes_without_a_terminal(filled: str) -> None:
