@@ -336,3 +336,14 @@ def test_no_escape_codes_when_not_a_terminal(filled: str) -> None:
         assert code == 0 and "\x1b" not in out + err, args
     opened = open_admin_store(filled)
     assert opened.location
+
+
+def test_show_verify_and_stats_through_the_console_script(filled: str) -> None:
+    """show, verify and stats work through the installed script on disk and Redis."""
+    code, out, _ = run("show", filled, CAPITAL.key[:8])
+    assert code == 0 and "What is the capital of France?" in out and "[1] Paris." in out
+    code, data = run_json("verify", filled)
+    assert (code, data["ok"], data["keys"], data["samples"]) == (0, True, 3, 4)
+    code, data = run_json("stats", filled)
+    assert (code, data["keys"], data["samples"], len(data["identities"])) == (0, 3, 4, 3)
+    assert run("show", filled, "")[0] == 2
