@@ -1,4 +1,4 @@
-"""Drop-in client throughput on cache hits: prints a table.
+"""Drop-in client throughput on cache hits (async and sync clients): prints a table.
 
 Run: python benchmarks/bench_models.py [--calls 5000] [--repeats 5]
 
@@ -194,6 +194,19 @@ def main() -> None:
                         verdict,
                     )
                 )
+            rate_of = {row[0]: float(row[1].split()[0].replace(",", "")) for row in rows}
+            slower = (
+                rate_of[f"drop-in chat cache hits, {async_cases[2][0]}"]
+                / rate_of[f"drop-in chat cache hits, {sync_cases[1][0]}"]
+            )
+            rows.append(
+                (
+                    "sync client time per call / async (one by one)",
+                    f"{slower:.2f}x",
+                    "<= 2x",
+                    "ok" if slower <= 2 else "MISS",
+                )
+            )
             sent = server.stats()["requests"] - before
             rows.append(
                 (

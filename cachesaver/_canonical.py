@@ -81,9 +81,68 @@ def _normalize(value: Any, path: str, depth: int = 0) -> Any:
     )
 
 
+class _Refused(Exception):
+    """Raised by the fast walks; `_normalize` then finds and names the problem."""
+
+
+def _needs_copy(value: Any, depth: int = 0) -> bool:
+    """Check ``value`` without copying it; True if it holds an integral float.
+
+    Only integral floats (``1.0``, encoded as ``1``) make the canonical text differ from
+    the plain ``sort_keys`` dump of the value (tuples already encode as lists). Anything
+    `_normalize` would refuse (the bounds included) raises `_Refused`.
+    """
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return False
+    if kind is int:
+        if -_INT_LIMIT < value < _INT_LIMIT:
+            return False
+        raise _Refused
+    if kind is float:
+        if not math.isfinite(value):
+            raise _Refused
+        return bool(value.is_integer())
+    if depth >= MAX_DEPTH:
+        raise _Refused
+    needs = False
+    if kind is list or kind is tuple:
+        for item in value:
+            if type(item) is not str and _needs_copy(item, depth + 1):
+                needs = True
+        return needs
+    if kind is dict:
+        for k, item in value.items():
+            if type(k) is not str:
+                raise _Refused
+            if type(item) is not str and _needs_copy(item, depth + 1):
+                needs = True
+        return needs
+    raise _Refused
+
+
+def _copy(value: Any) -> Any:
+    """`_normalize` for a value `_needs_copy` accepted (no paths: it cannot fail)."""
+    kind = type(value)
+    if kind is float:
+        return int(value) if value.is_integer() else value
+    if kind is list or kind is tuple:
+        return [_copy(item) for item in value]
+    if kind is dict:
+        return {k: _copy(item) for k, item in value.items()}
+    return value
+
+
 def canonical_json(value: Any, path: str = "value") -> str:
-    """Return the canonical JSON text of ``value`` or raise `CanonicalError`."""
-    return _dumps(_normalize(value, path))
+    """Return the canonical JSON text of ``value`` or raise `CanonicalError`.
+
+    One checking pass over the value; a copy only when it holds an integral float.
+    """
+    try:
+        needs = _needs_copy(value)
+    except (_Refused, RecursionError):
+        return _dumps(_normalize(value, path))  # raises CanonicalError naming the place
+    return _dumps(_copy(value) if needs else value)
 
 
 def digest(text: str) -> str:

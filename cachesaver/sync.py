@@ -21,6 +21,7 @@ loop never closed stops with the interpreter (the thread is a daemon).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import inspect
@@ -45,6 +46,7 @@ class BackgroundLoop:
 
     def __init__(self, name: str = "cachesaver-loop") -> None:
         self._portal: BlockingPortal | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
         self._failure: BaseException | None = None
         self._closed = False
@@ -66,6 +68,7 @@ class BackgroundLoop:
     async def _serve(self) -> None:
         async with BlockingPortal() as portal:
             self._portal = portal
+            self._loop = asyncio.get_running_loop()
             self._ready.set()
             await portal.sleep_until_stopped()
 
@@ -79,8 +82,7 @@ class BackgroundLoop:
         Returns the result (or raises its exception) in the calling thread. Calling it
         from the loop's own thread is an error (it would wait for itself).
         """
-        portal = self._portal
-        if self._closed or portal is None:
+        if self._closed or self._portal is None:
             raise PipelineClosedError("this BackgroundLoop is closed; create a new one")
         if threading.current_thread() is self._thread:
             raise RuntimeError(
@@ -94,7 +96,15 @@ class BackgroundLoop:
                 result = await result
             return result
 
-        return portal.call(run)
+        # The portal owns the loop's life; a call goes straight to the loop (the lighter
+        # hop: no task group per call), and is cancelled if the caller is interrupted.
+        assert self._loop is not None
+        future = asyncio.run_coroutine_threadsafe(run(), self._loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
 
     def bind(self, func: Callable[..., Any]) -> Callable[..., Any]:
         """``func`` as a blocking function that runs on this loop."""

@@ -117,6 +117,7 @@ def test_ls_finds_keys_by_prompt_and_model_newest_first(filled: str) -> None:
     assert code == 0 and "Tell me about the capital of Peru" in out and "1d" in out
     assert "next page: --offset 2" in out
     assert run("ls", filled, "--grep", "no such words")[0] == 5
+    assert run("ls", filled, "--limit", "-1")[0] == 2 and run("ls", filled, "--offset", "x")[0] == 2
 
 
 def test_delete_by_prefix_dry_run_then_needs_yes_without_a_terminal(filled: str) -> None:
@@ -336,3 +337,28 @@ def test_no_escape_codes_when_not_a_terminal(filled: str) -> None:
         assert code == 0 and "\x1b" not in out + err, args
     opened = open_admin_store(filled)
     assert opened.location
+
+
+def test_show_verify_and_stats_through_the_console_script(filled: str) -> None:
+    """show, verify and stats work through the installed script on disk and Redis."""
+    code, out, _ = run("show", filled, CAPITAL.key[:8])
+    assert code == 0 and "What is the capital of France?" in out and "[1] Paris." in out
+    code, data = run_json("verify", filled)
+    assert (code, data["ok"], data["keys"], data["samples"]) == (0, True, 3, 4)
+    code, data = run_json("stats", filled)
+    assert (code, data["keys"], data["samples"], len(data["identities"])) == (0, 3, 4, 3)
+    assert run("show", filled, "")[0] == 2
+
+
+def test_copy_dry_run_counts_and_writes_nothing(two_specs: tuple[str, str], tmp_path: Path) -> None:
+    """copy --dry-run reports what a copy or merge would write, creating and writing nothing."""
+    alice, bob = two_specs
+    experiment(Owner("alice"), alice, None, extra=False)
+    experiment(Owner("bob"), bob, None, extra=True)
+    before = dump(bob)
+    code, data = run_json("copy", alice, bob, "--merge", "--dry-run")
+    assert (code, data["written"], data["appended"], data["dry_run"]) == (0, 6, 6, True)
+    assert dump(bob) == before
+    fresh = tmp_path / "new-cache"
+    code, data = run_json("copy", alice, str(fresh), "--dry-run")
+    assert (code, data["written"]) == (0, 6) and not fresh.exists()

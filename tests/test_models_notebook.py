@@ -76,15 +76,20 @@ print(json.dumps({{"async": d.choices[0].message.content}}))
 
 
 def _last_json(cell: Any) -> dict[str, Any]:
-    for output in reversed(cell.outputs):
+    text = ""
+    for output in cell.outputs:
         if output.get("output_type") == "error":
             raise AssertionError(f"cell failed: {output['ename']}: {output['evalue']}")
         if output.get("name") == "stdout":
-            result: dict[str, Any] = json.loads(output["text"].strip().splitlines()[-1])
-            return result
-    raise AssertionError(f"no output: {cell.outputs}")
+            text += output["text"]  # a print may arrive in several stream messages
+    lines = [line for line in text.splitlines() if line.startswith("{")]
+    if not lines:
+        raise AssertionError(f"no output: {cell.outputs}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
 
 
+@pytest.mark.timeout(240)  # a kernel starts in seconds, slower on a loaded machine
 def test_sync_client_and_async_pipeline_in_a_jupyter_kernel(
     server: FakeLLMServer, tmp_path: Path
 ) -> None:
@@ -96,7 +101,8 @@ def test_sync_client_and_async_pipeline_in_a_jupyter_kernel(
     notebook.cells.append(nbformat.v4.new_code_cell("client.close()"))
     client = NotebookClient(
         notebook,
-        timeout=60,
+        timeout=120,
+        startup_timeout=120,
         kernel_name="python3",
         resources={"metadata": {"path": str(tmp_path)}},
     )

@@ -15,6 +15,26 @@ __all__ = ["Handler", "build_parser"]
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
+
+def _count(text: str) -> int:
+    """A whole number >= 0 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
+def _positive(text: str) -> int:
+    """A whole number >= 1 (argparse type)."""
+    value = _count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 STORE = "a cache directory, or a Redis URL (redis://host:6379/0[?prefix=P])"
 EPILOG = """\
 exit codes:
@@ -101,8 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grep", metavar="TEXT", help="only requests containing TEXT (any case)")
     p.add_argument("--model", help="only keys whose identity has this 'model'")
     p.add_argument("--provider", help="only keys whose identity has this 'provider'")
-    p.add_argument("--limit", type=int, default=20, metavar="N", help="keys per page (20)")
-    p.add_argument("--offset", type=int, default=0, metavar="N", help="skip the first N keys")
+    p.add_argument("--limit", type=_positive, default=20, metavar="N", help="keys per page (20)")
+    p.add_argument("--offset", type=_count, default=0, metavar="N", help="skip the first N keys")
 
     p = command("show", cmd_show, "print a key's request and decoded samples")
     p.add_argument("cache", help=STORE)
@@ -117,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="the request's fields as JSON, or {'request': ..., 'identity': ...}; - for stdin",
     )
     p.add_argument("--identity-json", metavar="JSON", help="the model identity of the request")
-    p.add_argument("--nearest", type=int, default=3, metavar="N", help="nearest keys shown (3)")
+    p.add_argument(
+        "--nearest", type=_positive, default=3, metavar="N", help="nearest keys shown (3)"
+    )
 
     p = command("verify", cmd_verify, "check hashes, sample JSON and contiguous lists")
     p.add_argument("cache", help=STORE)
@@ -153,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-bytes",
-        type=int,
+        type=_positive,
         default=MAX_IMPORT_BYTES,
         metavar="N",
         help=f"most uncompressed text loaded at once (default {MAX_IMPORT_BYTES})",

@@ -8,6 +8,7 @@ import io
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import cast
 
 from cachesaver import admin
 from cachesaver.cli._output import (
@@ -241,6 +242,13 @@ async def cmd_copy(args: argparse.Namespace) -> int:
     if args.manifest and not args.merge:
         raise CliError(ExitCode.USAGE, "--manifest renumbers a run's manifest for --merge only")
     await asyncio.to_thread(_check_manifest_outputs, args.manifest or [])
+    fresh = not is_url(args.dst) and not await asyncio.to_thread(os.path.lexists, args.dst)
+    if args.dry_run and fresh:
+        # Nothing to open (a dry run creates nothing): the copy would write everything.
+        async with opened(args.src) as src:
+            empty = cast(AdminStore, _Empty(args.dst))  # only records() and location are used
+            report = await admin.copy_store(src, empty, merge=args.merge, dry_run=True)
+        return await _finish_copy(args, report)
     async with (
         opened(args.src) as src,
         opened(args.dst, "read" if args.dry_run else "create") as dst,
@@ -257,6 +265,20 @@ async def cmd_copy(args: argparse.Namespace) -> int:
                 )
             except ImportConflictError as exc:
                 raise CliError(ExitCode.FAILED, str(exc)) from None
+    return await _finish_copy(args, report)
+
+
+class _Empty:
+    """A destination that does not exist yet, for a dry run: it holds nothing."""
+
+    def __init__(self, spec: str) -> None:
+        self.location = spec
+
+    async def records(self, keys: Sequence[str]) -> list[KeyRecord]:
+        return []
+
+
+async def _finish_copy(args: argparse.Namespace, report: admin.CopyReport) -> int:
     if report.damaged:
         raise CliError(
             ExitCode.FAILED,

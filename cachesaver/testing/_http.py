@@ -30,6 +30,9 @@ GATE_TIMEOUT = 10.0
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    # Clients open hundreds of connections at once (a gather of calls): the standard
+    # library's default backlog of 5 would drop their connects.
+    request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], handle: Handler) -> None:
         self.handle = handle
@@ -61,6 +64,9 @@ class _Server(ThreadingHTTPServer):
 
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body are separate writes: with Nagle's algorithm the body would wait
+    # for the client's delayed ACK (~40 ms per answer).
+    disable_nagle_algorithm = True
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:

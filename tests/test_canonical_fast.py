@@ -1,0 +1,57 @@
+"""The fast canonical encoder gives exactly the text of the reference normalisation."""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import pytest
+
+from cachesaver._canonical import CanonicalError, _dumps, _normalize, canonical_json
+
+
+def _value(rng: random.Random, depth: int = 0) -> Any:
+    kinds = ["str", "int", "float", "bool", "none"] + (
+        ["list", "tuple", "dict"] if depth < 4 else []
+    )
+    kind = rng.choice(kinds)
+    if kind == "str":
+        return rng.choice(["", "a", "é", "x y", "1.0"])
+    if kind == "int":
+        return rng.randint(-3, 3)
+    if kind == "float":
+        return rng.choice([0.0, 1.0, -2.0, 0.5, 1e20, 3.25])
+    if kind == "bool":
+        return rng.random() < 0.5
+    if kind == "none":
+        return None
+    items = [_value(rng, depth + 1) for _ in range(rng.randint(0, 4))]
+    if kind == "list":
+        return items
+    if kind == "tuple":
+        return tuple(items)
+    return {rng.choice("abcde") + str(i): item for i, item in enumerate(items)}
+
+
+def test_fast_path_matches_the_reference_on_random_values() -> None:
+    """For 3,000 random JSON-like values the one-pass encoder gives the reference text."""
+    rng = random.Random(7)
+    for _ in range(3000):
+        value = _value(rng)
+        assert canonical_json(value) == _dumps(_normalize(value, "value"))
+
+
+@pytest.mark.parametrize(
+    ("value", "where"),
+    [
+        ({"a": [1, {"b": math.nan}]}, "value['a'][1]['b']"),
+        ([{1: "x"}], "value[0]"),
+        ({"s": {"a", "b"}}, "value['s']"),
+    ],
+)
+def test_refusals_still_name_the_place(value: Any, where: str) -> None:
+    """A value the fast walk refuses is reported by the reference walk, with its path."""
+    with pytest.raises(CanonicalError) as caught:
+        canonical_json(value)
+    assert caught.value.path == where
