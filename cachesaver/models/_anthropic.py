@@ -13,23 +13,19 @@ read the prompt from Anthropic's prompt cache (``usage.cache_read_input_tokens >
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import importlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from cachesaver.errors import InvalidRequestError, MissingExtraError, ModelContractError
+from cachesaver.models._adapter import AdapterBase, SampleKind
 from cachesaver.models._common import (
     CALL_OPTIONS_ATTR,
     SDK_ATTR,
     TRANSPORT_PARAMS,
-    ConcurrencyLimit,
-    TokenUsage,
     base_url_of,
-    check_call_options,
-    check_model,
     request_label,
 )
 from cachesaver.typedefs import Request, Response
@@ -52,7 +48,6 @@ MESSAGES_NOT_IN_KEY: frozenset[str] = TRANSPORT_PARAMS | frozenset(
 _WIRE_ONLY = frozenset({"temperature", "top_p", "top_k"})
 _BASE_FIELDS = frozenset({"prompt", "n", "request_id", "namespace", "params", "extra_body"})
 _OWNED = frozenset({"model", "messages", "stream", "system_from_prompt"})
-SampleKind = Literal["text", "full"]
 _PARAMS: frozenset[str] | None = None
 
 
@@ -116,7 +111,7 @@ def messages_of(request: Request) -> tuple[list[Any], Any]:
     )
 
 
-class AnthropicModel:
+class AnthropicModel(AdapterBase):
     """Anthropic's Messages API as a `SingleRequestModel` for `OnlineAPI`.
 
     - ``max_tokens``: the default for every call (the API requires one); a request field
@@ -134,6 +129,7 @@ class AnthropicModel:
 
     provider = "anthropic"
     endpoint = "messages"
+    call_option_names = MESSAGES_NOT_IN_KEY
 
     def __init__(
         self,
@@ -147,23 +143,21 @@ class AnthropicModel:
         ignore_fields: Iterable[str] = (),
         identity_base_url: str | None = None,
     ) -> None:
-        name = type(self).__name__
-        check_model(name, model)
         if type(max_tokens) is not int or max_tokens < 1:
-            raise ValueError(f"{name}: max_tokens must be a positive int, got {max_tokens!r}")
-        if sample not in ("text", "full"):
-            raise ValueError(f"{name}: sample must be 'text' or 'full', got {sample!r}")
-        self._sdk = _sdk()
-        self.client = client
-        self.model = model
+            raise ValueError(
+                f"{type(self).__name__}: max_tokens must be a positive int, got {max_tokens!r}"
+            )
+        super().__init__(
+            client,
+            model,
+            sample=sample,
+            max_concurrency=max_concurrency,
+            call_options=call_options,
+            ignore_fields=ignore_fields,
+            base_url=identity_base_url or base_url_of(client),
+        )
         self.max_tokens = max_tokens
-        self.sample: SampleKind = sample
-        self.call_options = check_call_options(name, call_options, MESSAGES_NOT_IN_KEY)
-        self.ignore_fields = frozenset(ignore_fields)
-        self._limit = ConcurrencyLimit(max_concurrency)
-        self._base_url = identity_base_url or base_url_of(client)
         self._params = self.sdk_parameters()
-        self._usage = TokenUsage()
 
     @staticmethod
     def sdk_parameters() -> frozenset[str]:
@@ -176,39 +170,15 @@ class AnthropicModel:
     @property
     def identity(self) -> dict[str, Any]:
         """Provider, endpoint, model, base URL, default max_tokens and sample kind."""
-        return {
-            "provider": self.provider,
-            "endpoint": self.endpoint,
-            "model": self.model,
-            "base_url": self._base_url,
-            "max_tokens": self.max_tokens,
-            "sample": self.sample,
-        }
-
-    @property
-    def usage(self) -> TokenUsage:
-        """API calls made and the tokens they reported, since this adapter was created."""
-        return self._usage
-
-    def __repr__(self) -> str:
-        return f"AnthropicModel(model={self.model!r}, base_url={self._base_url!r})"
+        return {**super().identity, "max_tokens": self.max_tokens}
 
     def parameters(self, request: Request) -> dict[str, Any]:
         """The keyword arguments of ``messages.create`` for one sample of ``request``."""
         messages, system = messages_of(request)
         kwargs: dict[str, Any] = {"model": self.model, "max_tokens": self.max_tokens}
         wire: dict[str, Any] = {}
-        for field in dataclasses.fields(type(request)):
-            name = field.name
-            value = getattr(request, name)
-            if name in _BASE_FIELDS or value is None or name in self.ignore_fields:
-                continue
-            if name in _OWNED:
-                raise InvalidRequestError(
-                    f"{request_label(request)}: field {name!r} is set, but the adapter sets it "
-                    "(the model is the adapter's, messages come from prompt; pipelines do not "
-                    "stream)"
-                )
+        why = "the model is the adapter's, messages come from prompt; pipelines do not stream"
+        for name, value in self._set_fields(request, _BASE_FIELDS, _OWNED, why):
             if name in self._params:
                 kwargs[name] = value
             elif name in _WIRE_ONLY:
@@ -289,9 +259,7 @@ class AnthropicModel:
                     f"anthropic answered {request_label(request)} with {type(message).__name__}, "
                     "not a Message; check the client"
                 )
-            self._usage = self._usage + TokenUsage(
-                1, 1, int(usage.input_tokens or 0), int(usage.output_tokens or 0)
-            )
+            self._count(1, 1, usage.input_tokens, usage.output_tokens)
             read = getattr(usage, "cache_read_input_tokens", None) or 0
             duplicated.append(i > 0 and read > 0)
             if self.sample == "text":

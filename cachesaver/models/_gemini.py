@@ -9,20 +9,16 @@ the extra calls' samples are flagged as having paid their prompt (not ``duplicat
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from cachesaver.errors import InvalidRequestError, MissingExtraError, ModelContractError
+from cachesaver.models._adapter import AdapterBase, SampleKind
 from cachesaver.models._common import (
     SDK_ATTR,
-    ConcurrencyLimit,
-    TokenUsage,
     apportion,
-    check_call_options,
-    check_model,
     request_label,
 )
 from cachesaver.typedefs import Request, Response
@@ -36,7 +32,6 @@ _OWNED = frozenset({"model", "contents", "candidate_count", "stream"})
 # Config fields that change how the SDK behaves rather than what the model is asked.
 _NOT_ALLOWED = frozenset({"automatic_function_calling", "should_return_http_response"})
 _ROLES = {"user": "user", "assistant": "model", "model": "model"}
-SampleKind = Literal["text", "full"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,7 +97,7 @@ def contents_of(request: Request) -> tuple[Any, str | None]:
     )
 
 
-class GeminiModel:
+class GeminiModel(AdapterBase):
     """Gemini's generateContent as a `SingleRequestModel` for `OnlineAPI`.
 
     - ``client``: a ``google.genai.Client``; its async API (``client.aio``) is used;
@@ -120,6 +115,7 @@ class GeminiModel:
 
     provider = "gemini"
     endpoint = "generate_content"
+    call_option_names = GENERATE_NOT_IN_KEY
 
     def __init__(
         self,
@@ -132,54 +128,25 @@ class GeminiModel:
         ignore_fields: Iterable[str] = (),
         identity_base_url: str | None = None,
     ) -> None:
-        name = type(self).__name__
-        check_model(name, model)
-        if sample not in ("text", "full"):
-            raise ValueError(f"{name}: sample must be 'text' or 'full', got {sample!r}")
+        super().__init__(
+            client,
+            model,
+            sample=sample,
+            max_concurrency=max_concurrency,
+            call_options=call_options,
+            ignore_fields=ignore_fields,
+            base_url=identity_base_url or endpoint_of(client),
+        )
         genai = _sdk()
         self._config_type = genai.types.GenerateContentConfig
         self._config_fields = frozenset(self._config_type.model_fields) - _NOT_ALLOWED
-        self.client = client
-        self.model = model
-        self.sample: SampleKind = sample
-        self.call_options = check_call_options(name, call_options, GENERATE_NOT_IN_KEY)
-        self.ignore_fields = frozenset(ignore_fields)
-        self._limit = ConcurrencyLimit(max_concurrency)
-        self._base_url = identity_base_url or endpoint_of(client)
-        self._usage = TokenUsage()
-
-    @property
-    def identity(self) -> dict[str, Any]:
-        """Provider, endpoint, model, base URL and sample kind."""
-        return {
-            "provider": self.provider,
-            "endpoint": self.endpoint,
-            "model": self.model,
-            "base_url": self._base_url,
-            "sample": self.sample,
-        }
-
-    @property
-    def usage(self) -> TokenUsage:
-        return self._usage
-
-    def __repr__(self) -> str:
-        return f"GeminiModel(model={self.model!r}, base_url={self._base_url!r})"
 
     def config(self, request: Request) -> tuple[Any, dict[str, Any]]:
         """``(contents, config fields)`` for ``request`` (without ``candidate_count``)."""
         contents, system = contents_of(request)
         fields: dict[str, Any] = {}
-        for field in dataclasses.fields(type(request)):
-            name = field.name
-            value = getattr(request, name)
-            if name in _BASE_FIELDS or value is None or name in self.ignore_fields:
-                continue
-            if name in _OWNED:
-                raise InvalidRequestError(
-                    f"{request_label(request)}: field {name!r} is set, but the adapter sets it "
-                    "(model is the adapter's, contents come from prompt, candidate_count from n)"
-                )
+        why = "model is the adapter's, contents come from prompt, candidate_count from n"
+        for name, value in self._set_fields(request, _BASE_FIELDS, _OWNED, why):
             if name not in self._config_fields:
                 raise InvalidRequestError(
                     f"{request_label(request)}: field {name!r} is not a GenerateContentConfig "
@@ -232,11 +199,11 @@ class GeminiModel:
                     "answer's prompt_feedback (a blocked prompt has none)"
                 )
             usage = getattr(answer, "usage_metadata", None)
-            self._usage = self._usage + TokenUsage(
+            self._count(
                 1,
                 len(candidates),
-                int(getattr(usage, "prompt_token_count", 0) or 0),
-                int(getattr(usage, "candidates_token_count", 0) or 0),
+                getattr(usage, "prompt_token_count", 0),
+                getattr(usage, "candidates_token_count", 0),
             )
             if self.sample == "text":
                 samples.extend(candidate_text(c) for c in candidates)

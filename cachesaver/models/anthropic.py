@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
-from types import TracebackType
 from typing import Any
 
-from cachesaver import Stats
 from cachesaver.cacher import Mode
 from cachesaver.errors import InvalidRequestError
 from cachesaver.manifest import RunManifest
@@ -37,17 +35,13 @@ from cachesaver.models._anthropic import (
 from cachesaver.models._common import (
     CALL_OPTIONS_ATTR,
     SDK_ATTR,
-    TokenUsage,
-    base_url_of,
     is_omitted,
     jsonable,
 )
-from cachesaver.models._core import DropInCore
-from cachesaver.models._dropin import ResourceProxy, refuse
-from cachesaver.models._errors import DropInOptionError
+from cachesaver.models._dropin_base import DropInBase, ResourceProxy
 from cachesaver.models._sync import SyncDropIn, SyncStream
 from cachesaver.pipelines import DEFAULT_CACHE, OnlineAPI
-from cachesaver.stores import CacheLike, Store
+from cachesaver.stores import CacheLike
 from cachesaver.sync import BackgroundLoop
 
 __all__ = [
@@ -240,7 +234,7 @@ class _Messages(ResourceProxy):
         return _StreamManager(self, kwargs)
 
 
-class AsyncAnthropic:
+class AsyncAnthropic(DropInBase):
     """``anthropic.AsyncAnthropic`` with a persistent, reproducible cache in front.
 
     Construct it as the SDK's client (``api_key``, ``base_url``, ``timeout``,
@@ -249,11 +243,16 @@ class AsyncAnthropic:
     identical concurrent calls are merged), ``max_concurrency``, ``mode``
     (``"replay"``: serve only from the cache), ``manifest``, ``run_id``,
     ``identity_base_url``, or ``sdk_client`` (an ``anthropic.AsyncAnthropic`` to use).
+    ``with_options(...)`` / ``copy(...)`` give a client on the same cache and run.
 
     A call is one sample: calling again in the same namespace draws a fresh one; another
     namespace reuses stored ones. Each ``Message`` carries ``cached`` and ``duplicated``,
     and its ``usage`` counts only what this call paid.
     """
+
+    _provider = "anthropic"
+    _served = _SERVED
+    _settings = _SETTINGS
 
     def __init__(
         self,
@@ -270,114 +269,37 @@ class AsyncAnthropic:
         sdk_client: Any = None,
         **sdk_options: Any,
     ) -> None:
-        where = "AsyncAnthropic()"
-        if sdk_client is not None and sdk_options:
-            raise DropInOptionError(
-                f"{where}: pass either sdk_client or SDK options, not both (got "
-                f"{sorted(sdk_options)})"
-            )
-        if not isinstance(namespace, str):
-            raise DropInOptionError(f"{where}: namespace must be a str, got {namespace!r}")
         anthropic = _sdk()
-        core = DropInCore(
-            "AsyncAnthropic",
-            cache,
+        make_sdk, owns_sdk = self.sdk_factory(
+            "AsyncAnthropic()", sdk_client, sdk_options, anthropic.AsyncAnthropic
+        )
+        super().__init__(
+            make_sdk,
+            owns_sdk,
+            cache=cache,
+            namespace=namespace,
             batch_size=batch_size,
             batch_timeout=batch_timeout,
             max_concurrency=max_concurrency,
             max_embedding_inputs=1,
+            identity_base_url=identity_base_url,
             mode=mode,
             manifest=manifest,
             run_id=run_id,
         )
-        try:
-            sdk = sdk_client if sdk_client is not None else anthropic.AsyncAnthropic(**sdk_options)
-        except TypeError as exc:
-            raise DropInOptionError(f"{where}: {exc}") from exc
-        self._setup(sdk, sdk_client is None, core, namespace, identity_base_url, derived=False)
 
-    def _setup(
-        self,
-        sdk: Any,
-        owns_sdk: bool,
-        core: DropInCore,
-        namespace: str,
-        identity_base_url: str | None,
-        derived: bool,
-    ) -> None:
-        self.sdk = sdk
-        self._owns_sdk = owns_sdk
-        self._core = core
-        self.namespace = namespace
-        self._identity_base_url = identity_base_url
-        self._base_url = identity_base_url or base_url_of(sdk)
-        self._derived = derived
+    def _make_resources(self) -> None:
         self._message_type = _sdk().types.Message
         self.messages = _Messages(self)
-
-    # -- options, derived clients, lifecycle ---------------------------------------------
-
-    @property
-    def mode(self) -> Mode:
-        return self._core.mode
-
-    @property
-    def store(self) -> Store:
-        return self._core.store
-
-    def with_options(self, *, namespace: str | None = None, **sdk_options: Any) -> AsyncAnthropic:
-        """A drop-in client on the same cache and run, with other SDK options."""
-        for name in ("cache", "mode", "manifest", "run_id", "batch_size", "sdk_client"):
-            if name in sdk_options:
-                raise DropInOptionError(
-                    f"AsyncAnthropic.with_options({name}=...): a derived client shares its cache "
-                    f"and run with this one; construct a new client for another {name}"
-                )
-        derived = object.__new__(type(self))
-        derived._setup(
-            self.sdk.with_options(**sdk_options),
-            False,
-            self._core,
-            self.namespace if namespace is None else namespace,
-            self._identity_base_url,
-            derived=True,
-        )
-        return derived
-
-    copy = with_options
-
-    async def close(self) -> None:
-        """Finish calls in flight, close the pipelines, the store and the SDK client."""
-        if self._derived:
-            return
-        await self._core.close(self.sdk.close if self._owns_sdk else None)
 
     async def __aenter__(self) -> AsyncAnthropic:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
+    def with_options(self, *, namespace: str | None = None, **sdk_options: Any) -> AsyncAnthropic:
+        derived: AsyncAnthropic = super().with_options(namespace=namespace, **sdk_options)
+        return derived
 
-    def __getattr__(self, name: str) -> Any:
-        sdk = self.__dict__.get("sdk")
-        if name.startswith("_") or sdk is None:
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        if name in _SETTINGS:
-            return getattr(sdk, name)
-        raise refuse(name, _SERVED)
-
-    def cachesaver_stats(self) -> Stats:
-        """Counters of every pipeline of this client family, summed."""
-        return self._core.stats()
-
-    def token_usage(self) -> TokenUsage:
-        """Tokens the API calls of this client family reported (what it paid for)."""
-        return self._core.usage()
+    copy = with_options
 
     def messages_pipeline(self, model: Any) -> OnlineAPI:
         """The pipeline that serves ``messages.create`` for ``model``."""

@@ -31,8 +31,7 @@ from cachesaver.cacher import Mode
 from cachesaver.errors import InvalidRequestError
 from cachesaver.manifest import RunManifest
 from cachesaver.models._common import SDK_ATTR, TokenUsage, is_omitted, jsonable
-from cachesaver.models._core import DropInCore
-from cachesaver.models._dropin import ResourceProxy, refuse
+from cachesaver.models._dropin_base import DropInBase, ResourceProxy, refuse
 from cachesaver.models._errors import DropInOptionError
 from cachesaver.models._gemini import (
     GENERATE_NOT_IN_KEY,
@@ -47,7 +46,14 @@ from cachesaver.pipelines import DEFAULT_CACHE, OnlineAPI
 from cachesaver.stores import CacheLike
 from cachesaver.sync import BackgroundLoop
 
-__all__ = ["GENERATE_NOT_IN_KEY", "Client", "GeminiModel", "GeminiRequest", "ResponseStream"]
+__all__ = [
+    "GENERATE_NOT_IN_KEY",
+    "AsyncGemini",
+    "Client",
+    "GeminiModel",
+    "GeminiRequest",
+    "ResponseStream",
+]
 
 _SERVED = "models.generate_content, models.generate_content_stream (and the same on aio)"
 _SETTINGS = frozenset({"vertexai"})
@@ -131,7 +137,7 @@ class _AsyncModels(ResourceProxy):
 
     _served = _SERVED
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: AsyncGemini) -> None:
         super().__init__("aio.models")
         self._client = client
 
@@ -156,31 +162,6 @@ class _AsyncModels(ResourceProxy):
         return ResponseStream(await self.generate_content(**kwargs))
 
 
-class _Aio:
-    """``client.aio``: the async side (``models``, ``aclose``, ``async with``)."""
-
-    def __init__(self, client: Client) -> None:
-        self._client = client
-        self.models = _AsyncModels(client)
-
-    async def aclose(self) -> None:
-        """Finish calls in flight, close the pipelines, the store and an SDK client the
-        drop-in made (async side)."""
-        client = self._client
-        await client._core.close(client.sdk.aio.aclose if client._owns_sdk else None)
-
-    async def __aenter__(self) -> _Aio:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        raise refuse(f"aio.{name}", _SERVED)
-
-
 class _SyncModels(ResourceProxy):
     """``client.models``: the async calls, run on the client's own background loop."""
 
@@ -200,75 +181,48 @@ class _SyncModels(ResourceProxy):
         return SyncStream(stream, loop)
 
 
-class Client:
-    """``google.genai.Client`` with a persistent, reproducible cache in front.
+class AsyncGemini(DropInBase):
+    """The async side of the drop-in `Client` (``client.aio``): ``models`` served through
+    the cache, ``aclose()`` / ``async with`` to close, ``with_options`` as for the other
+    drop-in clients."""
 
-    Construct it as the SDK's client (``api_key``, ``vertexai``, ``project``,
-    ``location``, ``http_options``, ...) plus cachesaver's options: ``cache``,
-    ``namespace``, ``batch_size`` / ``batch_timeout``, ``max_concurrency``, ``mode``,
-    ``manifest``, ``run_id``, ``identity_base_url``, or ``sdk_client`` (a
-    ``genai.Client`` to use). Use either the async side (``client.aio``; close with
-    ``await client.aio.aclose()``) or the sync side (``client.models``; close with
-    ``client.close()`` or ``with``) in one program, not both at once.
-    """
+    _provider = "gemini"
+    _served = _SERVED
+    _settings = _SETTINGS
 
-    def __init__(
-        self,
-        *,
-        cache: CacheLike = DEFAULT_CACHE,
-        namespace: str = "default",
-        batch_size: int = 16,
-        batch_timeout: float = 0.0,
-        max_concurrency: int | None = None,
-        identity_base_url: str | None = None,
-        mode: Mode = "readwrite",
-        manifest: str | os.PathLike[str] | RunManifest | None = None,
-        run_id: str | None = None,
-        sdk_client: Any = None,
-        **sdk_options: Any,
-    ) -> None:
-        where = "gemini.Client()"
-        if sdk_client is not None and sdk_options:
-            raise DropInOptionError(f"{where}: pass either sdk_client or SDK options, not both")
-        if not isinstance(namespace, str):
-            raise DropInOptionError(f"{where}: namespace must be a str, got {namespace!r}")
-        genai = _sdk()
-        self._core = DropInCore(
-            "gemini.Client",
-            cache,
-            batch_size=batch_size,
-            batch_timeout=batch_timeout,
-            max_concurrency=max_concurrency,
-            max_embedding_inputs=1,
-            mode=mode,
-            manifest=manifest,
-            run_id=run_id,
+    def __init__(self, make_sdk: Any, owns_sdk: bool, **options: Any) -> None:
+        super().__init__(make_sdk, owns_sdk, max_embedding_inputs=1, **options)
+
+    def _make_resources(self) -> None:
+        self._config_fields = frozenset(_sdk().types.GenerateContentConfig.model_fields)
+        self.models = _AsyncModels(self)
+
+    def _endpoint(self, sdk: Any) -> str:
+        return endpoint_of(sdk)
+
+    def _sdk_closer(self) -> Any:
+        return self.sdk.aio.aclose
+
+    async def aclose(self) -> None:
+        """Finish calls in flight, close the pipelines, the store and an SDK client the
+        drop-in made."""
+        await self.close()
+
+    async def __aenter__(self) -> AsyncGemini:
+        return self
+
+    def with_options(self, *, namespace: str | None = None, **sdk_options: Any) -> AsyncGemini:
+        raise DropInOptionError(
+            "gemini.Client has no with_options; build another cachesaver Client (over the same "
+            "cache) with the other options"
         )
-        try:
-            self.sdk = sdk_client if sdk_client is not None else genai.Client(**sdk_options)
-        except TypeError as exc:
-            raise DropInOptionError(f"{where}: {exc}") from exc
-        self._owns_sdk = sdk_client is None
-        self.namespace = namespace
-        self._base_url = identity_base_url or endpoint_of(self.sdk)
-        self._config_fields = frozenset(genai.types.GenerateContentConfig.model_fields)
-        self._loop: BackgroundLoop | None = None
-        self.aio = _Aio(self)
-        self.models = _SyncModels(self)
+
+    copy = with_options
 
     def __getattr__(self, name: str) -> Any:
-        sdk = self.__dict__.get("sdk")
-        if name.startswith("_") or sdk is None:
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        if name in _SETTINGS:
-            return getattr(sdk, name)
-        raise refuse(name, _SERVED)
-
-    def cachesaver_stats(self) -> Stats:
-        return self._core.stats()
-
-    def token_usage(self) -> TokenUsage:
-        return self._core.usage()
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raise refuse(f"aio.{name}", _SERVED)
 
     def generate_pipeline(self, model: Any) -> OnlineAPI:
         """The pipeline that serves ``generate_content`` for ``model``."""
@@ -287,42 +241,6 @@ class Client:
                 identity_base_url=self._base_url,
             ),
         )[1]
-
-    # -- lifecycle (sync side) -----------------------------------------------------------
-
-    def _background(self) -> BackgroundLoop:
-        if self._loop is None:
-            self._core.check_open()
-            self._loop = BackgroundLoop(name="cachesaver-gemini")
-        return self._loop
-
-    def close(self) -> None:
-        """Close the sync side: its pipelines and store, then its background loop."""
-        loop = self._loop
-        if loop is None:
-            if self._core.pipelines:
-                raise DropInOptionError(
-                    "gemini.Client.close(): this client was used through client.aio; close "
-                    "it with await client.aio.aclose()"
-                )
-            return
-        try:
-            loop.call(self.aio.aclose)
-        finally:
-            loop.close()
-            if self._owns_sdk:
-                self.sdk.close()
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- mapping a call ------------------------------------------------------------------
 
@@ -396,3 +314,105 @@ class Client:
                 "duplicated": duplicated,
             }
         )
+
+
+class Client:
+    """``google.genai.Client`` with a persistent, reproducible cache in front.
+
+    Construct it as the SDK's client (``api_key``, ``vertexai``, ``project``,
+    ``location``, ``http_options``, ...) plus cachesaver's options: ``cache``,
+    ``namespace``, ``batch_size`` / ``batch_timeout``, ``max_concurrency``, ``mode``,
+    ``manifest``, ``run_id``, ``identity_base_url``, or ``sdk_client`` (a
+    ``genai.Client`` to use). Use either the async side (``client.aio``; close with
+    ``await client.aio.aclose()`` or ``async with client.aio``) or the sync side
+    (``client.models``; close with ``client.close()`` or ``with``) in one program, not
+    both at once.
+    """
+
+    def __init__(
+        self,
+        *,
+        cache: CacheLike = DEFAULT_CACHE,
+        namespace: str = "default",
+        batch_size: int = 16,
+        batch_timeout: float = 0.0,
+        max_concurrency: int | None = None,
+        identity_base_url: str | None = None,
+        mode: Mode = "readwrite",
+        manifest: str | os.PathLike[str] | RunManifest | None = None,
+        run_id: str | None = None,
+        sdk_client: Any = None,
+        **sdk_options: Any,
+    ) -> None:
+        genai = _sdk()
+        make_sdk, owns_sdk = DropInBase.sdk_factory(
+            "gemini.Client()", sdk_client, sdk_options, genai.Client
+        )
+        self.aio = AsyncGemini(
+            make_sdk,
+            owns_sdk,
+            cache=cache,
+            namespace=namespace,
+            batch_size=batch_size,
+            batch_timeout=batch_timeout,
+            max_concurrency=max_concurrency,
+            identity_base_url=identity_base_url,
+            mode=mode,
+            manifest=manifest,
+            run_id=run_id,
+        )
+        self.sdk = self.aio.sdk
+        self.models = _SyncModels(self)
+        self._loop: BackgroundLoop | None = None
+
+    @property
+    def namespace(self) -> str:
+        return self.aio.namespace
+
+    def __getattr__(self, name: str) -> Any:
+        sdk = self.__dict__.get("sdk")
+        if name.startswith("_") or sdk is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        if name in _SETTINGS:
+            return getattr(sdk, name)
+        raise refuse(name, _SERVED)
+
+    def cachesaver_stats(self) -> Stats:
+        return self.aio.cachesaver_stats()
+
+    def token_usage(self) -> TokenUsage:
+        return self.aio.token_usage()
+
+    def _background(self) -> BackgroundLoop:
+        if self._loop is None:
+            self.aio._core.check_open()
+            self._loop = BackgroundLoop(name="cachesaver-gemini")
+        return self._loop
+
+    def close(self) -> None:
+        """Close the sync side: its pipelines, its store and SDK client, then its loop."""
+        loop = self._loop
+        if loop is None:
+            if self.aio._core.pipelines:
+                raise DropInOptionError(
+                    "gemini.Client.close(): this client was used through client.aio; close "
+                    "it with await client.aio.aclose()"
+                )
+            return
+        try:
+            loop.call(self.aio.aclose)
+        finally:
+            loop.close()
+            if self.aio._owns_sdk:
+                self.sdk.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
