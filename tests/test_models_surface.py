@@ -205,10 +205,46 @@ async def test_run_options_manifest_mode_and_run_id(
     assert server.stats()["requests"] == sent
 
 
+async def test_reproduce_gives_each_call_its_recorded_samples(
+    server: FakeLLMServer, cache: str, tmp_path: Path
+) -> None:
+    """reproduce= on a drop-in client: calls issued in another order get recorded samples."""
+    record = tmp_path / "run.jsonl"
+    questions = [[{"role": "user", "content": f"q{i}"}] for i in range(3)]
+    async with openai_client(server, cache, manifest=record) as client:
+        first = {
+            f"r{i}": texts(
+                await client.chat.completions.create(
+                    model="fake-chat", messages=questions[0], namespace="A", request_id=f"r{i}"
+                )
+            )
+            for i in range(3)
+        }
+    sent = server.stats()["requests"]
+    async with openai_client(server, cache, reproduce=record) as client:
+        again = {}
+        for i in (2, 0, 1):  # another issue order
+            again[f"r{i}"] = texts(
+                await client.chat.completions.create(
+                    model="fake-chat", messages=questions[0], namespace="A", request_id=f"r{i}"
+                )
+            )
+    assert again == first and len({t[0] for t in first.values()}) == 3
+    assert server.stats()["requests"] == sent
+    with pytest.raises(DropInOptionError, match="reproduce"):
+        AsyncOpenAI(cache=cache, api_key="t", reproduce=tmp_path / "missing.jsonl")
+    with pytest.raises(DropInOptionError, match="reproduce"):
+        AsyncOpenAI(cache=cache, api_key="t", reproduce=record, run_id="x")
+    async with openai_client(server, cache) as client:
+        with pytest.raises(DropInOptionError, match="reproduce"):
+            client.with_options(reproduce=record)
+
+
 @pytest.mark.parametrize(
     ("option", "value"),
     [
         ("mode", "write-only"),
+        ("reproduce", 3),
         ("manifest", 42),
         ("run_id", ""),
         ("batch_size", 0),

@@ -2,8 +2,9 @@
 
 One `DropInCore` per client constructed by the user: the store, one `OnlineAPI` pipeline
 per (endpoint, model, base URL), the embedding adapters, the run options (``mode``,
-``manifest``, ``run_id``) and the counters. Clients derived with ``with_options`` share
-it, so a namespace keeps drawing fresh samples whichever of them makes the call.
+``manifest``, ``run_id``, ``reproduce``) and the counters. Clients derived with
+``with_options`` share it, so a namespace keeps drawing fresh samples whichever of them
+makes the call.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class DropInCore:
         mode: Mode,
         manifest: str | os.PathLike[str] | RunManifest | None,
         run_id: str | None,
+        reproduce: str | os.PathLike[str] | RunManifest | None = None,
     ) -> None:
         _positive_int(where, "batch_size", batch_size, "samples per batch")
         _positive_int(where, "max_embedding_inputs", max_embedding_inputs, "inputs per call")
@@ -86,6 +88,22 @@ class DropInCore:
                 f"{where}: run_id must be a non-empty str (the id every worker of a shared "
                 f"run passes), got {run_id!r}"
             )
+        if reproduce is not None and not isinstance(reproduce, RunManifest):
+            if not isinstance(reproduce, (str, os.PathLike)) or not os.fspath(reproduce):
+                raise DropInOptionError(
+                    f"{where}: reproduce must be the path of a recorded manifest or a "
+                    f"RunManifest, got {reproduce!r}"
+                )
+            if not os.path.isfile(os.fspath(reproduce)):
+                raise DropInOptionError(
+                    f"{where}: reproduce={os.fspath(reproduce)!r} is not a file; pass the "
+                    "manifest a run recorded with manifest="
+                )
+        if reproduce is not None and run_id is not None:
+            raise DropInOptionError(
+                f"{where}: reproduce= and run_id= cannot be combined; reproduce a shared run "
+                "from its recorded manifest without run_id"
+            )
         owns_manifest = False
         if manifest is not None and not isinstance(manifest, RunManifest):
             if not isinstance(manifest, (str, os.PathLike)) or not os.fspath(manifest):
@@ -103,6 +121,7 @@ class DropInCore:
         self.manifest: RunManifest | None = manifest
         self._owns_manifest = owns_manifest
         self.run_id = run_id
+        self.reproduce = reproduce
         self._cache_spec = cache
         self.store, self._owns_store = open_store(cache)
         self.pipelines: dict[PipelineKey, tuple[Any, OnlineAPI]] = {}
@@ -146,6 +165,7 @@ class DropInCore:
                 mode=self.mode,
                 manifest=self.manifest,
                 run_id=self.run_id,
+                reproduce=self.reproduce,
             )
             entry = self.pipelines[key] = (adapter, pipeline)
         return entry

@@ -89,6 +89,7 @@ class DropInBase:
         mode: Mode = "readwrite",
         manifest: str | os.PathLike[str] | RunManifest | None = None,
         run_id: str | None = None,
+        reproduce: str | os.PathLike[str] | RunManifest | None = None,
     ) -> None:
         where = f"{type(self).__name__}()"
         if not isinstance(namespace, str):
@@ -111,6 +112,7 @@ class DropInBase:
             mode=mode,
             manifest=manifest,
             run_id=run_id,
+            reproduce=reproduce,
         )
         self._setup(make_sdk(), owns_sdk, core, namespace, identity_base_url)
 
@@ -203,7 +205,15 @@ class DropInBase:
             raise DropInOptionError(
                 f"{type(self).__name__}.with_options: namespace must be a str, got {namespace!r}"
             )
-        for name in ("cache", "mode", "manifest", "run_id", "batch_size", "sdk_client"):
+        for name in (
+            "cache",
+            "mode",
+            "manifest",
+            "run_id",
+            "reproduce",
+            "batch_size",
+            "sdk_client",
+        ):
             if name in sdk_options:
                 raise DropInOptionError(
                     f"{type(self).__name__}.with_options({name}=...): a derived client shares "

@@ -171,7 +171,9 @@ class AsyncOpenAI(EmbeddingsMixin, ResponsesMixin, DropInClient):
     - ``identity_base_url``: the base URL recorded in cache keys (default: the client's);
     - ``mode="replay"``: serve only from the cache (a miss raises `CacheMissError`);
     - ``manifest``: a path (or `RunManifest`) recording the samples every call received;
-    - ``run_id``: join a shared run (workers with one ``run_id`` draw disjoint samples).
+    - ``run_id``: join a shared run (workers with one ``run_id`` draw disjoint samples);
+    - ``reproduce``: a manifest recorded with ``manifest=``: every call that matches a
+      recorded one (namespace, request_id, key) gets exactly its recorded samples.
 
     Cached: ``chat.completions.create`` / ``.parse`` (also ``beta.chat.completions``),
     ``embeddings.create``, ``responses.create``, and the same through
@@ -211,6 +213,7 @@ class AsyncOpenAI(EmbeddingsMixin, ResponsesMixin, DropInClient):
         mode: Mode = "readwrite",
         manifest: str | os.PathLike[str] | RunManifest | None = None,
         run_id: str | None = None,
+        reproduce: str | os.PathLike[str] | RunManifest | None = None,
         sdk_client: openai.AsyncOpenAI | None = None,
         **sdk_options: Any,
     ) -> None:
@@ -236,6 +239,7 @@ class AsyncOpenAI(EmbeddingsMixin, ResponsesMixin, DropInClient):
             mode=mode,
             manifest=manifest,
             run_id=run_id,
+            reproduce=reproduce,
         )
 
     def _make_resources(self) -> None:

@@ -132,9 +132,10 @@ class AsyncTogether(EmbeddingsMixin, DropInClient):
     real client (``client.sdk``), or wrap one with ``sdk_client=``. cachesaver options
     as for `cachesaver.models.openai.AsyncOpenAI`: ``cache``, ``namespace``,
     ``batch_size``, ``batch_timeout``, ``max_concurrency``, ``max_embedding_inputs``,
-    ``identity_base_url``, ``mode``, ``manifest``, ``run_id``. ``chat.completions.create``
-    and ``embeddings.create`` are cached (also through ``with_raw_response``); any other
-    SDK path raises `UncachedPathError` (use ``client.sdk.<path>`` for the uncached SDK).
+    ``identity_base_url``, ``mode``, ``manifest``, ``run_id``, ``reproduce``.
+    ``chat.completions.create`` and ``embeddings.create`` are cached (also through
+    ``with_raw_response``); any other SDK path raises `UncachedPathError` (use
+    ``client.sdk.<path>`` for the uncached SDK).
     """
 
     sdk: together.AsyncTogether
@@ -160,6 +161,7 @@ class AsyncTogether(EmbeddingsMixin, DropInClient):
         mode: Mode = "readwrite",
         manifest: str | os.PathLike[str] | RunManifest | None = None,
         run_id: str | None = None,
+        reproduce: str | os.PathLike[str] | RunManifest | None = None,
         sdk_client: together.AsyncTogether | None = None,
         **sdk_options: Any,
     ) -> None:
@@ -187,6 +189,7 @@ class AsyncTogether(EmbeddingsMixin, DropInClient):
             mode=mode,
             manifest=manifest,
             run_id=run_id,
+            reproduce=reproduce,
         )
 
     def _make_resources(self) -> None:
