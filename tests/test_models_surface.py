@@ -232,8 +232,6 @@ async def test_reproduce_gives_each_call_its_recorded_samples(
     assert again == first and len({t[0] for t in first.values()}) == 3
     assert server.stats()["requests"] == sent
     with pytest.raises(DropInOptionError, match="reproduce"):
-        AsyncOpenAI(cache=cache, api_key="t", reproduce=tmp_path / "missing.jsonl")
-    with pytest.raises(DropInOptionError, match="reproduce"):
         AsyncOpenAI(cache=cache, api_key="t", reproduce=record, run_id="x")
     async with openai_client(server, cache) as client:
         with pytest.raises(DropInOptionError, match="reproduce"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from cachesaver import Stats
@@ -22,6 +22,7 @@ from cachesaver.manifest import RunManifest
 from cachesaver.models._common import TokenUsage
 from cachesaver.models._errors import DropInOptionError
 from cachesaver.pipelines import DEFAULT_CACHE, OnlineAPI
+from cachesaver.savings import Price, SavingsCounter
 from cachesaver.stores import CacheLike, open_store
 
 __all__ = ["DropInCore", "add_stats"]
@@ -63,6 +64,7 @@ class DropInCore:
         manifest: str | os.PathLike[str] | RunManifest | None,
         run_id: str | None,
         reproduce: str | os.PathLike[str] | RunManifest | None = None,
+        prices: Mapping[str, Price] | None = None,
     ) -> None:
         _positive_int(where, "batch_size", batch_size, "samples per batch")
         _positive_int(where, "max_embedding_inputs", max_embedding_inputs, "inputs per call")
@@ -88,22 +90,19 @@ class DropInCore:
                 f"{where}: run_id must be a non-empty str (the id every worker of a shared "
                 f"run passes), got {run_id!r}"
             )
-        if reproduce is not None and not isinstance(reproduce, RunManifest):
-            if not isinstance(reproduce, (str, os.PathLike)) or not os.fspath(reproduce):
+        if reproduce is not None:
+            if not isinstance(reproduce, (str, os.PathLike, RunManifest)) or (
+                not isinstance(reproduce, RunManifest) and not os.fspath(reproduce)
+            ):
                 raise DropInOptionError(
-                    f"{where}: reproduce must be the path of a recorded manifest or a "
-                    f"RunManifest, got {reproduce!r}"
+                    f"{where}: reproduce must be the path of a run manifest (or a RunManifest) "
+                    f"that an earlier run wrote with manifest=, got {reproduce!r}"
                 )
-            if not os.path.isfile(os.fspath(reproduce)):
+            if run_id is not None:
                 raise DropInOptionError(
-                    f"{where}: reproduce={os.fspath(reproduce)!r} is not a file; pass the "
-                    "manifest a run recorded with manifest="
+                    f"{where}: reproduce= and run_id= cannot be combined: reproduce a shared "
+                    "run from its manifest in one process"
                 )
-        if reproduce is not None and run_id is not None:
-            raise DropInOptionError(
-                f"{where}: reproduce= and run_id= cannot be combined; reproduce a shared run "
-                "from its recorded manifest without run_id"
-            )
         owns_manifest = False
         if manifest is not None and not isinstance(manifest, RunManifest):
             if not isinstance(manifest, (str, os.PathLike)) or not os.fspath(manifest):
@@ -122,6 +121,10 @@ class DropInCore:
         self._owns_manifest = owns_manifest
         self.run_id = run_id
         self.reproduce = reproduce
+        try:
+            self.savings = SavingsCounter(prices)
+        except (TypeError, ValueError) as exc:
+            raise DropInOptionError(f"{where}: prices: {exc}") from exc
         self._cache_spec = cache
         self.store, self._owns_store = open_store(cache)
         self.pipelines: dict[PipelineKey, tuple[Any, OnlineAPI]] = {}
@@ -166,6 +169,7 @@ class DropInCore:
                 manifest=self.manifest,
                 run_id=self.run_id,
                 reproduce=self.reproduce,
+                savings=self.savings,
             )
             entry = self.pipelines[key] = (adapter, pipeline)
         return entry

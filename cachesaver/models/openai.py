@@ -17,6 +17,7 @@ client and `OpenAIEmbeddingModel` a `BatchRequestModel`. See ``docs/providers.md
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import openai
@@ -47,6 +48,7 @@ from cachesaver.models._resources import (
 from cachesaver.models._responses import ResponsesMixin, responses_params
 from cachesaver.models._sync import SyncDropIn
 from cachesaver.pipelines import DEFAULT_CACHE
+from cachesaver.savings import Price
 from cachesaver.stores import CacheLike
 
 __all__ = [
@@ -171,9 +173,7 @@ class AsyncOpenAI(EmbeddingsMixin, ResponsesMixin, DropInClient):
     - ``identity_base_url``: the base URL recorded in cache keys (default: the client's);
     - ``mode="replay"``: serve only from the cache (a miss raises `CacheMissError`);
     - ``manifest``: a path (or `RunManifest`) recording the samples every call received;
-    - ``run_id``: join a shared run (workers with one ``run_id`` draw disjoint samples);
-    - ``reproduce``: a manifest recorded with ``manifest=``: every call that matches a
-      recorded one (namespace, request_id, key) gets exactly its recorded samples.
+    - ``run_id``: join a shared run (workers with one ``run_id`` draw disjoint samples).
 
     Cached: ``chat.completions.create`` / ``.parse`` (also ``beta.chat.completions``),
     ``embeddings.create``, ``responses.create``, and the same through
@@ -214,6 +214,7 @@ class AsyncOpenAI(EmbeddingsMixin, ResponsesMixin, DropInClient):
         manifest: str | os.PathLike[str] | RunManifest | None = None,
         run_id: str | None = None,
         reproduce: str | os.PathLike[str] | RunManifest | None = None,
+        prices: Mapping[str, Price] | None = None,
         sdk_client: openai.AsyncOpenAI | None = None,
         **sdk_options: Any,
     ) -> None:
@@ -240,6 +241,7 @@ class AsyncOpenAI(EmbeddingsMixin, ResponsesMixin, DropInClient):
             manifest=manifest,
             run_id=run_id,
             reproduce=reproduce,
+            prices=prices,
         )
 
     def _make_resources(self) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import together
@@ -53,6 +54,7 @@ from cachesaver.models._resources import (
 )
 from cachesaver.models._sync import SyncDropIn
 from cachesaver.pipelines import DEFAULT_CACHE
+from cachesaver.savings import Price
 from cachesaver.stores import CacheLike
 
 __all__ = [
@@ -132,10 +134,9 @@ class AsyncTogether(EmbeddingsMixin, DropInClient):
     real client (``client.sdk``), or wrap one with ``sdk_client=``. cachesaver options
     as for `cachesaver.models.openai.AsyncOpenAI`: ``cache``, ``namespace``,
     ``batch_size``, ``batch_timeout``, ``max_concurrency``, ``max_embedding_inputs``,
-    ``identity_base_url``, ``mode``, ``manifest``, ``run_id``, ``reproduce``.
-    ``chat.completions.create`` and ``embeddings.create`` are cached (also through
-    ``with_raw_response``); any other SDK path raises `UncachedPathError` (use
-    ``client.sdk.<path>`` for the uncached SDK).
+    ``identity_base_url``, ``mode``, ``manifest``, ``run_id``. ``chat.completions.create``
+    and ``embeddings.create`` are cached (also through ``with_raw_response``); any other
+    SDK path raises `UncachedPathError` (use ``client.sdk.<path>`` for the uncached SDK).
     """
 
     sdk: together.AsyncTogether
@@ -162,6 +163,7 @@ class AsyncTogether(EmbeddingsMixin, DropInClient):
         manifest: str | os.PathLike[str] | RunManifest | None = None,
         run_id: str | None = None,
         reproduce: str | os.PathLike[str] | RunManifest | None = None,
+        prices: Mapping[str, Price] | None = None,
         sdk_client: together.AsyncTogether | None = None,
         **sdk_options: Any,
     ) -> None:
@@ -190,6 +192,7 @@ class AsyncTogether(EmbeddingsMixin, DropInClient):
             manifest=manifest,
             run_id=run_id,
             reproduce=reproduce,
+            prices=prices,
         )
 
     def _make_resources(self) -> None:
