@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -183,6 +184,20 @@ async def test_responses_hit_in_a_new_client_with_zero_http_requests(
         ]
     assert server.stats()["requests"] == sent
     assert [r.output_text for r in again] == [first.output_text, second.output_text]
+
+
+async def test_merged_responses_calls_each_pay_their_prompt(
+    server: FakeLLMServer, cache: str
+) -> None:
+    """Identical concurrent calls are one request of n=2: two API calls, none duplicated."""
+    async with client_for(server, cache) as client:
+        both = await asyncio.gather(
+            *(client.responses.create(model="fake-chat", input="same", namespace="A") for _ in "ab")
+        )
+    assert server.stats()["response_requests"] == 2
+    assert [r.model_extra for r in both] == [{"cached": False, "duplicated": False}] * 2
+    assert all(r.usage is not None and r.usage.input_tokens > 0 for r in both)
+    assert both[0].output_text != both[1].output_text
 
 
 async def test_responses_key_holds_instructions_tools_and_text_format(

@@ -2,9 +2,10 @@
 
 The Responses API has no ``n``: each sample is one API call, so a request for ``n``
 samples (``n`` > 1 only when identical calls in one namespace are merged) makes ``n``
-calls at once. A sample is the response's JSON with its own token usage, stored like any
-other: the same per-sample semantics as chat (a repeat in a namespace draws a fresh
-answer, another namespace reuses it, a new run replays it). ``previous_response_id``,
+calls at once, each paying its prompt (so no sample is flagged ``duplicated``). A
+sample is the response's JSON with its own token usage, stored like any other: the same
+per-sample semantics as chat (a repeat in a namespace draws a fresh answer, another
+namespace reuses it, a new run replays it). ``previous_response_id``,
 ``conversation`` and ``background`` are refused: they point at state kept by the
 provider, which a cache cannot key or replay; pass the earlier turns in ``input``.
 """
@@ -113,7 +114,8 @@ class ResponsesAdapter:
         kwargs.update(getattr(request, CALL_OPTIONS_ATTR, None) or {})
         client = getattr(request, SDK_ATTR, None) or self.client
         samples = await asyncio.gather(*(self._one(client, kwargs) for _ in range(request.n)))
-        return Response(list(samples))
+        # Each sample was its own call and paid its own prompt: none is "duplicated".
+        return Response(list(samples), duplicated=[False] * request.n)
 
 
 class ResponsesMixin:
