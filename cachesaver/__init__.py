@@ -21,6 +21,7 @@ from cachesaver.errors import (
     ExportTooLargeError,
     ImportConflictError,
     InvalidRequestError,
+    ManifestError,
     MissingExtraError,
     ModelContractError,
     ModelTimeoutError,
@@ -29,6 +30,7 @@ from cachesaver.errors import (
     PipelineLoopError,
     StoreError,
     UnknownTypeTagError,
+    UnmatchedRequestWarning,
     UnstorableSampleError,
 )
 from cachesaver.manifest import ManifestEntry, RunManifest, read_manifest
@@ -59,6 +61,7 @@ __all__ = [
     "InvalidRequestError",
     "LocalAPI",
     "ManifestEntry",
+    "ManifestError",
     "MissingExtraError",
     "ModelContractError",
     "ModelTimeoutError",
@@ -75,6 +78,7 @@ __all__ = [
     "Store",
     "StoreError",
     "UnknownTypeTagError",
+    "UnmatchedRequestWarning",
     "UnstorableSampleError",
     "__version__",
     "decode_sample",

@@ -20,11 +20,16 @@ __all__ = ["Claim", "Coordinator", "Memo", "Run", "coordinator", "seen"]
 
 
 class Run:
-    """Namespace positions of one run: which index each namespace draws next, per key."""
+    """Namespace positions of one run: which index each namespace draws next, per key.
 
-    def __init__(self) -> None:
+    ``floors`` gives (namespace, key) a first index other than 0 (a reproduced run
+    allocates new draws after every index its record used).
+    """
+
+    def __init__(self, floors: dict[tuple[str, str], int] | None = None) -> None:
         self._next: dict[str, dict[str, int]] = {}
         self._returned: dict[tuple[str, str], list[int]] = {}
+        self._floors = floors or {}
 
     def reserve(self, namespace: str, key: str, n: int) -> list[int]:
         taken: list[int] = []
@@ -40,7 +45,9 @@ class Run:
         positions = self._next.get(namespace)
         if positions is None:
             positions = self._next[namespace] = {}
-        start = positions.get(key, 0)
+        start = positions.get(key)
+        if start is None:
+            start = self._floors.get((namespace, key), 0) if self._floors else 0
         fresh = n - len(taken)
         positions[key] = start + fresh
         if not taken:

@@ -1,7 +1,10 @@
 """The batching stage: requests are collected into batches by size and timeout.
 
-``batch_size`` bounds the samples in one batch (the sum of ``n``); a request is never
-split, and a request with ``n > batch_size`` goes alone. A batch is sent when it is full
+``batch_size`` bounds the samples in one batch (the sum of ``n``). By default a request
+is never split (an API takes any ``n``): a request with ``n > batch_size`` goes alone.
+With ``split=True`` (`LocalAPI`: the batch size is a hardware limit) such a request is
+sent as several requests of at most ``batch_size`` samples, in separate model calls,
+and its samples come back in order. A batch is sent when it is full
 or ``timeout`` seconds after its first request arrived (monotonic clock, so no
 configuration makes a request wait forever). Batches run concurrently: a slow batch does
 not hold back the next one.
@@ -18,7 +21,7 @@ from typing import overload
 from cachesaver._models import Outcome
 from cachesaver._stage import Stage
 from cachesaver.errors import ModelContractError
-from cachesaver.typedefs import Batch, Request, Response
+from cachesaver.typedefs import Batch, Request, Response, with_n
 
 __all__ = ["AsyncBatcher"]
 
@@ -37,7 +40,9 @@ class _Pending:
 class AsyncBatcher(Stage):
     """Collect requests into batches of at most ``batch_size`` samples."""
 
-    def __init__(self, model: object, batch_size: float = 16, timeout: float = 0.05) -> None:
+    def __init__(
+        self, model: object, batch_size: float = 16, timeout: float = 0.05, split: bool = False
+    ) -> None:
         super().__init__(model)
         if isinstance(batch_size, bool) or not (
             (isinstance(batch_size, int) and batch_size >= 1) or batch_size == math.inf
@@ -57,6 +62,7 @@ class AsyncBatcher(Stage):
             )
         self.batch_size = batch_size
         self.timeout = float(timeout)
+        self.split = bool(split)
         self._pending = _Pending()
         self._closing = False
 
@@ -107,7 +113,10 @@ class AsyncBatcher(Stage):
         target: _Sink = future if future is not None else sink  # type: ignore[assignment]
         n = request.n
         if n > self.batch_size:
-            self._dispatch(_Pending([request], [target], n))
+            if self.split:
+                self._enqueue_parts(request, target)
+            else:
+                self._dispatch(_Pending([request], [target], n))
             return future
         pending = self._pending
         if pending.requests and pending.samples + n > self.batch_size:
@@ -124,6 +133,16 @@ class AsyncBatcher(Stage):
             else:
                 pending.timer = loop.call_later(self.timeout, self._flush_if, pending)
         return future
+
+    def _enqueue_parts(self, request: Request, sink: _Sink) -> None:
+        """Send ``request`` as parts of at most ``batch_size`` samples, joined in order."""
+        size = int(self.batch_size)
+        counts = [size] * (request.n // size)
+        if request.n % size:
+            counts.append(request.n % size)
+        joiner = _Joiner(len(counts), sink)
+        for position, count in enumerate(counts):
+            self._enqueue(with_n(request, count), joiner.part(position))
 
     def _flush_if(self, pending: _Pending) -> None:
         if pending is self._pending:
@@ -171,6 +190,41 @@ class AsyncBatcher(Stage):
         if self._loop is not None and self._pending.requests:
             self._flush()
         self._inner._cs_closing()
+
+
+class _Joiner:
+    """Joins the outcomes of a split request's parts into one, in order."""
+
+    def __init__(self, parts: int, sink: _Sink) -> None:
+        self.outcomes: list[Outcome | None] = [None] * parts
+        self.left = parts
+        self.sink = sink
+
+    def part(self, position: int) -> Callable[[Outcome], None]:
+        def done(outcome: Outcome) -> None:
+            self.outcomes[position] = outcome
+            self.left -= 1
+            if self.left == 0:
+                _deliver(self.sink, self._joined())
+
+        return done
+
+    def _joined(self) -> Outcome:
+        responses: list[Response] = []
+        for outcome in self.outcomes:
+            if not isinstance(outcome, Response):
+                assert outcome is not None
+                return outcome
+            responses.append(outcome)
+        cached = [r.cached for r in responses]
+        duplicated = [r.duplicated for r in responses]
+        return Response(
+            data=[value for r in responses for value in r.data],
+            cached=None if None in cached else [f for flags in cached if flags for f in flags],
+            duplicated=(
+                None if None in duplicated else [f for flags in duplicated if flags for f in flags]
+            ),
+        )
 
 
 def _deliver(sink: _Sink, outcome: Outcome) -> None:

@@ -1,70 +1,103 @@
 """Where a request gets its samples: the cache stage.
 
-For each request the cacher (1) reserves the namespace's next sample indices of the
-request's key, synchronously, so issue order alone decides who gets which samples;
-(2) claims the indices nobody in this process is producing, and waits for the others;
-(3) reads its claimed indices from the store in one bulk read per loop iteration;
-(4) asks the model below only for the indices still missing, and stores what comes back
-before answering. A request that fails or is cancelled hands its indices back to its
-namespace; samples a model returned are stored even if their requester is gone.
+One serving path, for a request alone or a whole batch, whatever kind of run it is:
+
+1. **reserve**: the allocator (`_allocation.py`) gives each request its sample indices,
+   synchronously and in issue order (rule 2): the run's namespace positions in memory,
+   the store's (a shared run), or the indices a recorded run gave it (rule 8);
+2. **claim** the indices nobody in this process is reading or producing, and wait for
+   the others (rule 4); texts this pipeline already read or wrote are served at once;
+3. **read** the claimed indices: one bulk store read per event-loop iteration;
+4. **lease**: the allocator says which missing indices this process may generate now
+   (in a shared run another worker may be generating the others: they are polled for);
+5. **generate** what is missing (`_generation.Generation`: one model call, one write),
+   and answer with the flags; record the manifest line if asked.
+
+A request that fails or is cancelled hands its indices back to the allocator (rule 5);
+samples a model returned are stored even if their requester is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import os
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any, Literal
 
+from cachesaver._allocation import Allocator, Grant, InProcessAllocator, SharedAllocator
 from cachesaver._canonical import canonical_json, digest
-from cachesaver._coordination import Claim, Coordinator, Memo, Run, coordinator, seen
+from cachesaver._coordination import Claim, Memo
+from cachesaver._generation import Generation, LoopState, Produced, decoded
 from cachesaver._models import Outcome, describe, first_error
+from cachesaver._reproduce import Record, ReproduceAllocator
 from cachesaver._stage import Stage
-from cachesaver._tasks import Coalescer
-from cachesaver.codec import decode_sample, encode_sample
-from cachesaver.errors import (
-    CacheMissError,
-    CacheSaverError,
-    DamagedSampleError,
-    ModelContractError,
-    ModelTimeoutError,
-    UnknownTypeTagError,
-    UnstorableSampleError,
-)
+from cachesaver.errors import CacheMissError
 from cachesaver.manifest import RunManifest
 from cachesaver.stores import CacheLike, open_store
-from cachesaver.stores.base import (
-    LeaseRequest,
-    Reservation,
-    SampleRead,
-    SampleWrite,
-    SharedStore,
-    Store,
-    Unreservation,
-    WriteResult,
-)
-from cachesaver.typedefs import Batch, Request, Response, request_content, with_n
+from cachesaver.stores.base import SampleRead, SharedStore, Store
+from cachesaver.typedefs import Batch, Request, Response, request_content
 
 __all__ = ["AsyncCacher"]
 
 Mode = Literal["readwrite", "replay"]
 
-_NOTHING: list[int] = []  # "no index left to poll for" (never mutated)
+_NOTHING: list[int] = []  # "no index left to serve" (never mutated)
+_NO_JOBS: list[_Job] = []  # (never mutated)
 
 # (value, cached, duplicated) of one sample as the requester will see it.
 _Served = tuple[Any, bool, bool]
 
 
-def _decoded(text: str, key: str, index: int) -> Any:
-    """Decode a stored sample; an error names the key and index it came from."""
-    try:
-        return decode_sample(text)
-    except (DamagedSampleError, UnknownTypeTagError) as exc:
-        raise type(exc)(f"{exc} [key={key[:12]}, index {index}]") from None
+def _same_file(one: str, other: str) -> bool:
+    return os.path.realpath(one) == os.path.realpath(other)
+
+
+def _served(job: _Job, produced: Produced) -> None:
+    served = job.served
+    for index, value, duplicated in produced:
+        served[index] = (value, False, duplicated)
+
+
+class _Job:
+    """One request being served: its indices, what it has so far, what is left."""
+
+    __slots__ = (
+        "claim",
+        "content",
+        "error",
+        "future",
+        "indices",
+        "key",
+        "mine",
+        "polling",
+        "request",
+        "served",
+        "todo",
+        "waits",
+    )
+
+    def __init__(self, request: Request, key: str, content: str) -> None:
+        self.request = request
+        self.key = key
+        self.content = content
+        self.served: dict[int, _Served] = {}
+        self.polling = False  # todo holds indices another worker is generating
+        self.mine = _NOTHING  # indices this job reads (then: generates) under ``claim``
+        self.claim: Claim | None = None
+        self.waits: dict[Claim, list[int]] | None = None  # indices others produce
+        self.future: asyncio.Future[Produced] | None = None  # its generation
+        self.indices: list[int] | None = None
+        self.error: BaseException | None = None
+        self.todo = _NOTHING
+
+    def grant(self, grant: Grant) -> None:
+        if isinstance(grant, BaseException):
+            self.error = grant
+        else:
+            self.indices = self.todo = grant
 
 
 class AsyncCacher(Stage):
@@ -82,6 +115,11 @@ class AsyncCacher(Stage):
     a worker generating a sample holds a lease on it (renewed every ``lease_ttl / 3``
     seconds) so other workers wait for it instead of paying twice; a worker that dies
     blocks the others no longer than ``lease_ttl``.
+
+    ``reproduce`` (a manifest path or a `RunManifest`, read once here) reproduces a
+    recorded run whatever the timing (SEMANTICS rule 8): a request matching a recorded
+    one (namespace, request_id, key; k-th to k-th) gets exactly its recorded indices;
+    others get new indices after the record's, or `CacheMissError` in replay mode.
     """
 
     def __init__(
@@ -93,6 +131,7 @@ class AsyncCacher(Stage):
         manifest: str | os.PathLike[str] | RunManifest | None = None,
         run_id: str | None = None,
         lease_ttl: float = 30.0,
+        reproduce: str | os.PathLike[str] | RunManifest | None = None,
     ) -> None:
         super().__init__(model)
         if mode not in ("readwrite", "replay"):
@@ -110,39 +149,45 @@ class AsyncCacher(Stage):
         self._store, self._owns_store = open_store(cache)
         self.run_id = run_id
         self.lease_ttl = lease_ttl
-        self._shared: SharedStore | None = None
-        if run_id is not None:
-            if not isinstance(run_id, str) or not run_id:
-                raise ValueError(f"run_id must be a non-empty str, got {run_id!r}")
-            if not isinstance(self._store, SharedStore):
-                raise TypeError(
-                    f"run_id={run_id!r} needs a store that can hold shared runs (DiskStore or "
-                    f"RedisStore); {self._store!r} cannot"
-                )
-            if not (isinstance(lease_ttl, (int, float)) and 0 < lease_ttl < math.inf):
-                raise ValueError(
-                    f"lease_ttl must be a positive number of seconds, got {lease_ttl!r}"
-                )
-            self._shared = self._store
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self._allocator: Allocator = self._choose_allocator(run_id, lease_ttl, reproduce)
         identity = self._inner.identity
         self._identity = None if identity is None else canonical_json(identity, "identity")
         self._memo = Memo()
         self._dedup = self._inner._cs_dedup  # the chain below is fixed from here on
-        self._run = Run()
-        self._coord: Coordinator | None = None
-        self._reads: Coalescer[SampleRead, dict[int, str]] | None = None
-        self._writes: Coalescer[SampleWrite, WriteResult] | None = None
-        self._jobs = 0
-        self._serving = 0
-        self._idle: asyncio.Future[None] | None = None
-        self._reserves: Coalescer[Reservation, list[int]] | None = None
-        self._unreserves: Coalescer[Unreservation, None] | None = None
-        self._leases: Coalescer[LeaseRequest, list[int]] | None = None
-        self._unleases: Coalescer[LeaseRequest, None] | None = None
-        self._active_leases: dict[int, LeaseRequest] = {}
-        self._keeper_wake: asyncio.Event | None = None
-        self._keeper_running = False
+        self._state: LoopState | None = None
+
+    def _choose_allocator(
+        self,
+        run_id: str | None,
+        lease_ttl: float,
+        reproduce: str | os.PathLike[str] | RunManifest | None,
+    ) -> Allocator:
+        if reproduce is not None:
+            if run_id is not None:
+                raise ValueError(
+                    "reproduce= and run_id= cannot be combined: reproduce a shared run from "
+                    "one process (its manifests concatenated), without run_id"
+                )
+            record = Record.load(reproduce)
+            if self._manifest is not None and _same_file(self._manifest.path, record.source):
+                raise ValueError(
+                    f"manifest= and reproduce= name the same file {record.source!r}; record "
+                    "the new run in another file"
+                )
+            return ReproduceAllocator(record, replay=self.mode == "replay")
+        if run_id is None:
+            return InProcessAllocator()
+        if not isinstance(run_id, str) or not run_id:
+            raise ValueError(f"run_id must be a non-empty str, got {run_id!r}")
+        if not isinstance(self._store, SharedStore):
+            raise TypeError(
+                f"run_id={run_id!r} needs a store that can hold shared runs (DiskStore or "
+                f"RedisStore); {self._store!r} cannot"
+            )
+        if not (isinstance(lease_ttl, (int, float)) and 0 < lease_ttl < math.inf):
+            raise ValueError(f"lease_ttl must be a positive number of seconds, got {lease_ttl!r}")
+        return SharedAllocator(self._store, run_id, self._owner, lease_ttl)
 
     @property
     def store(self) -> Store:
@@ -150,20 +195,11 @@ class AsyncCacher(Stage):
         return self._store
 
     def _new_loop(self) -> None:
-        self._jobs = 0
-        self._serving = 0
-        self._idle = None
-        self._coord = coordinator(self._store.location)
-        self._reads = Coalescer(self._store.read, self._tasks)
-        self._writes = Coalescer(self._store.write, self._tasks)
-        if self._shared is not None:
-            self._reserves = Coalescer(self._shared.reserve, self._tasks)
-            self._unreserves = Coalescer(self._shared.unreserve, self._tasks)
-            self._leases = Coalescer(self._shared.lease, self._tasks)
-            self._unleases = Coalescer(self._shared.unlease, self._tasks)
-            self._active_leases = {}
-            self._keeper_wake = asyncio.Event()
-            self._keeper_running = False
+        self._state = LoopState(self._store, self._tasks)
+        self._allocator.start_loop(self._tasks)
+
+    def _busy(self) -> bool:
+        return bool(self._tasks) or (self._state is not None and self._state.busy())
 
     def key_of(self, request: Request) -> str:
         """Return the key of ``request``: its content plus this model's identity."""
@@ -181,41 +217,12 @@ class AsyncCacher(Stage):
 
     async def request(self, request: Request) -> Response:
         self._enter()
-        key, content = self._key(request)
-        self._serving += 1  # aclose() waits for this request
-        try:
-            if self._reserves is None:
-                indices = self._run.reserve(request.namespace, key, request.n)
-            else:
-                (indices,) = await self._reserve_shared([(request, key)])
-            try:
-                served: dict[int, _Served] = {}
-                mine, claim, waits = self._take(key, indices, served)
-                if claim is not None and self._leases is None:
-                    # The common case, inline (no extra coroutine per request): one bulk
-                    # read, then at most one generation.
-                    await self._read_and_generate(request, key, content, mine, claim, served)
-                    claim = None
-                if claim is not None:
-                    response = await self._serve(
-                        request, key, content, indices, served, taken=(mine, claim, waits)
-                    )
-                elif waits is not None:
-                    retry = await self._wait_for_others(key, waits, served)
-                    response = await self._serve(request, key, content, indices, served, retry)
-                else:
-                    response = self._respond(indices, served)
-            except BaseException:
-                self._give_back(request.namespace, key, indices)
-                raise
-        finally:
-            self._serving -= 1
-            if self._idle is not None:
-                self._maybe_idle()
-        self._tally(response)
-        if self._manifest is not None:
-            self._manifest.record(key, request.namespace, request.request_id, indices)
-        return response
+        job = _Job(request, *self._key(request))
+        await self._answer((job,))
+        outcome = self._settle(job, False)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
     async def batch_request(self, batch: Batch) -> list[Response]:
         """Return one response per request, in order; all or nothing.
@@ -223,7 +230,10 @@ class AsyncCacher(Stage):
         If any request fails, its error is raised and no request of the batch consumes
         anything: the samples already stored are handed out again, as cached, next time.
         """
-        outcomes = await self._batch(batch, all_or_nothing=True)
+        self._enter()
+        jobs = [_Job(r, *self._key(r)) for r in batch.requests]
+        await self._answer(jobs)
+        outcomes = self._finish(jobs, all_or_nothing=True)
         error = first_error(outcomes)
         if error is not None:
             raise error
@@ -232,128 +242,134 @@ class AsyncCacher(Stage):
     async def _cs_batch_each(self, batch: Batch) -> list[Outcome]:
         # Seen from a stage above: every request stands alone (a failure consumes
         # nothing of its own, and the others keep what they received).
-        return await self._batch(batch, all_or_nothing=False)
-
-    async def _batch(self, batch: Batch, all_or_nothing: bool) -> list[Outcome]:
         self._enter()
-        keyed = [(request, *self._key(request)) for request in batch.requests]
-        self._serving += 1  # aclose() waits for this batch
+        jobs = [_Job(r, *self._key(r)) for r in batch.requests]
+        await self._answer(jobs)
+        return self._finish(jobs, all_or_nothing=False)
+
+    async def _answer(self, jobs: Sequence[_Job]) -> None:
+        """The one serving path: reserve and serve ``jobs`` (then `_finish` answers).
+
+        Each round claims what it can (`_take`), reads the claims in one bulk read, asks
+        the allocator which missing indices may be generated here (unless it is the only
+        generator), starts a generation per job (`_start`), then waits for indices other
+        requests of this process are producing. An index whose producer failed, or that
+        another worker holds a lease on, goes into the next round (the latter after a
+        growing pause: it is polled for in the store). Until a generation takes a claim
+        over, any failure or cancellation releases the claim, so nobody waits on a claim
+        nobody will finish.
+        """
+        state = self._state
+        assert state is not None
+        allocator = self._allocator
+        state.serving += 1  # aclose() waits for these requests
         try:
-            if self._reserves is None:
-                reserved = [self._run.reserve(r.namespace, key, r.n) for r, key, _ in keyed]
-            else:
-                reserved = await self._reserve_shared([(r, key) for r, key, _ in keyed])
+            grants = allocator.reserve(jobs)
+            if not isinstance(grants, list):
+                grants = await grants
+            for job, grant in zip(jobs, grants, strict=True):
+                job.grant(grant)
             try:
-                if self._leases is None:
-                    outcomes = await self._serve_all(keyed, reserved)
-                else:
-                    outcomes = list(
-                        await asyncio.gather(
-                            *(
-                                self._serve(r, key, content, indices)
-                                for (r, key, content), indices in zip(keyed, reserved, strict=True)
-                            ),
-                            return_exceptions=True,
-                        )
-                    )
+                active = jobs
+                delay = 0.02
+                while active:
+                    claimed: list[_Job] = []
+                    waiting: list[_Job] | None = None
+                    for job in active:
+                        if job.error is None:
+                            self._take(state, job)
+                            if job.claim is not None:
+                                claimed.append(job)
+                            if job.waits is not None:
+                                if waiting is None:
+                                    waiting = []
+                                waiting.append(job)
+                    if claimed:
+                        held: list[list[int]] | None = None  # None: every missing index
+                        try:
+                            if len(claimed) == 1:
+                                job = claimed[0]
+                                found = [await state.reads.submit(SampleRead(job.key, job.mine))]
+                            else:
+                                reads = [SampleRead(job.key, job.mine) for job in claimed]
+                                found = await state.reads.submit_all(reads)
+                            asking = self._found_all(state, claimed, found)
+                            if asking and not allocator.exclusive:
+                                leased = allocator.lease([(job.key, job.mine) for job in asking])
+                                held = leased if isinstance(leased, list) else await leased
+                        except BaseException as exc:
+                            for job in claimed:
+                                self._abandon(state, job, exc)
+                            if not isinstance(exc, Exception):
+                                raise
+                            asking = []
+                        started = self._start(state, asking, held) if asking else _NO_JOBS
+                        if len(started) == 1:
+                            job = started[0]
+                            assert job.future is not None
+                            try:
+                                _served(job, await job.future)
+                            except Exception as exc:
+                                job.error = exc
+                        elif started:
+                            outcomes = await asyncio.gather(
+                                *(job.future for job in started if job.future is not None),
+                                return_exceptions=True,
+                            )
+                            for job, outcome in zip(started, outcomes, strict=True):
+                                if not isinstance(outcome, BaseException):
+                                    _served(job, outcome)
+                                elif isinstance(outcome, Exception):
+                                    job.error = outcome
+                                else:
+                                    raise outcome
+                    for job in waiting or ():
+                        waits, job.waits = job.waits, None
+                        if job.error is None and waits is not None:
+                            retry = await self._wait_for_others(job.key, waits, job.served)
+                            if retry:
+                                job.todo = job.todo + retry
+                    if len(active) == 1:
+                        job = active[0]
+                        if job.error is not None or not job.todo:
+                            return
+                        polling = job.polling
+                    else:
+                        active = [job for job in active if job.error is None and job.todo]
+                        polling = any(job.polling for job in active)
+                    if polling:
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, 0.5)
             except BaseException:
-                for (r, key, _), indices in zip(keyed, reserved, strict=True):
-                    self._give_back(r.namespace, key, indices)
+                for job in jobs:
+                    if job.indices is not None:
+                        allocator.give_back(job.request, job.key, job.indices)
                 raise
         finally:
-            self._serving -= 1
-            self._maybe_idle()
-        failed = any(isinstance(o, BaseException) for o in outcomes)
-        for (r, key, _), indices, outcome in zip(keyed, reserved, outcomes, strict=True):
-            if isinstance(outcome, BaseException) or (failed and all_or_nothing):
-                self._give_back(r.namespace, key, indices)
-        if failed and all_or_nothing:
-            return outcomes
-        for (r, key, _), indices, outcome in zip(keyed, reserved, outcomes, strict=True):
-            if isinstance(outcome, Response):
-                self._tally(outcome)
-                if self._manifest is not None:
-                    self._manifest.record(key, r.namespace, r.request_id, indices)
-        return outcomes
+            state.serving -= 1
+            state.maybe_idle()
 
-    async def _reserve_shared(self, items: list[tuple[Request, str]]) -> list[list[int]]:
-        """Reserve in the store, in issue order; a cancelled caller gives the indices back."""
-        assert self._reserves is not None
-        futures = [
-            self._reserves.submit(Reservation(self.run_id or "", r.namespace, key, r.n))
-            for r, key in items
-        ]
-        try:
-            return list(await asyncio.shield(asyncio.gather(*futures)))
-        except asyncio.CancelledError:
-            for (r, key), future in zip(items, futures, strict=True):
-                future.add_done_callback(self._give_back_later(r.namespace, key))
-            raise
+    def _finish(self, jobs: list[_Job], all_or_nothing: bool) -> list[Outcome]:
+        """Answer each job; with ``all_or_nothing`` one failure fails them all."""
+        failed = all_or_nothing and any(job.error is not None for job in jobs)
+        return [self._settle(job, failed) for job in jobs]
 
-    def _give_back_later(
-        self, namespace: str, key: str
-    ) -> Callable[[asyncio.Future[list[int]]], None]:
-        """A callback that returns a reservation granted after its requester left."""
-
-        def give_back(done: asyncio.Future[list[int]]) -> None:
-            if not done.cancelled() and done.exception() is None:
-                self._give_back(namespace, key, done.result())
-
-        return give_back
-
-    def _unlease_later(self, asked: LeaseRequest) -> Callable[[asyncio.Future[list[int]]], None]:
-        """A callback that drops leases granted after their requester left."""
-
-        def unlease(done: asyncio.Future[list[int]]) -> None:
-            if done.cancelled() or done.exception() is not None or not done.result():
-                return
-            assert self._unleases is not None
-            self._unleases.submit(asked).add_done_callback(seen)
-
-        return unlease
-
-    def _give_back(self, namespace: str, key: str, indices: list[int]) -> None:
-        """Return a failed request's indices to its namespace (rule 5)."""
-        if self._unreserves is None:
-            self._run.release(namespace, key, indices)
-            return
-        # Sent with the next bulk call (an owned task that close() waits for). If the
-        # store is down, the indices stay unused: a gap in this run, never a wrong sample.
-        future = self._unreserves.submit(Unreservation(self.run_id or "", namespace, key, indices))
-        future.add_done_callback(seen)
-
-    async def _serve(
-        self,
-        request: Request,
-        key: str,
-        content: str,
-        indices: list[int],
-        served: dict[int, _Served] | None = None,
-        todo: list[int] | None = None,
-        taken: tuple[list[int], Claim | None, dict[Claim, list[int]] | None] | None = None,
-    ) -> Response:
-        """Return the samples at ``indices`` of ``key``: stored, waited for, or generated.
-
-        ``served`` may already hold some indices (then ``todo`` lists the others, or
-        ``taken`` is what `_take` already did for them).
-        """
-        if served is None:
-            served = {}
-        todo = indices if todo is None else todo
-        delay = 0.02
-        while todo or taken is not None:
-            mine, claim, waits = taken if taken is not None else self._take(key, todo, served)
-            taken = None
-            remote: list[int] = []
-            if claim is not None:
-                remote = await self._produce(request, key, content, mine, claim, served)
-            todo = remote
-            if waits is not None:
-                todo = remote + await self._wait_for_others(key, waits, served)
-            if remote:  # held by another worker's lease: poll until stored or expired
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.5)
-        return self._respond(indices, served)
+    def _settle(self, job: _Job, failed: bool) -> Outcome:
+        """A job's answer (tallied, recorded); a failed job gives back what it reserved."""
+        indices = job.indices
+        if job.error is not None:
+            if indices is not None:
+                self._allocator.give_back(job.request, job.key, indices)
+            return job.error
+        assert indices is not None
+        response = self._respond(indices, job.served)
+        if failed:  # the batch fails: nothing of it is consumed
+            self._allocator.give_back(job.request, job.key, indices)
+            return response
+        self._tally(response)
+        if self._manifest is not None:
+            self._manifest.record(job.key, job.request.namespace, job.request.request_id, indices)
+        return response
 
     def _respond(self, indices: list[int], served: dict[int, _Served]) -> Response:
         if len(indices) == 1:
@@ -366,25 +382,32 @@ class AsyncCacher(Stage):
             [row[2] for row in rows] if self._dedup else None,
         )
 
-    def _take(
-        self, key: str, todo: list[int], served: dict[int, _Served]
-    ) -> tuple[list[int], Claim | None, dict[Claim, list[int]] | None]:
+    def _take(self, state: LoopState, job: _Job) -> None:
         """Serve remembered samples, claim the free indices, group the rest by claim.
 
-        Synchronous: it runs before the request's first await, so nobody in this
-        process reads or generates an index twice.
+        Takes the job's ``todo`` and sets its ``mine`` and ``claim`` (indices it reads or
+        produces) and ``waits`` (indices other requests are producing, by claim).
+        Synchronous: it runs before the request's next await, so nobody in this process
+        reads or generates an index twice.
         """
-        assert self._coord is not None
+        key = job.key
+        todo, job.todo, job.polling = job.todo, _NOTHING, False
         hits = self._memo.get(key, todo)
         if hits:  # remembered texts of stored samples: no store round trip
-            for index, text in hits.items():
-                served[index] = (_decoded(text, key, index), True, False)
+            served = job.served
+            try:
+                for index, text in hits.items():
+                    served[index] = (decoded(text, key, index), True, False)
+            except Exception as exc:  # a remembered text that no longer decodes
+                job.error = exc
+                return
             if len(hits) == len(todo):
-                return _NOTHING, None, None
+                return
             todo = [index for index in todo if index not in hits]
-        owned = self._coord.claims.get(key)
+        claims = state.coord.claims
+        owned = claims.get(key)
         if owned is None:
-            owned = self._coord.claims[key] = {}
+            owned = claims[key] = {}
         mine: list[int] = []
         waits: dict[Claim, list[int]] | None = None
         for index in todo:
@@ -395,12 +418,12 @@ class AsyncCacher(Stage):
                 if waits is None:
                     waits = {}
                 waits.setdefault(other, []).append(index)
-        if not mine:
-            return mine, None, waits
-        claim = Claim()
-        for index in mine:
-            owned[index] = claim
-        return mine, claim, waits
+        job.waits = waits
+        if mine:
+            claim = job.claim = Claim()
+            job.mine = mine
+            for index in mine:
+                owned[index] = claim
 
     async def _wait_for_others(
         self, key: str, waits: dict[Claim, list[int]], served: dict[int, _Served]
@@ -413,243 +436,119 @@ class AsyncCacher(Stage):
                 await other.wait(produced=True)
             for index in wanted:
                 if index in other.values:
-                    served[index] = (_decoded(other.values[index], key, index), True, False)
+                    served[index] = (decoded(other.values[index], key, index), True, False)
                 else:
                     retry.append(index)
         return retry
 
-    def _found(
-        self,
-        request: Request,
-        key: str,
-        mine: list[int],
-        claim: Claim,
-        found: dict[int, str],
-        served: dict[int, _Served],
-    ) -> list[int]:
-        """Take in what a read found; return the claimed indices still missing."""
-        assert self._coord is not None
+    def _found_all(
+        self, state: LoopState, claimed: list[_Job], results: list[dict[int, str]]
+    ) -> list[_Job]:
+        """Take in what the bulk read found; return the jobs with indices still missing.
+
+        A job's ``mine`` becomes its missing indices; a job with nothing missing, or
+        failing (replay mode, a damaged sample), has its claim finished or abandoned.
+        """
+        asking = 0
+        for job, found in zip(claimed, results, strict=True):
+            try:
+                missing = self._found(state, job, found)
+            except Exception as exc:
+                self._abandon(state, job, exc)
+                continue
+            if missing:
+                job.mine = missing
+                asking += 1
+            else:
+                job.claim = None
+        if asking == len(claimed):
+            return claimed
+        return [job for job in claimed if job.claim is not None]
+
+    def _start(
+        self, state: LoopState, asking: list[_Job], held: list[list[int]] | None
+    ) -> list[_Job]:
+        """Start one generation per job for the missing indices it may generate.
+
+        The model call and the write are driven by callbacks, not by the requester: if
+        it is cancelled they still finish and the samples are stored.
+        """
+        started = 0
+        for position, job in enumerate(asking):
+            claim = job.claim
+            assert claim is not None
+            missing = job.mine
+            job.claim = None  # from here on the generation (or nobody) finishes it
+            granted = missing if held is None else held[position]
+            if len(granted) < len(missing):  # another worker is generating the others
+                holding = set(granted)
+                remote = [index for index in missing if index not in holding]
+                missing = [index for index in missing if index in holding]
+                state.coord.release(job.key, remote, claim)
+                job.todo = job.todo + remote
+                job.polling = True
+            if not missing:
+                claim.finish()
+                job.future = None
+                continue
+            generation = Generation(
+                state,
+                self._memo,
+                self._allocator,
+                self._inner,
+                job.request,
+                job.key,
+                job.content,
+                missing,
+                claim,
+            )
+            job.future = generation.start()
+            started += 1
+        if started == len(asking):
+            return asking
+        return [job for job in asking if job.future is not None]
+
+    def _found(self, state: LoopState, job: _Job, found: dict[int, str]) -> list[int]:
+        """Take in what a read of the job's claim found; return the indices still missing."""
+        key = job.key
+        served = job.served
+        mine = job.mine
+        claim = job.claim
+        assert claim is not None
         for index, text in found.items():
-            served[index] = (_decoded(text, key, index), True, False)
+            served[index] = (decoded(text, key, index), True, False)
             self._memo.put(key, index, text)  # only texts that decode are remembered
             claim.values[index] = text
         if len(found) == len(mine):
-            self._coord.release(key, mine, claim)
+            state.coord.release(key, mine, claim)
             claim.finish()
             return _NOTHING
         claim.mark_checked()
         if found:
-            self._coord.release(key, list(found), claim)
+            state.coord.release(key, list(found), claim)
         missing = [index for index in mine if index not in found]
         if self.mode == "replay":
             raise CacheMissError(
-                f"replay mode: {len(missing)} of the {request.n} samples of "
-                f"({describe(request, key)}) are not in the cache {self._store!r}; "
+                f"replay mode: {len(missing)} of the {job.request.n} samples of "
+                f"({describe(job.request, key)}) are not in the cache {self._store!r}; "
                 "run once with mode='readwrite' (or import the run's cache) first"
             )
         return missing
 
-    async def _read_and_generate(
-        self,
-        request: Request,
-        key: str,
-        content: str,
-        mine: list[int],
-        claim: Claim,
-        served: dict[int, _Served],
-    ) -> None:
-        """`_produce` without leases: read the claimed indices, generate what is missing."""
-        assert self._reads is not None
-        future = None
-        try:
-            found = await self._reads.submit(SampleRead(key, mine))
-            missing = self._found(request, key, mine, claim, found, served)
-            if missing:
-                future = _Generation(self, request, key, content, missing, claim).start()
-        except BaseException:
-            self._abandon(key, mine, claim)
-            raise
-        if future is not None:
-            for index, value, dup in await future:
-                served[index] = (value, False, dup)
-
-    def _abandon(self, key: str, mine: list[int], claim: Claim) -> None:
-        """Free a claim nobody will finish (its request failed or was cancelled)."""
-        assert self._coord is not None
-        self._coord.release(key, mine, claim)
-        claim.finish()
-
-    async def _produce(
-        self,
-        request: Request,
-        key: str,
-        content: str,
-        mine: list[int],
-        claim: Claim,
-        served: dict[int, _Served],
-    ) -> list[int]:
-        """Read the claimed indices, generate what is missing; return indices to poll for.
-
-        Until a generation takes the claim over, any failure or cancellation releases it,
-        so no request of this process waits on a claim nobody will finish.
-        """
-        assert self._coord is not None and self._reads is not None
-        lease: LeaseRequest | None = None
-        try:
-            found = await self._reads.submit(SampleRead(key, mine))
-            missing = self._found(request, key, mine, claim, found, served)
-            if not missing:
-                return _NOTHING
-            remote: list[int] = []
-            if self._leases is not None:
-                # Another worker may be generating some of these right now: wait for
-                # those (polling) instead of paying for them twice.
-                asked = LeaseRequest(key, missing, self._owner, self.lease_ttl)
-                granted = self._leases.submit(asked)
-                try:
-                    held = set(await asyncio.shield(granted))
-                except asyncio.CancelledError:
-                    granted.add_done_callback(self._unlease_later(asked))
-                    raise
-                remote = [index for index in missing if index not in held]
-                missing = [index for index in missing if index in held]
-                lease = LeaseRequest(key, missing, self._owner, self.lease_ttl)
-                if remote:
-                    self._coord.release(key, remote, claim)
-            if not missing:
-                claim.finish()
-                return remote
-            future = _Generation(self, request, key, content, missing, claim, lease).start()
-        except BaseException:
-            self._abandon(key, mine, claim)
-            if lease is not None and lease.indices and self._unleases is not None:
-                self._unleases.submit(lease).add_done_callback(seen)
-            raise
-        # The model call and the write are driven by callbacks, not by this coroutine:
-        # if this requester is cancelled they still finish, the samples are stored, and
-        # waiters on the claim still get them.
-        for index, value, dup in await future:
-            served[index] = (value, False, dup)
-        return remote
-
-    async def _serve_all(
-        self, keyed: list[tuple[Request, str, str]], reserved: list[list[int]]
-    ) -> list[Outcome]:
-        """Serve a whole batch with one bulk read and no task per request.
-
-        Requests that must wait for indices other requests are producing finish through
-        `_serve`; everything else is one read, then the generations, awaited together.
-        """
-        assert self._reads is not None
-        count = len(keyed)
-        served: list[dict[int, _Served]] = [{} for _ in range(count)]
-        outcomes: list[Outcome | None] = [None] * count
-        waiting: list[dict[Claim, list[int]] | None] = [None] * count
-        claimed: list[tuple[int, list[int], Claim]] = []
-        for i, ((_, key, _), indices) in enumerate(zip(keyed, reserved, strict=True)):
-            mine, claim, waiting[i] = self._take(key, indices, served[i])
-            if claim is not None:
-                claimed.append((i, mine, claim))
-        if claimed:
-            reads = [SampleRead(keyed[i][1], mine) for i, mine, _ in claimed]
-            try:
-                results = await self._reads.submit_all(reads)
-            except BaseException as exc:
-                for i, mine, claim in claimed:
-                    self._abandon(keyed[i][1], mine, claim)
-                    outcomes[i] = exc
-                if not isinstance(exc, Exception):
-                    raise
-                results = []
-            jobs: list[tuple[int, asyncio.Future[list[tuple[int, Any, bool]]]]] = []
-            for (i, mine, claim), found in zip(claimed, results, strict=False):
-                request, key, content = keyed[i]
-                try:
-                    missing = self._found(request, key, mine, claim, found, served[i])
-                except Exception as exc:
-                    self._abandon(key, mine, claim)
-                    outcomes[i] = exc
-                    continue
-                if missing:
-                    job = _Generation(self, request, key, content, missing, claim)
-                    jobs.append((i, job.start()))
-            if jobs:
-                done = await asyncio.gather(*(future for _, future in jobs), return_exceptions=True)
-                for (i, _), result in zip(jobs, done, strict=True):
-                    if isinstance(result, BaseException):
-                        outcomes[i] = result
-                    else:
-                        for index, value, dup in result:
-                            served[i][index] = (value, False, dup)
-        rest = [i for i in range(count) if outcomes[i] is None and waiting[i] is not None]
-        if rest:
-            finished = await asyncio.gather(
-                *(
-                    self._serve(
-                        keyed[i][0],
-                        keyed[i][1],
-                        keyed[i][2],
-                        reserved[i],
-                        served[i],
-                        [index for index in reserved[i] if index not in served[i]],
-                    )
-                    for i in rest
-                ),
-                return_exceptions=True,
-            )
-            for i, outcome in zip(rest, finished, strict=True):
-                outcomes[i] = outcome
-        return [
-            outcome if outcome is not None else self._respond(indices, served[i])
-            for i, (outcome, indices) in enumerate(zip(outcomes, reserved, strict=True))
-        ]
-
-    def _hold_lease(self, job_id: int, lease: LeaseRequest) -> None:
-        self._active_leases[job_id] = lease
-        if not self._keeper_running:
-            self._keeper_running = True
-            self._tasks.spawn(self._keep_leases())
-
-    def _drop_lease(self, job_id: int) -> None:
-        lease = self._active_leases.pop(job_id, None)
-        if lease is None:
+    def _abandon(self, state: LoopState, job: _Job, exc: BaseException) -> None:
+        """Free the claim of a job that failed or was cancelled before generating."""
+        claim = job.claim
+        if claim is None:  # nothing claimed, or its samples were all found
             return
-        assert self._unleases is not None and self._keeper_wake is not None
-        self._unleases.submit(lease).add_done_callback(seen)
-        if not self._active_leases:
-            self._keeper_wake.set()
-
-    async def _keep_leases(self) -> None:
-        """Renew the leases of generations in flight until none is left."""
-        assert self._shared is not None and self._keeper_wake is not None
-        try:
-            while self._active_leases:
-                self._keeper_wake.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._keeper_wake.wait(), self.lease_ttl / 3)
-                if self._active_leases:
-                    with contextlib.suppress(CacheSaverError):
-                        await self._shared.lease(list(self._active_leases.values()))
-        finally:
-            self._keeper_running = False
-
-    def _busy(self) -> bool:
-        return bool(self._jobs or self._serving or self._tasks)
-
-    def _job_done(self) -> None:
-        self._jobs -= 1
-        self._maybe_idle()
-
-    def _maybe_idle(self) -> None:
-        idle = self._idle
-        if self._jobs == 0 and self._serving == 0 and idle is not None and not idle.done():
-            idle.set_result(None)
+        job.claim = None
+        state.coord.release(job.key, job.mine, claim)
+        claim.finish()
+        if job.error is None and isinstance(exc, Exception):
+            job.error = exc
 
     async def _drain(self) -> None:
-        """Wait for every request still being served and every generation in flight."""
-        while self._jobs or self._serving:
-            self._idle = asyncio.get_running_loop().create_future()
-            await self._idle
+        if self._state is not None:
+            await self._state.drain()
 
     async def aclose(self) -> None:
         """Finish in-flight work, close the stages below, and the store if it opened it."""
@@ -660,127 +559,3 @@ class AsyncCacher(Stage):
             await self._manifest.aclose()
         if self._owns_store:
             await self._store.aclose()
-
-
-class _Generation:
-    """One model call for the missing indices of one claim, then one store write.
-
-    Driven by callbacks on the lower layer's future and on the write's future, so it
-    completes (and stores what the model returned) even if its requester is cancelled.
-    """
-
-    __slots__ = (
-        "cacher",
-        "claim",
-        "content",
-        "data",
-        "dups",
-        "future",
-        "key",
-        "lease",
-        "missing",
-        "request",
-        "texts",
-    )
-
-    def __init__(
-        self,
-        cacher: AsyncCacher,
-        request: Request,
-        key: str,
-        content: str,
-        missing: list[int],
-        claim: Claim,
-        lease: LeaseRequest | None = None,
-    ) -> None:
-        self.cacher = cacher
-        self.lease = lease
-        self.request = request
-        self.key = key
-        self.content = content
-        self.missing = missing
-        self.claim = claim
-        self.future: asyncio.Future[list[tuple[int, Any, bool]]] = (
-            asyncio.get_running_loop().create_future()
-        )
-        self.data: list[Any] = []
-        self.texts: list[str] = []
-        self.dups: list[bool] | None = None
-
-    def start(self) -> asyncio.Future[list[tuple[int, Any, bool]]]:
-        self.cacher._jobs += 1
-        if self.lease is not None:
-            self.cacher._hold_lease(id(self), self.lease)
-        try:
-            asked = with_n(self.request, len(self.missing))
-            self.cacher._inner._cs_submit_then(asked, self._on_model)
-        except BaseException as exc:
-            self._fail(exc)
-        return self.future
-
-    def _on_model(self, outcome: Outcome) -> None:
-        try:
-            if isinstance(outcome, (ModelContractError, ModelTimeoutError)) and "key=" not in str(
-                outcome
-            ):
-                raise type(outcome)(f"{outcome} [key={self.key[:12]}]") from None
-            if isinstance(outcome, BaseException):
-                raise outcome
-            data = outcome.data
-            if len(data) != len(self.missing):
-                raise ModelContractError(
-                    f"the model returned {len(data)} samples for "
-                    f"({describe(self.request, self.key)}) that asked for n={len(self.missing)}"
-                )
-            try:
-                self.texts = [encode_sample(value) for value in data]
-            except UnstorableSampleError as exc:
-                raise UnstorableSampleError(f"{exc} ({describe(self.request, self.key)})") from None
-            self.data = data
-            self.dups = outcome.duplicated
-            assert self.cacher._writes is not None
-            write = SampleWrite(
-                self.key, self.content, dict(zip(self.missing, self.texts, strict=True))
-            )
-            self.cacher._writes.submit_then(write, self._on_written)
-        except BaseException as exc:
-            self._fail(exc)
-
-    def _on_written(self, result: WriteResult | BaseException) -> None:
-        try:
-            if isinstance(result, BaseException):
-                raise result
-            out: list[tuple[int, Any, bool]] = []
-            dups = self.dups
-            for j, index in enumerate(self.missing):
-                stored = result.stored[index]
-                # Another process may have stored this index first: serve what is
-                # stored (ours was appended), so every reader sees one order.
-                value = (
-                    self.data[j] if stored == self.texts[j] else _decoded(stored, self.key, index)
-                )
-                self.cacher._memo.put(self.key, index, stored)
-                self.claim.values[index] = stored
-                out.append((index, value, bool(dups[j]) if dups is not None else False))
-        except BaseException as exc:
-            self._fail(exc)
-            return
-        self._end()
-        if not self.future.done():
-            self.future.set_result(out)
-
-    def _fail(self, exc: BaseException) -> None:
-        self._end()
-        if not self.future.done():
-            if isinstance(exc, asyncio.CancelledError):
-                self.future.cancel()
-            else:
-                self.future.set_exception(exc)
-
-    def _end(self) -> None:
-        if self.lease is not None:
-            self.cacher._drop_lease(id(self))
-        assert self.cacher._coord is not None
-        self.cacher._coord.release(self.key, self.missing, self.claim)
-        self.claim.finish()
-        self.cacher._job_done()

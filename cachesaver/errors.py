@@ -16,6 +16,7 @@ __all__ = [
     "ExportTooLargeError",
     "ImportConflictError",
     "InvalidRequestError",
+    "ManifestError",
     "MissingExtraError",
     "ModelContractError",
     "ModelTimeoutError",
@@ -24,6 +25,7 @@ __all__ = [
     "PipelineLoopError",
     "StoreError",
     "UnknownTypeTagError",
+    "UnmatchedRequestWarning",
     "UnstorableSampleError",
 ]
 
@@ -92,6 +94,10 @@ class ExportTooLargeError(ExportFileError):
     """An export file holds more text than the reader was allowed to load at once."""
 
 
+class ManifestError(CacheSaverError, ValueError):
+    """A run manifest cannot be read (missing, not JSON, not manifest lines)."""
+
+
 class CacheMissError(CacheSaverError, LookupError):
     """Replay mode: the cache cannot serve a request and the model may not be called."""
 
@@ -110,3 +116,7 @@ class DurabilityWarning(CacheSaverWarning):
 
 class MissingExtraError(CacheSaverError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
+
+
+class UnmatchedRequestWarning(CacheSaverWarning):
+    """A run that reproduces a record met a request it cannot match (no request_id)."""

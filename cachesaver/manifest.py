@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cachesaver._tasks import TaskOwner
+from cachesaver.errors import ManifestError
 
 __all__ = ["ManifestEntry", "RunManifest", "read_manifest"]
 
@@ -101,7 +102,7 @@ def read_manifest(path: str | os.PathLike[str]) -> Iterator[ManifestEntry]:
             try:
                 data: Any = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{os.fspath(path)}:{number}: not JSON ({exc.msg})") from None
+                raise ManifestError(f"{os.fspath(path)}:{number}: not JSON ({exc.msg})") from None
             if isinstance(data, dict) and "cachesaver_manifest" in data:
                 continue
             try:
@@ -112,6 +113,6 @@ def read_manifest(path: str | os.PathLike[str]) -> Iterator[ManifestEntry]:
                     indices=tuple(int(i) for i in data["indices"]),
                 )
             except (KeyError, TypeError, ValueError) as exc:
-                raise ValueError(
+                raise ManifestError(
                     f"{os.fspath(path)}:{number}: not a manifest entry ({exc!r})"
                 ) from None

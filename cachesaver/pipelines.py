@@ -30,6 +30,9 @@ class Pipeline(AsyncCacher):
     over the user's model, so it has the cacher's ``request``, ``batch_request``,
     ``stats``, ``key_of`` and ``aclose``.
 
+    ``reproduce`` (a manifest path or a `RunManifest`) reproduces that recorded run
+    exactly, whatever the timing: see `AsyncCacher` and docs/semantics.md.
+
     ``call_timeout`` (seconds, default 30 minutes) is every model call's deadline: a call
     past it fails its callers with `ModelTimeoutError` (a `CacheSaverError` and a
     `TimeoutError`), its indices and leases are freed, and a later request makes its own
@@ -50,15 +53,23 @@ class Pipeline(AsyncCacher):
         run_id: str | None = None,
         lease_ttl: float = 30.0,
         call_timeout: float = DEFAULT_CALL_TIMEOUT,
+        reproduce: str | os.PathLike[str] | RunManifest | None = None,
     ) -> None:
         self.model = model
         chain = AsyncBatcher(
             AsyncDeduplicator(ModelPort(model, prefer=self._prefer, call_timeout=call_timeout)),
             batch_size=batch_size,
             timeout=timeout,
+            split=self._prefer == "batch",  # a local model's batch size is a hard limit
         )
         super().__init__(
-            chain, cache, mode=mode, manifest=manifest, run_id=run_id, lease_ttl=lease_ttl
+            chain,
+            cache,
+            mode=mode,
+            manifest=manifest,
+            run_id=run_id,
+            lease_ttl=lease_ttl,
+            reproduce=reproduce,
         )
 
     def __repr__(self) -> str:

@@ -10,13 +10,16 @@ import pytest
 from cachesaver import (
     AsyncBatcher,
     Batch,
+    LocalAPI,
     ModelContractError,
     OnlineAPI,
     PipelineClosedError,
     Request,
     Response,
 )
-from cachesaver.testing import RecordingModel, SimulatedLLM
+from cachesaver.testing import InjectedFailure, RecordingModel, SimulatedLLM
+
+from .helpers import stored
 
 
 async def test_batch_size_bounds_the_samples_in_a_batch() -> None:
@@ -168,3 +171,33 @@ def test_pipelines_validate_batching_options(cache_dir: str) -> None:
         OnlineAPI(RecordingModel(), cache=cache_dir, batch_size=0)
     with pytest.raises(ValueError, match="timeout"):
         OnlineAPI(RecordingModel(), cache=cache_dir, timeout=-0.5)
+
+
+async def test_local_api_splits_a_request_larger_than_the_batch_size(cache_dir: str) -> None:
+    """LocalAPI: n=7 with batch_size 5 reaches the model in batches of at most 5, in order."""
+    model = RecordingModel(SimulatedLLM(seed=4))
+    async with LocalAPI(model, cache=cache_dir, batch_size=5, timeout=0) as api:
+        response = await api.request(Request("q", n=7))
+        samples = await stored(api.store, api.key_of(Request("q")), 7)
+    assert [sum(r.n for r in batch.requests) for batch in model.batches] == [5, 2]
+    reference = await SimulatedLLM(seed=4).request(Request("q", n=7))
+    assert response.data == reference.data == samples, "the samples keep their order"
+    assert response.cached == [False] * 7
+    assert response.duplicated == [False, True, True, True, True, False, True]
+
+
+async def test_online_api_never_splits_a_request() -> None:
+    """OnlineAPI (an API takes any n): a request larger than the batch goes alone, whole."""
+    model = RecordingModel()
+    async with AsyncBatcher(model, batch_size=5, timeout=0) as batcher:
+        response = await batcher.request(Request("q", n=7))
+    assert [r.n for r in model.calls] == [7] and len(response.data) == 7
+
+
+async def test_a_failed_part_fails_the_split_request() -> None:
+    """If one part of a split request fails, the request fails with that error."""
+    model = RecordingModel()
+    model.fail_next(1)
+    async with AsyncBatcher(model, batch_size=2, timeout=0, split=True) as batcher:
+        with pytest.raises(InjectedFailure):
+            await batcher.request(Request("q", n=5))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -276,3 +278,25 @@ def test_redis_store_is_exported_at_the_top_level() -> None:
     import cachesaver
 
     assert cachesaver.RedisStore is RedisStore and "RedisStore" in cachesaver.__all__
+
+
+def test_the_command_reports_a_redis_without_aof_as_a_warning(tmp_path: Path) -> None:
+    """`cachesaver stats` on a Redis without AOF says so on stderr, in its own words."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server binary not found")
+    server = RedisServer(tmp_path, "--appendonly", "no")
+    server.start()
+    try:
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        done = subprocess.run(
+            [sys.executable, "-m", "cachesaver", "stats", f"redis://127.0.0.1:{server.port}/0"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+    finally:
+        server.stop()
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith(f"cachesaver: warning: Redis at redis://127.0.0.1:{server.port}")
+    assert "runs without AOF" in done.stderr and "Traceback" not in done.stderr

@@ -13,11 +13,18 @@ import asyncio
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from cachesaver.cli._output import CliError, ExitCode, listed
 from cachesaver.cli._parser import Handler, build_parser
-from cachesaver.errors import ExportFileError, ExportTooLargeError, StoreError
+from cachesaver.errors import (
+    CacheSaverWarning,
+    ExportFileError,
+    ExportTooLargeError,
+    StoreError,
+)
 
 __all__ = ["ExitCode", "build_parser", "main"]
 
@@ -55,6 +62,22 @@ def _quiet_closed_pipe() -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``cachesaver`` command with ``argv`` (default: the process arguments)."""
+    with warnings.catch_warnings():
+        # cachesaver's own warnings (e.g. Redis without AOF) read like its errors.
+        warnings.simplefilter("default", CacheSaverWarning)
+        shown = warnings.showwarning
+
+        def show(message: Warning | str, category: type[Warning], *args: Any, **kw: Any) -> None:
+            if issubclass(category, CacheSaverWarning):
+                print(f"cachesaver: warning: {message}", file=sys.stderr)
+            else:
+                shown(message, category, *args, **kw)
+
+        warnings.showwarning = show
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

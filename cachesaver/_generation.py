@@ -1,0 +1,198 @@
+"""One model call for the missing indices of one claim, then one store write.
+
+A `Generation` is driven by callbacks on the lower layer's future and on the write's
+future, so it completes (and stores what the model returned) even if its requester is
+cancelled. It talks to the cacher only through `LoopState` (the cacher's per-loop state)
+and the allocator's ``hold``/``drop`` (leases while it runs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from cachesaver._allocation import Allocator
+from cachesaver._coordination import Claim, Coordinator, Memo, coordinator
+from cachesaver._models import Layer, Outcome, describe
+from cachesaver._tasks import Coalescer, TaskOwner
+from cachesaver.codec import decode_sample, encode_sample
+from cachesaver.errors import (
+    DamagedSampleError,
+    ModelContractError,
+    ModelTimeoutError,
+    UnknownTypeTagError,
+    UnstorableSampleError,
+)
+from cachesaver.stores.base import SampleRead, SampleWrite, Store, WriteResult
+from cachesaver.typedefs import Request, with_n
+
+__all__ = ["Generation", "LoopState", "decoded"]
+
+# (index, value, duplicated) of each sample a generation produced.
+Produced = list[tuple[int, Any, bool]]
+
+
+def decoded(text: str, key: str, index: int) -> Any:
+    """Decode a stored sample; an error names the key and index it came from."""
+    try:
+        return decode_sample(text)
+    except (DamagedSampleError, UnknownTypeTagError) as exc:
+        raise type(exc)(f"{exc} [key={key[:12]}, index {index}]") from None
+
+
+class LoopState:
+    """Everything of one cacher that belongs to one event loop, in one object.
+
+    The claims of the store (shared by every pipeline of this loop), the bulk read and
+    write queues, and the counts `aclose()` waits on: requests being served and
+    generations in flight.
+    """
+
+    __slots__ = ("coord", "idle", "jobs", "reads", "serving", "writes")
+
+    def __init__(self, store: Store, tasks: TaskOwner) -> None:
+        self.coord: Coordinator = coordinator(store.location)
+        self.reads: Coalescer[SampleRead, dict[int, str]] = Coalescer(store.read, tasks)
+        self.writes: Coalescer[SampleWrite, WriteResult] = Coalescer(store.write, tasks)
+        self.jobs = 0
+        self.serving = 0
+        self.idle: asyncio.Future[None] | None = None
+
+    def busy(self) -> bool:
+        return bool(self.jobs or self.serving)
+
+    def job_done(self) -> None:
+        self.jobs -= 1
+        self.maybe_idle()
+
+    def maybe_idle(self) -> None:
+        idle = self.idle
+        if self.jobs == 0 and self.serving == 0 and idle is not None and not idle.done():
+            idle.set_result(None)
+
+    async def drain(self) -> None:
+        """Wait for every request still being served and every generation in flight."""
+        while self.jobs or self.serving:
+            self.idle = asyncio.get_running_loop().create_future()
+            await self.idle
+
+
+class Generation:
+    """Ask the layer below for ``missing`` samples of ``key``, store them, hand them out."""
+
+    __slots__ = (
+        "allocator",
+        "claim",
+        "content",
+        "data",
+        "dups",
+        "future",
+        "inner",
+        "key",
+        "lease",
+        "memo",
+        "missing",
+        "request",
+        "state",
+        "texts",
+    )
+
+    def __init__(
+        self,
+        state: LoopState,
+        memo: Memo,
+        allocator: Allocator,
+        inner: Layer,
+        request: Request,
+        key: str,
+        content: str,
+        missing: list[int],
+        claim: Claim,
+    ) -> None:
+        self.state = state
+        self.memo = memo
+        self.allocator = allocator
+        self.inner = inner
+        self.request = request
+        self.key = key
+        self.content = content
+        self.missing = missing
+        self.claim = claim
+        self.lease: object = None
+        self.future: asyncio.Future[Produced] = asyncio.get_running_loop().create_future()
+        self.data: list[Any] = []
+        self.texts: list[str] = []
+        self.dups: list[bool] | None = None
+
+    def start(self) -> asyncio.Future[Produced]:
+        self.state.jobs += 1
+        try:
+            self.lease = self.allocator.hold(self.key, self.missing)
+            self.inner._cs_submit_then(with_n(self.request, len(self.missing)), self._on_model)
+        except BaseException as exc:
+            self._fail(exc)
+        return self.future
+
+    def _on_model(self, outcome: Outcome) -> None:
+        try:
+            if isinstance(outcome, (ModelContractError, ModelTimeoutError)) and "key=" not in str(
+                outcome
+            ):
+                raise type(outcome)(f"{outcome} [key={self.key[:12]}]") from None
+            if isinstance(outcome, BaseException):
+                raise outcome
+            data = outcome.data
+            if len(data) != len(self.missing):
+                raise ModelContractError(
+                    f"the model returned {len(data)} samples for "
+                    f"({describe(self.request, self.key)}) that asked for n={len(self.missing)}"
+                )
+            try:
+                self.texts = [encode_sample(value) for value in data]
+            except UnstorableSampleError as exc:
+                raise UnstorableSampleError(f"{exc} ({describe(self.request, self.key)})") from None
+            self.data = data
+            self.dups = outcome.duplicated
+            write = SampleWrite(
+                self.key, self.content, dict(zip(self.missing, self.texts, strict=True))
+            )
+            self.state.writes.submit_then(write, self._on_written)
+        except BaseException as exc:
+            self._fail(exc)
+
+    def _on_written(self, result: WriteResult | BaseException) -> None:
+        try:
+            if isinstance(result, BaseException):
+                raise result
+            out: Produced = []
+            dups = self.dups
+            for j, index in enumerate(self.missing):
+                stored = result.stored[index]
+                # Another process may have stored this index first: serve what is
+                # stored (ours was appended), so every reader sees one order.
+                value = (
+                    self.data[j] if stored == self.texts[j] else decoded(stored, self.key, index)
+                )
+                self.memo.put(self.key, index, stored)
+                self.claim.values[index] = stored
+                out.append((index, value, bool(dups[j]) if dups is not None else False))
+        except BaseException as exc:
+            self._fail(exc)
+            return
+        self._end()
+        if not self.future.done():
+            self.future.set_result(out)
+
+    def _fail(self, exc: BaseException) -> None:
+        self._end()
+        if not self.future.done():
+            if isinstance(exc, asyncio.CancelledError):
+                self.future.cancel()
+            else:
+                self.future.set_exception(exc)
+
+    def _end(self) -> None:
+        self.allocator.drop(self.lease)
+        self.state.coord.release(self.key, self.missing, self.claim)
+        self.claim.finish()
+        self.state.job_done()
