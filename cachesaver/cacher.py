@@ -20,11 +20,12 @@ samples a model returned are stored even if their requester is gone.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import socket
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from cachesaver._allocation import Allocator, Grant, InProcessAllocator, SharedAllocator
@@ -36,9 +37,12 @@ from cachesaver._reproduce import Record, ReproduceAllocator
 from cachesaver._stage import Stage
 from cachesaver.errors import CacheMissError
 from cachesaver.manifest import RunManifest
+from cachesaver.savings import Price, Savings, SavingsCounter
 from cachesaver.stores import CacheLike, open_store
 from cachesaver.stores.base import SampleRead, SharedStore, Store
 from cachesaver.typedefs import Batch, Request, Response, request_content
+
+logger = logging.getLogger("cachesaver")
 
 __all__ = ["AsyncCacher"]
 
@@ -120,6 +124,11 @@ class AsyncCacher(Stage):
     recorded run whatever the timing (SEMANTICS rule 8): a request matching a recorded
     one (namespace, request_id, key; k-th to k-th) gets exactly its recorded indices;
     others get new indices after the record's, or `CacheMissError` in replay mode.
+
+    ``savings()`` says what the run paid and saved (tokens from the samples' provider
+    usage; dollars for models named in ``prices``, a mapping of model name to `Price`).
+    ``explain_misses=True``: a `CacheMissError` in replay mode names the nearest stored
+    keys and exactly how they differ from the request (also logged at WARNING).
     """
 
     def __init__(
@@ -132,6 +141,9 @@ class AsyncCacher(Stage):
         run_id: str | None = None,
         lease_ttl: float = 30.0,
         reproduce: str | os.PathLike[str] | RunManifest | None = None,
+        prices: Mapping[str, Price] | None = None,
+        savings: SavingsCounter | None = None,
+        explain_misses: bool = False,
     ) -> None:
         super().__init__(model)
         if mode not in ("readwrite", "replay"):
@@ -153,6 +165,9 @@ class AsyncCacher(Stage):
         self._allocator: Allocator = self._choose_allocator(run_id, lease_ttl, reproduce)
         identity = self._inner.identity
         self._identity = None if identity is None else canonical_json(identity, "identity")
+        self._savings = savings if savings is not None else SavingsCounter(prices)
+        self._priced_as = identity.get("model") if isinstance(identity, dict) else None
+        self._explain_misses = explain_misses
         self._memo = Memo()
         self._dedup = self._inner._cs_dedup  # the chain below is fixed from here on
         self._state: LoopState | None = None
@@ -213,6 +228,37 @@ class AsyncCacher(Stage):
             full = '{"identity":' + self._identity + ',"request":' + content + "}"
         return digest(full), full
 
+    # -- what the run paid and saved, and why a request missed ------------------------
+
+    def savings(self) -> Savings:
+        """What this run paid and what the cache saved: samples, calls, prompt and
+        completion tokens (where the samples carry the provider's usage) and dollars
+        (where ``prices=`` names the model)."""
+        return self._savings.summary()
+
+    async def _explain(self, request: Request, error: CacheMissError) -> None:
+        """``explain_misses=True``: log why a replayed request missed, and say it in the
+        error: the nearest stored keys and exactly how they differ."""
+        from cachesaver.admin import explain
+
+        store: Any = self._store
+        if not callable(getattr(store, "keys", None)):
+            return  # a store that cannot be listed cannot be searched
+        try:
+            found = await explain(store, request, identity=self._inner.identity)
+        except Exception as exc:  # the explanation must never hide the miss itself
+            logger.warning("cachesaver: could not explain the miss of %s: %s", request, exc)
+            return
+        lines = [f"key {found.key[:12]} is not stored"]
+        for near in found.nearest:
+            lines.append(f"nearest stored key {near.key[:12]} ({near.samples} samples) differs:")
+            lines.extend(f"  {difference}" for difference in near.differences)
+        if not found.nearest:
+            lines.append("the store holds no key to compare with")
+        text = "\n".join(lines)
+        logger.warning("cachesaver: replay miss explained:\n%s", text)
+        error.args = (f"{error.args[0] if error.args else ''}\n{text}",)
+
     # -- requests ------------------------------------------------------------------------
 
     async def request(self, request: Request) -> Response:
@@ -221,6 +267,8 @@ class AsyncCacher(Stage):
         await self._answer((job,))
         outcome = self._settle(job, False)
         if isinstance(outcome, BaseException):
+            if self._explain_misses and isinstance(outcome, CacheMissError):
+                await self._explain(job.request, outcome)
             raise outcome
         return outcome
 
@@ -236,6 +284,9 @@ class AsyncCacher(Stage):
         outcomes = self._finish(jobs, all_or_nothing=True)
         error = first_error(outcomes)
         if error is not None:
+            if self._explain_misses and isinstance(error, CacheMissError):
+                job = next(j for j, o in zip(jobs, outcomes, strict=True) if o is error)
+                await self._explain(job.request, error)
             raise error
         return outcomes  # type: ignore[return-value]
 
@@ -367,6 +418,7 @@ class AsyncCacher(Stage):
             self._allocator.give_back(job.request, job.key, indices)
             return response
         self._tally(response)
+        self._savings.add(response, self._priced_as)
         if self._manifest is not None:
             self._manifest.record(job.key, job.request.namespace, job.request.request_id, indices)
         return response

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Literal
 
 from cachesaver._models import DEFAULT_CALL_TIMEOUT, ModelPort
@@ -16,6 +17,7 @@ from cachesaver.batcher import AsyncBatcher
 from cachesaver.cacher import AsyncCacher, Mode
 from cachesaver.deduplicator import AsyncDeduplicator
 from cachesaver.manifest import RunManifest
+from cachesaver.savings import Price, SavingsCounter
 from cachesaver.stores import CacheLike
 
 __all__ = ["DEFAULT_CACHE", "LocalAPI", "OnlineAPI", "Pipeline"]
@@ -54,6 +56,9 @@ class Pipeline(AsyncCacher):
         lease_ttl: float = 30.0,
         call_timeout: float = DEFAULT_CALL_TIMEOUT,
         reproduce: str | os.PathLike[str] | RunManifest | None = None,
+        prices: Mapping[str, Price] | None = None,
+        savings: SavingsCounter | None = None,
+        explain_misses: bool = False,
     ) -> None:
         self.model = model
         chain = AsyncBatcher(
@@ -70,6 +75,9 @@ class Pipeline(AsyncCacher):
             run_id=run_id,
             lease_ttl=lease_ttl,
             reproduce=reproduce,
+            prices=prices,
+            savings=savings,
+            explain_misses=explain_misses,
         )
 
     def __repr__(self) -> str:

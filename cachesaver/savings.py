@@ -3,7 +3,8 @@
 `SavingsCounter` consumes the `Response` objects a pipeline returns. Tokens come from
 the samples themselves when the model reports them (the built-in provider adapters
 store ``prompt_tokens`` and ``completion_tokens`` in every sample: see
-`cachesaver.models.samples.ChatSample`); dollars need a `Price` per model. Prices are
+`cachesaver.models.samples.ChatSample`; an Anthropic ``Message`` sample carries them in
+its ``usage``); dollars need a `Price` per model. Prices are
 on each provider's pricing page (OpenAI: https://openai.com/api/pricing, Together:
 https://www.together.ai/pricing), in USD per million tokens.
 
@@ -61,6 +62,10 @@ def _tokens(sample: Any) -> tuple[int | None, int | None]:
     if not isinstance(sample, dict):
         return None, None
     prompt, completion = sample.get("prompt_tokens"), sample.get("completion_tokens")
+    usage = sample.get("usage")
+    if prompt is None and completion is None and isinstance(usage, dict):
+        # A whole Anthropic Message (sample="full"): its usage counts one call.
+        prompt, completion = usage.get("input_tokens"), usage.get("output_tokens")
     return (
         prompt if type(prompt) is int else None,
         completion if type(completion) is int else None,

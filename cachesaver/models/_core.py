@@ -2,8 +2,9 @@
 
 One `DropInCore` per client constructed by the user: the store, one `OnlineAPI` pipeline
 per (endpoint, model, base URL), the embedding adapters, the run options (``mode``,
-``manifest``, ``run_id``) and the counters. Clients derived with ``with_options`` share
-it, so a namespace keeps drawing fresh samples whichever of them makes the call.
+``manifest``, ``run_id``, ``reproduce``) and the counters. Clients derived with
+``with_options`` share it, so a namespace keeps drawing fresh samples whichever of them
+makes the call.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from cachesaver import Stats
@@ -21,6 +22,7 @@ from cachesaver.manifest import RunManifest
 from cachesaver.models._common import TokenUsage
 from cachesaver.models._errors import DropInOptionError
 from cachesaver.pipelines import DEFAULT_CACHE, OnlineAPI
+from cachesaver.savings import Price, SavingsCounter
 from cachesaver.stores import CacheLike, open_store
 
 __all__ = ["DropInCore", "add_stats"]
@@ -61,6 +63,8 @@ class DropInCore:
         mode: Mode,
         manifest: str | os.PathLike[str] | RunManifest | None,
         run_id: str | None,
+        reproduce: str | os.PathLike[str] | RunManifest | None = None,
+        prices: Mapping[str, Price] | None = None,
     ) -> None:
         _positive_int(where, "batch_size", batch_size, "samples per batch")
         _positive_int(where, "max_embedding_inputs", max_embedding_inputs, "inputs per call")
@@ -86,6 +90,19 @@ class DropInCore:
                 f"{where}: run_id must be a non-empty str (the id every worker of a shared "
                 f"run passes), got {run_id!r}"
             )
+        if reproduce is not None:
+            if not isinstance(reproduce, (str, os.PathLike, RunManifest)) or (
+                not isinstance(reproduce, RunManifest) and not os.fspath(reproduce)
+            ):
+                raise DropInOptionError(
+                    f"{where}: reproduce must be the path of a run manifest (or a RunManifest) "
+                    f"that an earlier run wrote with manifest=, got {reproduce!r}"
+                )
+            if run_id is not None:
+                raise DropInOptionError(
+                    f"{where}: reproduce= and run_id= cannot be combined: reproduce a shared "
+                    "run from its manifest in one process"
+                )
         owns_manifest = False
         if manifest is not None and not isinstance(manifest, RunManifest):
             if not isinstance(manifest, (str, os.PathLike)) or not os.fspath(manifest):
@@ -103,6 +120,11 @@ class DropInCore:
         self.manifest: RunManifest | None = manifest
         self._owns_manifest = owns_manifest
         self.run_id = run_id
+        self.reproduce = reproduce
+        try:
+            self.savings = SavingsCounter(prices)
+        except (TypeError, ValueError) as exc:
+            raise DropInOptionError(f"{where}: prices: {exc}") from exc
         self._cache_spec = cache
         self.store, self._owns_store = open_store(cache)
         self.pipelines: dict[PipelineKey, tuple[Any, OnlineAPI]] = {}
@@ -146,6 +168,8 @@ class DropInCore:
                 mode=self.mode,
                 manifest=self.manifest,
                 run_id=self.run_id,
+                reproduce=self.reproduce,
+                savings=self.savings,
             )
             entry = self.pipelines[key] = (adapter, pipeline)
         return entry

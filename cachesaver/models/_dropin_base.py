@@ -10,7 +10,7 @@ Anthropic and Gemini ones build on it.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, ClassVar
 
@@ -20,6 +20,7 @@ from cachesaver.manifest import RunManifest
 from cachesaver.models._common import TokenUsage, base_url_of
 from cachesaver.models._core import DropInCore
 from cachesaver.models._errors import DropInOptionError, UncachedPathError
+from cachesaver.savings import Price, Savings
 from cachesaver.stores import CacheLike, Store
 
 __all__ = ["CACHED_PATHS", "SETTINGS", "DropInBase", "ResourceProxy", "refuse"]
@@ -89,6 +90,8 @@ class DropInBase:
         mode: Mode = "readwrite",
         manifest: str | os.PathLike[str] | RunManifest | None = None,
         run_id: str | None = None,
+        reproduce: str | os.PathLike[str] | RunManifest | None = None,
+        prices: Mapping[str, Price] | None = None,
     ) -> None:
         where = f"{type(self).__name__}()"
         if not isinstance(namespace, str):
@@ -111,6 +114,8 @@ class DropInBase:
             mode=mode,
             manifest=manifest,
             run_id=run_id,
+            reproduce=reproduce,
+            prices=prices,
         )
         self._setup(make_sdk(), owns_sdk, core, namespace, identity_base_url)
 
@@ -203,7 +208,16 @@ class DropInBase:
             raise DropInOptionError(
                 f"{type(self).__name__}.with_options: namespace must be a str, got {namespace!r}"
             )
-        for name in ("cache", "mode", "manifest", "run_id", "batch_size", "sdk_client"):
+        for name in (
+            "cache",
+            "mode",
+            "manifest",
+            "run_id",
+            "reproduce",
+            "prices",
+            "batch_size",
+            "sdk_client",
+        ):
             if name in sdk_options:
                 raise DropInOptionError(
                     f"{type(self).__name__}.with_options({name}=...): a derived client shares "
@@ -267,6 +281,11 @@ class DropInBase:
     def cachesaver_stats(self) -> Stats:
         """Counters of every pipeline and embedding call of this client family, summed."""
         return self._core.stats()
+
+    def savings(self) -> Savings:
+        """What this client family paid and what the cache saved (tokens; dollars for
+        models named in ``prices=``)."""
+        return self._core.savings.summary()
 
     def token_usage(self) -> TokenUsage:
         """Tokens the API calls made by this client family reported (what it paid for)."""

@@ -20,7 +20,7 @@ cache; every other path raises `UncachedPathError` naming ``client.sdk.<path>``.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from cachesaver.cacher import Mode
@@ -41,6 +41,7 @@ from cachesaver.models._common import (
 from cachesaver.models._dropin_base import DropInBase, ResourceProxy
 from cachesaver.models._sync import SyncDropIn, SyncStream
 from cachesaver.pipelines import DEFAULT_CACHE, OnlineAPI
+from cachesaver.savings import Price
 from cachesaver.stores import CacheLike
 from cachesaver.sync import BackgroundLoop
 
@@ -266,6 +267,8 @@ class AsyncAnthropic(DropInBase):
         mode: Mode = "readwrite",
         manifest: str | os.PathLike[str] | RunManifest | None = None,
         run_id: str | None = None,
+        reproduce: str | os.PathLike[str] | RunManifest | None = None,
+        prices: Mapping[str, Price] | None = None,
         sdk_client: Any = None,
         **sdk_options: Any,
     ) -> None:
@@ -286,6 +289,8 @@ class AsyncAnthropic(DropInBase):
             mode=mode,
             manifest=manifest,
             run_id=run_id,
+            reproduce=reproduce,
+            prices=prices,
         )
 
     def _make_resources(self) -> None:

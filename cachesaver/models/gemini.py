@@ -21,7 +21,7 @@ loop the client owns); every other path raises `UncachedPathError` naming
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from functools import cache
 from types import TracebackType
 from typing import Any
@@ -43,6 +43,7 @@ from cachesaver.models._gemini import (
 )
 from cachesaver.models._sync import SyncStream
 from cachesaver.pipelines import DEFAULT_CACHE, OnlineAPI
+from cachesaver.savings import Price
 from cachesaver.stores import CacheLike
 from cachesaver.sync import BackgroundLoop
 
@@ -341,6 +342,8 @@ class Client:
         mode: Mode = "readwrite",
         manifest: str | os.PathLike[str] | RunManifest | None = None,
         run_id: str | None = None,
+        reproduce: str | os.PathLike[str] | RunManifest | None = None,
+        prices: Mapping[str, Price] | None = None,
         sdk_client: Any = None,
         **sdk_options: Any,
     ) -> None:
@@ -360,6 +363,8 @@ class Client:
             mode=mode,
             manifest=manifest,
             run_id=run_id,
+            reproduce=reproduce,
+            prices=prices,
         )
         self.sdk = self.aio.sdk
         self.models = _SyncModels(self)

@@ -17,6 +17,7 @@ client and `OpenAIEmbeddingModel` a `BatchRequestModel`. See ``docs/providers.md
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import openai
@@ -47,6 +48,7 @@ from cachesaver.models._resources import (
 from cachesaver.models._responses import ResponsesMixin, responses_params
 from cachesaver.models._sync import SyncDropIn
 from cachesaver.pipelines import DEFAULT_CACHE
+from cachesaver.savings import Price
 from cachesaver.stores import CacheLike
 
 __all__ = [
@@ -211,6 +213,8 @@ class AsyncOpenAI(EmbeddingsMixin, ResponsesMixin, DropInClient):
         mode: Mode = "readwrite",
         manifest: str | os.PathLike[str] | RunManifest | None = None,
         run_id: str | None = None,
+        reproduce: str | os.PathLike[str] | RunManifest | None = None,
+        prices: Mapping[str, Price] | None = None,
         sdk_client: openai.AsyncOpenAI | None = None,
         **sdk_options: Any,
     ) -> None:
@@ -236,6 +240,8 @@ class AsyncOpenAI(EmbeddingsMixin, ResponsesMixin, DropInClient):
             mode=mode,
             manifest=manifest,
             run_id=run_id,
+            reproduce=reproduce,
+            prices=prices,
         )
 
     def _make_resources(self) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import together
@@ -53,6 +54,7 @@ from cachesaver.models._resources import (
 )
 from cachesaver.models._sync import SyncDropIn
 from cachesaver.pipelines import DEFAULT_CACHE
+from cachesaver.savings import Price
 from cachesaver.stores import CacheLike
 
 __all__ = [
@@ -160,6 +162,8 @@ class AsyncTogether(EmbeddingsMixin, DropInClient):
         mode: Mode = "readwrite",
         manifest: str | os.PathLike[str] | RunManifest | None = None,
         run_id: str | None = None,
+        reproduce: str | os.PathLike[str] | RunManifest | None = None,
+        prices: Mapping[str, Price] | None = None,
         sdk_client: together.AsyncTogether | None = None,
         **sdk_options: Any,
     ) -> None:
@@ -187,6 +191,8 @@ class AsyncTogether(EmbeddingsMixin, DropInClient):
             mode=mode,
             manifest=manifest,
             run_id=run_id,
+            reproduce=reproduce,
+            prices=prices,
         )
 
     def _make_resources(self) -> None:
