@@ -17,7 +17,14 @@ from typing import Any
 
 from cachesaver.errors import CacheSaverError
 
-__all__ = ["MAX_DEPTH", "MAX_INT_DIGITS", "CanonicalError", "canonical_json", "digest"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_INT_DIGITS",
+    "CanonicalError",
+    "canonical_json",
+    "digest",
+    "snapshot_json",
+]
 
 MAX_DEPTH = 100
 MAX_INT_DIGITS = 600
@@ -131,6 +138,76 @@ def _copy(value: Any) -> Any:
     if kind is dict:
         return {k: _copy(item) for k, item in value.items()}
     return value
+
+
+def _snapshot(value: Any, depth: int = 0) -> tuple[Any, bool]:
+    """A deep copy of ``value`` (types kept) and whether it holds an integral float.
+
+    The same checks as `_needs_copy` in the same single walk; raises `_Refused` likewise.
+    """
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return value, False
+    if kind is int:
+        if -_INT_LIMIT < value < _INT_LIMIT:
+            return value, False
+        raise _Refused
+    if kind is float:
+        if not math.isfinite(value):
+            raise _Refused
+        return value, value.is_integer()
+    if depth >= MAX_DEPTH:
+        raise _Refused
+    integral = False
+    if kind is dict:
+        out: dict[str, Any] = {}
+        for k, item in value.items():
+            if type(k) is not str:
+                raise _Refused
+            if type(item) is str:  # the common case, without a call
+                out[k] = item
+            else:
+                out[k], found = _snapshot(item, depth + 1)
+                integral = integral or found
+        return out, integral
+    if kind is list or kind is tuple:
+        items: list[Any] = []
+        for item in value:
+            if type(item) is str:
+                items.append(item)
+            else:
+                copied, found = _snapshot(item, depth + 1)
+                items.append(copied)
+                integral = integral or found
+        return (items if kind is list else tuple(items)), integral
+    raise _Refused
+
+
+def snapshot_json(value: dict[str, Any], path: str = "value") -> tuple[dict[str, Any], str]:
+    """A deep copy of ``value`` (lists, tuples, dicts kept) and its canonical JSON text.
+
+    One walk copies and checks; the text is made from the copy, so it is exactly the
+    content of the copy whatever the caller does to ``value`` afterwards. Raises
+    `CanonicalError` as `canonical_json` does.
+    """
+    copy: dict[str, Any] = {}
+    integral: list[str] = []
+    try:
+        for k, item in value.items():
+            if type(k) is not str:
+                raise _Refused
+            copy[k], found = _snapshot(item, 1)
+            if found:
+                integral.append(k)
+    except (_Refused, RecursionError):
+        _normalize(value, path)  # raises CanonicalError naming the place
+        raise AssertionError("a value the fast walk refused was accepted") from None
+    if not integral:
+        return copy, _dumps(copy)
+    normal = dict(copy)  # only the fields with an integral float are walked again
+    for k in integral:
+        normal[k] = _copy(copy[k])
+    return copy, _dumps(normal)
 
 
 def canonical_json(value: Any, path: str = "value") -> str:

@@ -24,7 +24,7 @@ class TaskOwner:
     """
 
     def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()
 
     def spawn(self, coro: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -32,7 +32,12 @@ class TaskOwner:
         task.add_done_callback(self._forget)
         return task
 
-    def _forget(self, task: asyncio.Task[Any]) -> None:
+    def track(self, future: asyncio.Future[Any]) -> None:
+        """Keep ``future`` (work started elsewhere, such as a worker thread) like a task."""
+        self._tasks.add(future)
+        future.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Future[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled():
             task.exception()
@@ -117,28 +122,67 @@ class Coalescer(Generic[_In, _Out]):
         items, sinks = self._items, self._sinks
         self._items, self._sinks = [], []
         self._busy = True
-        self._tasks.spawn(self._deliver(items, sinks))
+        try:
+            pending = self._run(items)
+        except BaseException as exc:
+            self._finish(items, sinks, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        if isinstance(pending, asyncio.Future):
+            # A store that hands back a future (the disk store's worker thread) is
+            # followed by a callback: no task and no extra loop iteration per bulk call.
+            self._tasks.track(pending)
+            pending.add_done_callback(lambda done: self._finished(items, sinks, done))
+        else:
+            self._tasks.spawn(self._deliver(items, sinks, pending))
+
+    def _finished(
+        self,
+        items: list[_In],
+        sinks: list[asyncio.Future[_Out] | Callable[[_Out | BaseException], None]],
+        done: asyncio.Future[list[_Out]],
+    ) -> None:
+        if done.cancelled():
+            self._finish(items, sinks, asyncio.CancelledError())
+        else:
+            error = done.exception()
+            self._finish(items, sinks, done.result() if error is None else error)
 
     async def _deliver(
         self,
         items: list[_In],
         sinks: list[asyncio.Future[_Out] | Callable[[_Out | BaseException], None]],
+        pending: Awaitable[list[_Out]],
     ) -> None:
         try:
-            results = await self._run(items)
-            if len(results) != len(items):
-                raise StoreError(
-                    f"{getattr(self._run, '__qualname__', self._run)} returned {len(results)} "
-                    f"results for {len(items)} items; a store must return one per item"
-                )
+            results = await pending
         except BaseException as exc:
-            for sink in sinks:
-                _settle(sink, exc)
+            self._finish(items, sinks, exc)
             if not isinstance(exc, Exception):
                 raise
         else:
-            for sink, result in zip(sinks, results, strict=True):
-                _settle(sink, result)
+            self._finish(items, sinks, results)
+
+    def _finish(
+        self,
+        items: list[_In],
+        sinks: list[asyncio.Future[_Out] | Callable[[_Out | BaseException], None]],
+        outcome: list[_Out] | BaseException,
+    ) -> None:
+        """Hand every sink its result (or the error), then send what queued meanwhile."""
+        try:
+            if not isinstance(outcome, BaseException) and len(outcome) != len(items):
+                outcome = StoreError(
+                    f"{getattr(self._run, '__qualname__', self._run)} returned {len(outcome)} "
+                    f"results for {len(items)} items; a store must return one per item"
+                )
+            if isinstance(outcome, BaseException):
+                for sink in sinks:
+                    _settle(sink, outcome)
+            else:
+                for sink, result in zip(sinks, outcome, strict=True):
+                    _settle(sink, result)
         finally:
             self._busy = False
             if self._items:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from cachesaver._canonical import CanonicalError, canonical_json
+from cachesaver._canonical import CanonicalError, canonical_json, snapshot_json
 from cachesaver.errors import InvalidRequestError
 
 __all__ = ["MAX_N", "Batch", "BatchRequestModel", "Request", "Response", "SingleRequestModel"]
@@ -113,7 +113,9 @@ def _encode_content(request: Request) -> str:
         if value is not None:
             content[name] = value
     try:
-        text = canonical_json(content, "request")
+        # The snapshot (rule 9) and the key's text in one walk: the text is made from the
+        # copy, so the key and what the model sees are the same content.
+        snapshot, text = snapshot_json(content, "request")
         text.encode("utf-8")
     except UnicodeEncodeError:
         for name, value in content.items():
@@ -131,25 +133,11 @@ def _encode_content(request: Request) -> str:
             f"{_label(request)}: field {field_name!r} cannot be encoded canonically "
             f"({exc.path}: {exc.problem})"
         ) from None
-    # The snapshot (rule 9): taken right after the key, with no await in between, so the
-    # key and what the model sees are the same content.
-    for name, value in content.items():
+    for name, value in snapshot.items():
         kind = type(value)
         if kind is list or kind is dict or kind is tuple:
-            object.__setattr__(request, name, _snapshot(value))
+            object.__setattr__(request, name, value)
     return text
-
-
-def _snapshot(value: Any) -> Any:
-    """A deep copy of a JSON-like value (the canonical check bounded its depth)."""
-    kind = type(value)
-    if kind is list:
-        return [_snapshot(item) for item in value]
-    if kind is dict:
-        return {k: _snapshot(item) for k, item in value.items()}
-    if kind is tuple:
-        return tuple(_snapshot(item) for item in value)
-    return value
 
 
 def request_content(request: Request) -> str:

@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 
-from cachesaver._canonical import CanonicalError, _dumps, _normalize, canonical_json
+from cachesaver._canonical import (
+    CanonicalError,
+    _dumps,
+    _normalize,
+    canonical_json,
+    snapshot_json,
+)
 
 
 def _value(rng: random.Random, depth: int = 0) -> Any:
@@ -55,3 +61,33 @@ def test_refusals_still_name_the_place(value: Any, where: str) -> None:
     with pytest.raises(CanonicalError) as caught:
         canonical_json(value)
     assert caught.value.path == where
+
+
+def _same_shape(a: Any, b: Any) -> bool:
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same_shape(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same_shape(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def test_snapshot_json_copies_and_encodes_in_one_walk() -> None:
+    """snapshot_json gives the reference text and an equal, independent deep copy."""
+    rng = random.Random(11)
+    for _ in range(3000):
+        value = {"prompt": _value(rng), "extra": _value(rng)}
+        copy, text = snapshot_json(value, "request")
+        assert text == _dumps(_normalize(value, "request"))
+        assert _same_shape(copy, value)
+        for k, item in value.items():
+            if isinstance(item, (list, dict)):
+                assert copy[k] is not item
+
+
+def test_snapshot_json_refusals_name_the_place() -> None:
+    """A value snapshot_json refuses is reported with the same path as canonical_json."""
+    with pytest.raises(CanonicalError) as caught:
+        snapshot_json({"a": [1, {"b": math.inf}]}, "request")
+    assert caught.value.path == "request['a'][1]['b']"

@@ -8,7 +8,7 @@ transaction, one Redis pipeline) per batch of reads or writes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, runtime_checkable
 
@@ -65,11 +65,15 @@ class Store(Protocol):
         """A string naming the underlying storage (one per directory, database, ...)."""
         ...
 
-    async def read(self, reads: Sequence[SampleRead]) -> list[dict[int, str]]:
-        """Return, for each read, the stored texts of the wanted indices that exist."""
+    def read(self, reads: Sequence[SampleRead]) -> Awaitable[list[dict[int, str]]]:
+        """Return, for each read, the stored texts of the wanted indices that exist.
+
+        An ``async def`` method fits; so does a method returning an ``asyncio.Future``
+        (which the pipeline follows with a callback instead of a task).
+        """
         ...
 
-    async def write(self, writes: Sequence[SampleWrite]) -> list[WriteResult]:
+    def write(self, writes: Sequence[SampleWrite]) -> Awaitable[list[WriteResult]]:
         """Store each write's samples where their index is free, atomically per call.
 
         A sample whose index is taken is appended past the key's last index instead.

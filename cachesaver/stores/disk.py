@@ -31,7 +31,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -563,19 +563,24 @@ class DiskStore:
 
     # -- event-loop side ---------------------------------------------------------------
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+    def _submit(self, fn: Callable[[sqlite3.Connection], _T]) -> asyncio.Future[_T]:
+        """Start ``fn`` on the store's thread; the future holds its result."""
         if self._closed:
             raise StoreError(f"{self!r} is closed")
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="cachesaver-disk")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._call, fn)
+        return asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn)
 
-    async def read(self, reads: Sequence[SampleRead]) -> list[dict[int, str]]:
-        return await self._run(lambda con: self._read(con, reads))
+    async def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        return await self._submit(fn)
 
-    async def write(self, writes: Sequence[SampleWrite]) -> list[WriteResult]:
-        return await self._run(lambda con: self._write(con, writes))
+    # The hot pair returns the thread's future itself (still awaitable): a caller that
+    # batches calls (the cacher) follows it with a callback instead of a task.
+    def read(self, reads: Sequence[SampleRead]) -> Awaitable[list[dict[int, str]]]:
+        return self._submit(lambda con: self._read(con, reads))
+
+    def write(self, writes: Sequence[SampleWrite]) -> Awaitable[list[WriteResult]]:
+        return self._submit(lambda con: self._write(con, writes))
 
     async def keys(self) -> list[str]:
         return await self._run(self._keys)
