@@ -94,6 +94,13 @@ async def test_every_parameter_that_changes_the_answer_is_in_the_key(
     assert calls(server) == len(variants)
     await client.messages.create(**base, metadata={"user_id": "u"}, namespace="again")
     assert calls(server) == len(variants)  # metadata is not in the key
+    await client.messages.create(
+        model="claude-t",
+        max_tokens=30,
+        messages=[{"role": "user", "content": "New"}],
+        metadata={"user_id": "u"},
+    )
+    assert server.received[-1].body["metadata"] == {"user_id": "u"}  # but it is sent
 
 
 async def test_stream_true_and_messages_stream_replay_sdk_events(

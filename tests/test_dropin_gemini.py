@@ -96,6 +96,10 @@ async def test_config_fields_are_in_the_key_and_labels_are_not(
         model="gemini-t", contents="Hi", config={"labels": {"run": "x"}}, namespace="b"
     )
     assert calls(server) == 3
+    await models.generate_content(
+        model="gemini-t", contents="Sent", config={"labels": {"run": "y"}}
+    )
+    assert server.received[-1].body.get("labels") == {"run": "y"}  # sent, not dropped
 
 
 async def test_streams_replay_chunks_of_the_sdk_type(server: FakeLLMServer, client: Client) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from cachesaver.errors import InvalidRequestError, MissingExtraError, ModelContractError
 from cachesaver.models._adapter import AdapterBase, SampleKind
 from cachesaver.models._common import (
+    CALL_OPTIONS_ATTR,
     SDK_ATTR,
     apportion,
     request_label,
@@ -181,6 +182,9 @@ class GeminiModel(AdapterBase):
         """Return ``request.n`` candidates (more calls if the model returns fewer)."""
         contents, fields = self.config(request)
         fields.update(self.call_options)
+        per_call = getattr(request, CALL_OPTIONS_ATTR, None)
+        if per_call:  # a drop-in call's options that leave the output unchanged
+            fields.update(per_call)
         client = getattr(request, SDK_ATTR, None) or self.client
         samples: list[Any] = []
         duplicated: list[bool] = []

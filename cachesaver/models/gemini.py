@@ -30,7 +30,7 @@ from cachesaver import Stats
 from cachesaver.cacher import Mode
 from cachesaver.errors import InvalidRequestError
 from cachesaver.manifest import RunManifest
-from cachesaver.models._common import SDK_ATTR, TokenUsage, is_omitted, jsonable
+from cachesaver.models._common import CALL_OPTIONS_ATTR, SDK_ATTR, TokenUsage, is_omitted, jsonable
 from cachesaver.models._dropin_base import DropInBase, ResourceProxy, refuse
 from cachesaver.models._errors import DropInOptionError
 from cachesaver.models._gemini import (
@@ -249,6 +249,7 @@ class AsyncGemini(DropInBase):
         self, contents: Any, config: Any, namespace: str | None, request_id: str | None
     ) -> GeminiRequest:
         fields: dict[str, Any] = {}
+        options: dict[str, Any] = {}
         n = 1
         if config is not None and not is_omitted(config):
             dump = getattr(config, "model_dump", None)
@@ -269,7 +270,7 @@ class AsyncGemini(DropInBase):
                         "(it could change where the call goes); set http_options on the Client"
                     )
                 elif name in GENERATE_NOT_IN_KEY:
-                    continue  # labels, service tier: do not change the answer
+                    options[name] = value  # sent with the call, not part of the key
                 elif name in self._config_fields:
                     fields[name] = jsonable(value, f"config.{name}")
                 else:
@@ -285,6 +286,8 @@ class AsyncGemini(DropInBase):
             config=fields or None,
         )
         object.__setattr__(request, SDK_ATTR, self.sdk)
+        if options:
+            object.__setattr__(request, CALL_OPTIONS_ATTR, options)
         return request
 
     def _answer(self, response: Any) -> Any:
