@@ -162,64 +162,146 @@ def waves(root: str, total: int) -> None:
 # -- Redis against disk ----------------------------------------------------------------------
 
 
-def cached_gather(spec: str, requests: list[Request]) -> float:
-    async def go() -> float:
+def cached_gather(spec: str, requests: list[Request]) -> tuple[float, float]:
+    """Wall and CPU seconds (this process, all threads) of one cached ``gather`` run."""
+
+    async def go() -> tuple[float, float]:
         async with OnlineAPI(Echo(), cache=spec, batch_size=100, timeout=0.01) as api:
             await api.request(Request("warm-up: opens the store", namespace="warm-up"))
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             responses = await asyncio.gather(*(api.request(r) for r in requests))
-            seconds = time.perf_counter() - start
+            seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
         if not all(all(r.cached or []) for r in responses):
             raise SystemExit(f"{spec}: expected every request cached")
-        return seconds
+        return seconds, cpu_seconds
 
     gc.collect()
     return asyncio.run(go())
 
 
+def _server_cpu(url: str) -> float:
+    """CPU seconds the Redis server at ``url`` has used (main thread and helpers)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        info = client.info("cpu")
+    finally:
+        client.close()
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def _private_redis(root: str) -> tuple[str, subprocess.Popen[bytes] | None]:
+    """A Redis server of the benchmark's own (its CPU is then ours alone), else the shared one.
+
+    Started from ``redis-server`` on the PATH on a free loopback port, keeping nothing on
+    disk; without the binary, ``CACHESAVER_TEST_REDIS_URL`` (or db 9 of the local server).
+    """
+    import socket
+
+    import redis
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return os.environ.get("CACHESAVER_TEST_REDIS_URL", "redis://127.0.0.1:6379/9"), None
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            root,
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+            return url, server
+        except redis.RedisError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise SystemExit(f"could not start a private redis-server on port {port}") from None
+            time.sleep(0.05)
+
+
 def redis_vs_disk(root: str, trials: int) -> None:
     import redis
 
-    url = os.environ.get("CACHESAVER_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+    url, server = _private_redis(root)
     try:
         redis.Redis.from_url(url, socket_connect_timeout=1).ping()
     except redis.RedisError as exc:
         print(f"Redis warm hits: skipped, Redis at {url} unreachable: {exc}")
         return
-    warnings.filterwarnings("ignore", message=".*without AOF")  # the shared test Redis
+    warnings.filterwarnings("ignore", message=".*without AOF")  # the bench keeps nothing
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     spec = f"{url}?prefix={prefix}"
     disk = os.path.join(root, "redis-vs-disk")
     requests = [Request(f"question {i}", n=1, namespace="bench") for i in range(WAVE)]
     ratios: list[float] = []
+    cpu_ratios: list[float] = []
     times: dict[str, list[float]] = {"redis": [], "disk": []}
+    cpus: dict[str, list[float]] = {"redis": [], "disk": []}
     try:
         asyncio.run(_fill(spec, requests))
         asyncio.run(_fill(disk, requests))
         for trial in range(trials):
-            pair = {}
+            pair: dict[str, tuple[float, float]] = {}
             for name in ("redis", "disk") if trial % 2 == 0 else ("disk", "redis"):
-                pair[name] = cached_gather(spec if name == "redis" else disk, requests)
-                times[name].append(pair[name])
-            ratios.append(pair["redis"] / pair["disk"])
+                if name == "redis":
+                    before = _server_cpu(url)
+                    wall, cpu = cached_gather(spec, requests)
+                    cpu += _server_cpu(url) - before if server is not None else 0.0
+                else:
+                    wall, cpu = cached_gather(disk, requests)
+                pair[name] = (wall, cpu)
+                times[name].append(wall)
+                cpus[name].append(cpu)
+            ratios.append(pair["redis"][0] / pair["disk"][0])
+            cpu_ratios.append(pair["redis"][1] / pair["disk"][1])
     finally:
         client = redis.Redis.from_url(url)
         names = list(client.scan_iter(match=f"{prefix}:*", count=1000))
         if names:
             client.delete(*names)
         client.close()
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=10)
     ratio = statistics.median(ratios)
-    print(f"{WAVE:,} cached requests (gather, new run), {trials} interleaved trials")
+    cpu_ratio = statistics.median(cpu_ratios)
+    where = "a private redis-server" if server is not None else url
+    print(f"{WAVE:,} cached requests (gather, new run), {trials} interleaved trials, {where}")
     table(
         [
             ("figure", "measured", "target", ""),
             (
-                "Redis (loopback) / disk",
+                "Redis (loopback) / disk, wall",
                 f"{statistics.median(times['redis']) * 1000:.0f} ms / "
                 f"{statistics.median(times['disk']) * 1000:.0f} ms = {ratio:.2f}x "
                 f"[{min(ratios):.2f}-{max(ratios):.2f}]",
                 "<= 1.3x",
                 "ok" if ratio <= 1.3 else "MISS",
+            ),
+            (
+                "the same in CPU (client, plus the server when private)",
+                f"{statistics.median(cpus['redis']) * 1000:.0f} ms / "
+                f"{statistics.median(cpus['disk']) * 1000:.0f} ms = {cpu_ratio:.2f}x "
+                f"[{min(cpu_ratios):.2f}-{max(cpu_ratios):.2f}]",
+                "",
+                "",
             ),
         ]
     )
