@@ -18,7 +18,8 @@ docs/pipelines.md, "Calibration"); the defaults of `Profile` are those measureme
 Each sample is drawn from the rng `SimulatedLLM` seeds for that sample (seed, question,
 sample index), so the k-th sample of a question never depends on how calls were split.
 Every sample is ``{"text", "prompt_tokens", "completion_tokens"}`` with token counts from
-`pipelines.tokens.count_tokens`.
+`pipelines.tokens.count_tokens`. The arithmetic (moves, expressions, replaying written
+steps) is in `pipelines.moves`.
 """
 
 from __future__ import annotations
