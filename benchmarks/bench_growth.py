@@ -11,6 +11,13 @@ writes them: content row and sample row, hashed keys), into that full store and 
 empty one, interleaved (target: full <= 1.3x empty). About 3-10 minutes for 1M on a
 shared 2-core machine.
 
+``--writes [--total 1000000]``: the write-cost figure alone, without the waves: a store
+of ``--total`` one-sample keys is filled by bulk SQL (a minute), then bulk writes of
+2,000 new keys go into it and into an empty store, interleaved, both through
+`DiskStore.write` and through the minimal reference cache's own write (the same rows,
+one ``executemany`` in one transaction). The reference's growth is the floor the
+storage sets: hashed keys land on random pages of diskcache's unique key index.
+
 ``--redis``: 2,000 cached requests (``gather``, a new run each time) over Redis on
 loopback and over disk, interleaved; target: Redis time <= 1.3x disk.
 
@@ -106,6 +113,73 @@ def write_cost(path: str, batches: int, tag: str) -> list[float]:
     gc.collect()
     asyncio.run(go())
     return out
+
+
+def reference_write_cost(path: str, batches: int, tag: str) -> list[float]:
+    """Like `write_cost`, through the minimal reference cache's write (the same rows)."""
+    from reference_cache import ReferenceCache
+
+    out: list[float] = []
+    reference = ReferenceCache(Echo(), path)
+    try:
+        for b in range(batches):
+            now = time.time()
+            rows: list[tuple[str, float, float, str]] = []
+            for i in range(WAVE):
+                content = f'{{"prompt":"w {tag} {b} {i}"}}'
+                key = hashlib.sha256(f'{{"request":{content}}}'.encode()).hexdigest()
+                rows.append((f"cs:{key}:request", now, now, content))
+                rows.append((f"cs:{key}:0", now, now, f'"w {tag} {b} {i} #0"'))
+            start = time.perf_counter()
+            reference._write(rows)
+            out.append((time.perf_counter() - start) / WAVE * 1e6)
+    finally:
+        if reference._cache is not None:
+            reference._cache.close()
+        reference._executor.shutdown(wait=True)
+    return out
+
+
+def writes(root: str, total: int) -> None:
+    """Write cost per sample into a store of ``total`` keys against an empty one."""
+    path = os.path.join(root, "full")
+    reference_write_cost(path, total // WAVE, "fill")  # fast: bulk SQL, the same rows
+    costs: dict[str, list[float]] = {
+        name: [] for name in ("ds-full", "ds-empty", "ref-full", "ref-empty")
+    }
+    for trial in range(5):
+        costs["ds-empty"] += write_cost(os.path.join(root, f"ds-empty-{trial}"), 3, f"de{trial}")
+        costs["ds-full"] += write_cost(path, 3, f"df{trial}")
+        costs["ref-empty"] += reference_write_cost(
+            os.path.join(root, f"ref-empty-{trial}"), 3, f"re{trial}"
+        )
+        costs["ref-full"] += reference_write_cost(path, 3, f"rf{trial}")
+    m = {name: statistics.median(values) for name, values in costs.items()}
+    ours, floor = m["ds-full"] / m["ds-empty"], m["ref-full"] / m["ref-empty"]
+    print(f"write cost per sample, bulk writes of {WAVE:,} new keys, 5 interleaved trials")
+    table(
+        [
+            ("figure", "measured", "target", ""),
+            (
+                f"DiskStore.write, store of {total:,} keys / empty",
+                f"{m['ds-full']:.1f} us / {m['ds-empty']:.1f} us = {ours:.2f}x",
+                "<= 1.3x",
+                "ok" if ours <= 1.3 else "MISS",
+            ),
+            (
+                "reference cache (same rows, one executemany), full / empty",
+                f"{m['ref-full']:.1f} us / {m['ref-empty']:.1f} us = {floor:.2f}x",
+                "(the storage's floor)",
+                "",
+            ),
+            (
+                "DiskStore.write / reference, full store",
+                f"{m['ds-full'] / m['ref-full']:.2f}x",
+                "",
+                "",
+            ),
+        ]
+    )
 
 
 def waves(root: str, total: int) -> None:
@@ -380,6 +454,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--waves", action="store_true", help="1M requests in waves (minutes)")
     parser.add_argument("--total", type=int, default=1_000_000)
+    parser.add_argument("--writes", action="store_true", help="write cost at --total keys")
     parser.add_argument("--redis", action="store_true", help="Redis warm hits against disk")
     parser.add_argument("--processes", action="store_true", help="four readers of one store")
     parser.add_argument("--all", action="store_true", help="all of the above")
@@ -392,8 +467,8 @@ def main() -> None:
         return
     if args.total % 100_000 or args.total < 200_000:
         parser.error("--total must be a multiple of 100,000, at least 200,000")
-    if not (args.waves or args.redis or args.processes or args.all):
-        parser.error("choose --waves, --redis, --processes or --all (each takes minutes)")
+    if not (args.waves or args.writes or args.redis or args.processes or args.all):
+        parser.error("choose --waves, --writes, --redis, --processes or --all (minutes each)")
     root = tempfile.mkdtemp(prefix="cachesaver-bench-growth-")
     try:
         if args.redis or args.all:
@@ -402,6 +477,8 @@ def main() -> None:
             processes(root, args.trials, args.rounds)
         if args.waves or args.all:
             waves(root, args.total)
+        if args.writes:
+            writes(root, args.total)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
