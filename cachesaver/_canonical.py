@@ -32,9 +32,42 @@ MAX_DEPTH = 100
 MAX_INT_DIGITS = 600
 _INT_LIMIT = 10**MAX_INT_DIGITS
 
-_dumps = json.JSONEncoder(
+_encoder = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":")
-).encode
+)
+
+
+def _encode_with(encoder: json.JSONEncoder) -> Callable[[Any], str]:
+    """``encoder.encode`` for the checked values of this module, with one C encoder made
+    once (``encode`` makes a new one per call) when this Python has it."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has the C encoder
+        return encoder.encode
+    try:
+        # No cycle check (markers=None): every value here has passed a depth-bounded walk.
+        scan = make(
+            None,
+            encoder.default,
+            json.encoder.encode_basestring,
+            None,
+            encoder.key_separator,
+            encoder.item_separator,
+            encoder.sort_keys,
+            encoder.skipkeys,
+            encoder.allow_nan,
+        )
+    except TypeError:  # pragma: no cover - a Python whose C encoder takes other arguments
+        return encoder.encode
+    join = "".join
+
+    def encode(value: Any) -> str:
+        return join(scan(value, 0))
+
+    probe = {"b": [1, 2.5, "é\n", None, True], "a": {"z": -0.0, "y": 1e300}}
+    return encode if encode(probe) == encoder.encode(probe) else encoder.encode
+
+
+_dumps = _encode_with(_encoder)
 
 
 class CanonicalError(CacheSaverError, ValueError):

@@ -41,6 +41,8 @@ _registry: dict[str, tuple[str, type]] = {}
 _tag_for: dict[type, str] = {}  # the tag each known class is written with
 _init_names: dict[type, frozenset[str]] = {}  # dataclass fields taken by __init__
 _dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+# json.loads' own C scanner (``scan_once`` is set by JSONDecoder.__init__, untyped).
+_scan: Any = getattr(json.JSONDecoder(), "scan_once")  # noqa: B009
 _INT_LIMIT = 10**MAX_INT_DIGITS
 # Reading accepts what `cachesaver import` accepts (export.MAX_NESTING JSON levels, tags
 # included); writing stays within MAX_DEPTH levels of the sample itself.
@@ -235,7 +237,14 @@ def decode_sample(text: str) -> Any:
     `UnknownTypeTagError` for a class this process has not registered.
     """
     try:
-        value = json.loads(text)
+        try:
+            # The C scanner without ``json.loads``' wrapper (two regex matches per text);
+            # anything unusual (whitespace around the value, damage) goes to json.loads.
+            value, end = _scan(text, 0)
+            if end != len(text):
+                raise ValueError
+        except (ValueError, StopIteration):
+            value = json.loads(text)
         if TAG not in text:
             return value
         return _from_json(value)

@@ -83,7 +83,9 @@ def _wrap(value: Any, loop: BackgroundLoop) -> Any:
 
 def _is_sdk_resource(value: Any) -> bool:
     # The SDKs' resources (client.sdk.models, ...) and clients: objects with methods.
-    return hasattr(value, "with_raw_response") and not isinstance(value, type)
+    # Looked up on the class: an answer (a pydantic object) would raise and catch an
+    # AttributeError for every call.
+    return hasattr(type(value), "with_raw_response") and not isinstance(value, type)
 
 
 def _blocking(func: Any, loop: BackgroundLoop) -> Any:
