@@ -128,7 +128,10 @@ class Generation:
         self.state.jobs += 1
         try:
             self.lease = self.allocator.hold(self.key, self.missing)
-            self.inner._cs_submit_then(with_n(self.request, len(self.missing)), self._on_model)
+            request, count = self.request, len(self.missing)
+            self.inner._cs_submit_then(
+                request if request.n == count else with_n(request, count), self._on_model
+            )
         except BaseException as exc:
             self._fail(exc)
         return self.future

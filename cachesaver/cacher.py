@@ -48,6 +48,7 @@ __all__ = ["AsyncCacher"]
 
 Mode = Literal["readwrite", "replay"]
 
+_new = object.__new__
 _NOTHING: list[int] = []  # "no index left to serve" (never mutated)
 _NO_JOBS: list[_Job] = []  # (never mutated)
 
@@ -167,6 +168,7 @@ class AsyncCacher(Stage):
         self._identity = None if identity is None else canonical_json(identity, "identity")
         self._savings = savings if savings is not None else SavingsCounter(prices)
         self._priced_as = identity.get("model") if isinstance(identity, dict) else None
+        self._savings.watch(self, self._priced_as)
         self._explain_misses = explain_misses
         self._memo = Memo()
         self._dedup = self._inner._cs_dedup  # the chain below is fixed from here on
@@ -413,26 +415,43 @@ class AsyncCacher(Stage):
                 self._allocator.give_back(job.request, job.key, indices)
             return job.error
         assert indices is not None
-        response = self._respond(indices, job.served)
         if failed:  # the batch fails: nothing of it is consumed
             self._allocator.give_back(job.request, job.key, indices)
-            return response
-        self._tally(response)
-        self._savings.add(response, self._priced_as)
+            return self._respond(indices, job.served)
+        response = self._respond(indices, job.served)
+        # The tally (what `stats()` and a watching `SavingsCounter` count), inline: one
+        # response per request makes this the hottest bookkeeping of all.
+        data = response.data
+        self._requests += 1
+        self._samples += len(data)
+        self._cached += sum(response.cached)  # type: ignore[arg-type]
+        if self._dedup:
+            self._duplicated += sum(response.duplicated)  # type: ignore[arg-type]
+        for value in data:
+            if isinstance(value, dict):  # samples that may report tokens
+                self._savings.add_tokens(response, self._priced_as)
+                break
         if self._manifest is not None:
             self._manifest.record(job.key, job.request.namespace, job.request.request_id, indices)
         return response
 
+    def _cs_counts(self) -> tuple[int, int, int]:
+        return self._samples, self._cached, self._duplicated
+
     def _respond(self, indices: list[int], served: dict[int, _Served]) -> Response:
+        response = _new(Response)  # the fields set directly: no frozen __setattr__ per field
+        fields = response.__dict__
         if len(indices) == 1:
             value, cached, duplicated = served[indices[0]]
-            return Response([value], [cached], [duplicated] if self._dedup else None)
+            fields["data"] = [value]
+            fields["cached"] = [cached]
+            fields["duplicated"] = [duplicated] if self._dedup else None
+            return response
         rows = [served[index] for index in indices]
-        return Response(
-            [row[0] for row in rows],
-            [row[1] for row in rows],
-            [row[2] for row in rows] if self._dedup else None,
-        )
+        fields["data"] = [row[0] for row in rows]
+        fields["cached"] = [row[1] for row in rows]
+        fields["duplicated"] = [row[2] for row in rows] if self._dedup else None
+        return response
 
     def _take(self, state: LoopState, job: _Job) -> None:
         """Serve remembered samples, claim the free indices, group the rest by claim.
