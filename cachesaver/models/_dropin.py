@@ -234,6 +234,11 @@ class DropInClient(DropInBase):
             choice["index"] = i
             choice["cached"] = cached[i]
             choice["duplicated"] = duplicated[i]
+            # What the sample cost when it was made (whoever paid), and which API call
+            # made it: the same on a hit as on the fresh call (`choice_usage`).
+            choice["prompt_tokens"] = sample["prompt_tokens"]
+            choice["completion_tokens"] = sample["completion_tokens"]
+            choice["completion_id"] = sample["id"]
             choices.append(choice)
             if not cached[i]:
                 completion_tokens += sample["completion_tokens"] or 0
