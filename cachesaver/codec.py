@@ -41,8 +41,6 @@ _registry: dict[str, tuple[str, type]] = {}
 _tag_for: dict[type, str] = {}  # the tag each known class is written with
 _init_names: dict[type, frozenset[str]] = {}  # dataclass fields taken by __init__
 _dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
-# json.loads' own C scanner (``scan_once`` is set by JSONDecoder.__init__, untyped).
-_scan: Any = getattr(json.JSONDecoder(), "scan_once")  # noqa: B009
 _INT_LIMIT = 10**MAX_INT_DIGITS
 # Reading accepts what `cachesaver import` accepts (export.MAX_NESTING JSON levels, tags
 # included); writing stays within MAX_DEPTH levels of the sample itself.
@@ -230,6 +228,9 @@ def _from_json(value: Any, depth: int = 0) -> Any:
     return obj
 
 
+_scan: Any = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
 def decode_sample(text: str) -> Any:
     """Return the sample stored as ``text`` (the inverse of `encode_sample`).
 
@@ -237,13 +238,11 @@ def decode_sample(text: str) -> Any:
     `UnknownTypeTagError` for a class this process has not registered.
     """
     try:
-        try:
-            # The C scanner without ``json.loads``' wrapper (two regex matches per text);
-            # anything unusual (whitespace around the value, damage) goes to json.loads.
+        try:  # the C scanner straight away: a stored text is one JSON value, no spaces
             value, end = _scan(text, 0)
-            if end != len(text):
-                raise ValueError
-        except (ValueError, StopIteration):
+        except StopIteration:
+            end = -1
+        if end != len(text):  # anything else: the full parser accepts it or says why not
             value = json.loads(text)
         if TAG not in text:
             return value
