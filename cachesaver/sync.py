@@ -41,10 +41,58 @@ T = TypeVar("T")
 _START_TIMEOUT = 30.0
 
 
-def _retrieve(task: asyncio.Task[Any]) -> None:
-    """A cancelled call's outcome, read so that asyncio does not report it as lost."""
-    if not task.cancelled():
-        task.exception()
+class _Call:
+    """One `BackgroundLoop.call`: a task on the loop, a lock the calling thread waits on.
+
+    The task hands its outcome over as soon as it has one (no extra loop iteration for
+    its done callbacks); the done callback covers a task cancelled before it ran.
+    """
+
+    __slots__ = ("args", "done", "func", "kwargs", "outcome", "task")
+
+    def __init__(self, func: Callable[..., Any], args: Any, kwargs: Any) -> None:
+        self.func = func
+        self.args = args
+        self.kwargs = kwargs
+        self.done = threading.Lock()
+        self.done.acquire()
+        self.outcome: tuple[bool, Any] | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        task = self.task = loop.create_task(self._run())
+        task.add_done_callback(self._ended)
+
+    async def _run(self) -> None:
+        try:
+            result = self.func(*self.args, **self.kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+        except asyncio.CancelledError:
+            raise  # the task ends cancelled; _ended reports it
+        except Exception as exc:
+            self._finish((False, exc))
+            return
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit: the loop's too
+            self._finish((False, exc))
+            raise
+        self._finish((True, result))
+
+    def _finish(self, outcome: tuple[bool, Any]) -> None:
+        if self.outcome is None:
+            self.outcome = outcome
+            self.done.release()
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            self._finish((False, asyncio.CancelledError()))
+        else:
+            error = task.exception()  # read, so asyncio does not report it as lost
+            self._finish((False, error) if error is not None else (True, None))
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
 
 
 class BackgroundLoop:
@@ -96,39 +144,24 @@ class BackgroundLoop:
                 "coroutine instead"
             )
 
-        async def run() -> Any:
-            result = func(*args, **kwargs)
-            if inspect.isawaitable(result):
-                result = await result
-            return result
-
         # The portal owns the loop's life; a call is one task on the loop and a lock the
         # caller waits on (lighter than run_coroutine_threadsafe's future and condition:
         # a call's round trip is most of what a cache hit costs from sync code).
         loop = self._loop
         assert loop is not None
-        done = threading.Lock()
-        done.acquire()
-        started: list[asyncio.Task[Any]] = []
-
-        def start() -> None:
-            task = loop.create_task(run())
-            started.append(task)
-            task.add_done_callback(lambda _: done.release())
-
-        def cancel() -> None:
-            for task in started:
-                task.cancel()
-                task.add_done_callback(_retrieve)
-
-        loop.call_soon_threadsafe(start)
+        call = _Call(func, args, kwargs)
+        loop.call_soon_threadsafe(call.start, loop)
         try:
-            done.acquire()
+            call.done.acquire()
         except BaseException:  # interrupted (KeyboardInterrupt): the call is cancelled
             with contextlib.suppress(RuntimeError):  # the loop already ended
-                loop.call_soon_threadsafe(cancel)
+                loop.call_soon_threadsafe(call.cancel)
             raise
-        return started[0].result()
+        outcome = call.outcome
+        assert outcome is not None
+        if outcome[0]:
+            return outcome[1]
+        raise outcome[1]
 
     def bind(self, func: Callable[..., Any]) -> Callable[..., Any]:
         """``func`` as a blocking function that runs on this loop."""

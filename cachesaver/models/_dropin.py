@@ -90,7 +90,12 @@ class DropInClient(DropInBase):
 
     def chat_pipeline(self, model: str) -> OnlineAPI:
         """The pipeline that serves chat calls for ``model`` (created on first use)."""
-        self._core.check_open()
+        core = self._core
+        if type(model) is str and not core.closed:  # the common case: one dict look-up
+            entry = core.pipelines.get(("chat", model, self._base_url))
+            if entry is not None:
+                return entry[1]
+        core.check_open()
         if type(model) is not str or not model:
             raise InvalidRequestError(
                 f"chat.completions.create: model must be a non-empty str, got {model!r}"
