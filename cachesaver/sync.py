@@ -150,8 +150,8 @@ class BackgroundLoop:
         loop = self._loop
         assert loop is not None
         call = _Call(func, args, kwargs)
-        loop.call_soon_threadsafe(call.start, loop)
         try:
+            loop.call_soon_threadsafe(call.start, loop)
             call.done.acquire()
         except BaseException:  # interrupted (KeyboardInterrupt): the call is cancelled
             with contextlib.suppress(RuntimeError):  # the loop already ended

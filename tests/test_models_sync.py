@@ -132,6 +132,10 @@ def test_closing_stops_the_loop_thread(server: FakeLLMServer, cache: str) -> Non
     assert client.loop.closed
     with pytest.raises(ValueError, match="mode"):
         OpenAI(cache=cache, api_key="t", mode="nope")  # type: ignore[arg-type]
+    for thread in threading.enumerate():
+        # The disk store's worker thread is told to stop at close and ends on its own.
+        if thread.name.startswith("cachesaver-disk"):
+            thread.join(timeout=10)
     assert threading.active_count() == before
 
 
