@@ -35,6 +35,8 @@ from cachesaver.typedefs import Request
 __all__ = ["Job", "Server"]
 
 _NOTHING: list[int] = []  # "no index left" (never mutated)
+_NO_JOBS: list[Job] = []  # (never mutated)
+_new_tuple = tuple.__new__  # a `SampleRead` without its Python-level __new__
 
 
 class Job:
@@ -81,7 +83,14 @@ class Server:
         self.store = store  # named in messages
 
     async def serve(self, state: LoopState, jobs: list[Job]) -> None:
-        """Reserve and serve ``jobs``; each ends with its samples in ``served`` or an error."""
+        """Reserve and serve ``jobs``; each ends with its samples in ``served`` or an error.
+
+        Each round claims what it can (`_take`), reads the claims in one bulk read,
+        asks the allocator which missing indices may be generated here (unless it is
+        the only generator), starts a generation per job (`_start`) and waits for them,
+        then waits for indices other requests of this process are producing. One
+        coroutine for all of it: a request pays for one frame, not one per step.
+        """
         allocator = self.allocator
         state.serving += 1  # aclose() waits for these requests
         try:
@@ -94,7 +103,68 @@ class Server:
                 else:
                     job.error = grant
             try:
-                await self._rounds(state, jobs)
+                active = jobs
+                delay = 0.02
+                while True:
+                    claimed: list[Job] = []
+                    waiting: list[Job] | None = None
+                    for job in active:
+                        if job.error is None:
+                            self._take(state, job)
+                            if job.claim is not None:
+                                claimed.append(job)
+                            if job.waits is not None:
+                                if waiting is None:
+                                    waiting = []
+                                waiting.append(job)
+                    if claimed:
+                        held: list[list[int]] | None = None  # None: every missing index
+                        try:
+                            if len(claimed) == 1:
+                                job = claimed[0]
+                                read = _new_tuple(SampleRead, (job.key, job.mine))
+                                found = [await state.reads.submit(read)]
+                            else:
+                                reads = [_new_tuple(SampleRead, (j.key, j.mine)) for j in claimed]
+                                found = await state.reads.submit_all(reads)
+                            asking = self._found_all(state, claimed, found)
+                            if asking and not allocator.exclusive:
+                                leased = allocator.lease([(job.key, job.mine) for job in asking])
+                                held = leased if isinstance(leased, list) else await leased
+                        except BaseException as exc:
+                            for job in claimed:
+                                self._abandon(state, job, exc)
+                            if not isinstance(exc, Exception):
+                                raise
+                            asking = _NO_JOBS
+                        if asking:
+                            latch = self._start(state, asking, held)
+                            if latch.left:
+                                await latch.future
+                            for job in asking:
+                                error = job.error
+                                if error is not None and not isinstance(error, Exception):
+                                    raise error  # a cancelled model call: so is this request
+                    if waiting is not None:
+                        for job in waiting:
+                            waits, job.waits = job.waits, None
+                            if job.error is None and waits is not None:
+                                retry = await self._wait_for_others(job, waits)
+                                if retry:
+                                    job.todo = job.todo + retry
+                    if len(active) == 1:
+                        job = active[0]
+                        if job.error is not None or not job.todo:
+                            return
+                        polling = job.polling
+                    else:
+                        active = [job for job in active if job.error is None and job.todo]
+                        if not active:
+                            return
+                        polling = any(job.polling for job in active)
+                    if polling:
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, 0.5)
             except BaseException:
                 for job in jobs:
                     if job.indices is not None:
@@ -103,43 +173,6 @@ class Server:
         finally:
             state.serving -= 1
             state.maybe_idle()
-
-    async def _rounds(self, state: LoopState, active: list[Job]) -> None:
-        delay = 0.02
-        while True:
-            claimed: list[Job] = []
-            waiting: list[Job] | None = None
-            for job in active:
-                if job.error is None:
-                    self._take(state, job)
-                    if job.claim is not None:
-                        claimed.append(job)
-                    if job.waits is not None:
-                        if waiting is None:
-                            waiting = []
-                        waiting.append(job)
-            if claimed:
-                await self._read_and_generate(state, claimed)
-            if waiting is not None:
-                for job in waiting:
-                    waits, job.waits = job.waits, None
-                    if job.error is None and waits is not None:
-                        retry = await self._wait_for_others(job, waits)
-                        if retry:
-                            job.todo = job.todo + retry
-            if len(active) == 1:
-                job = active[0]
-                if job.error is not None or not job.todo:
-                    return
-                polling = job.polling
-            else:
-                active = [job for job in active if job.error is None and job.todo]
-                if not active:
-                    return
-                polling = any(job.polling for job in active)
-            if polling:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.5)
 
     def _take(self, state: LoopState, job: Job) -> None:
         """Serve remembered samples, claim the free indices, group the rest by claim.
@@ -183,40 +216,6 @@ class Server:
             job.mine = mine
             for index in mine:
                 owned[index] = claim
-
-    async def _read_and_generate(self, state: LoopState, claimed: list[Job]) -> None:
-        """Read every claim in one bulk read, then generate what is missing.
-
-        Until a generation takes a claim over, a failure or cancellation frees it.
-        """
-        allocator = self.allocator
-        held: list[list[int]] | None = None  # None: every missing index
-        try:
-            if len(claimed) == 1:
-                job = claimed[0]
-                found = [await state.reads.submit(SampleRead(job.key, job.mine))]
-            else:
-                reads = [SampleRead(job.key, job.mine) for job in claimed]
-                found = await state.reads.submit_all(reads)
-            asking = self._found_all(state, claimed, found)
-            if asking and not allocator.exclusive:
-                leased = allocator.lease([(job.key, job.mine) for job in asking])
-                held = leased if isinstance(leased, list) else await leased
-        except BaseException as exc:
-            for job in claimed:
-                self._abandon(state, job, exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        if not asking:
-            return
-        latch = self._start(state, asking, held)
-        if latch.left:
-            await latch.future
-        for job in asking:
-            error = job.error
-            if error is not None and not isinstance(error, Exception):
-                raise error  # a cancelled model call: this request is cancelled too
 
     def _found_all(
         self, state: LoopState, claimed: list[Job], results: list[dict[int, str]]
