@@ -101,7 +101,9 @@ class Claim:
     __slots__ = ("_waiters", "checked", "produced", "values")
 
     def __init__(self) -> None:
-        self.values: dict[int, str] = {}  # stored texts: every waiter decodes its own copy
+        # Stored texts (every waiter decodes its own copy); made by the first waiter,
+        # so a claim nobody waits for never fills one.
+        self.values: dict[int, str] | None = None
         self.checked = False
         self.produced = False
         self._waiters: list[asyncio.Future[None]] | None = None
@@ -171,12 +173,14 @@ class Memo:
         texts = self._texts
         if not texts:
             return None
-        found: dict[int, str] = {}
+        found: dict[int, str] | None = None
         for index in indices:
             text = texts.get((key, index))
             if text is not None:
+                if found is None:
+                    found = {}
                 found[index] = text
-        return found or None
+        return found
 
     def put(self, key: str, index: int, text: str) -> None:
         slot = (key, index)
