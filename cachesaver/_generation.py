@@ -208,7 +208,8 @@ class Generation:
                 # stored (ours was appended), so every reader sees one order.
                 value = self.data[j] if stored == self.texts[j] else decoded(stored, key, index)
                 put(key, index, stored)
-                values[index] = stored
+                if values is not None:  # someone waits for this claim
+                    values[index] = stored
                 served[index] = (value, False, bool(dups[j]) if dups is not None else False)
         except BaseException as exc:
             self._fail(exc)

@@ -86,6 +86,15 @@ class Coalescer(Generic[_In, _Out]):
         self._schedule()
         return group
 
+    def submit_all_then(
+        self, items: list[_In], callback: Callable[[list[_Out] | BaseException], None]
+    ) -> None:
+        """Queue several items (at least one); ``callback`` gets all their results, in
+        order, or the error (it must not raise)."""
+        self._items += items
+        self._sinks.append(_Group(callback, len(items)))
+        self._schedule()
+
     def submit_then(self, item: _In, callback: Callable[[_Out | BaseException], None]) -> None:
         """Queue ``item``; ``callback`` gets its result or error (it must not raise)."""
         self._queue(item, callback)
@@ -176,7 +185,7 @@ class Coalescer(Generic[_In, _Out]):
                 for sink in sinks:
                     if type(sink) is _Group:
                         end = position + sink.count
-                        _settle(sink.future, outcome[position:end])
+                        _settle(sink.sink, outcome[position:end])
                         position = end
                     else:
                         _settle(sink, outcome[position])
@@ -188,17 +197,17 @@ class Coalescer(Generic[_In, _Out]):
 
 
 class _Group:
-    """The sink of `Coalescer.submit_all`: one future for ``count`` items in a row."""
+    """The sink of `submit_all` / `submit_all_then`: one sink for ``count`` items in a row."""
 
-    __slots__ = ("count", "future")
+    __slots__ = ("count", "sink")
 
-    def __init__(self, future: asyncio.Future[Any], count: int) -> None:
-        self.future = future
+    def __init__(self, sink: Any, count: int) -> None:
+        self.sink = sink
         self.count = count
 
     def __call__(self, outcome: Any) -> None:
         """An error for the whole group, or the result of a group of one item."""
-        _settle(self.future, outcome if isinstance(outcome, BaseException) else [outcome])
+        _settle(self.sink, outcome if isinstance(outcome, BaseException) else [outcome])
 
 
 def _settle(sink: Any, outcome: Any) -> None:
