@@ -1,7 +1,8 @@
 """Use cachesaver from synchronous code: one event loop on a background thread.
 
 cachesaver is async inside. `BackgroundLoop` owns one event loop on a daemon thread and
-runs coroutines on it from any thread (through anyio's blocking portal), so the same
+runs coroutines on it from any thread (each call a task on the loop; anyio's blocking
+portal owns the loop's life), so the same
 objects serve many calls, from plain scripts, from threads, and from Jupyter (whose own
 loop is already running). The sync drop-in clients (`cachesaver.models.openai.OpenAI`,
 `cachesaver.models.together.Together`) are built on it. A pipeline from sync code::
