@@ -28,6 +28,8 @@ from cachesaver.typedefs import Request, with_n
 
 __all__ = ["Generation", "Latch", "LoopState", "Served", "Sink", "decoded"]
 
+_new_tuple = tuple.__new__  # a `SampleWrite` without its Python-level __new__
+
 # (value, cached, duplicated) of one sample as the requester will see it.
 Served = tuple[Any, bool, bool]
 
@@ -167,11 +169,11 @@ class Generation:
     def _on_model(self, outcome: Outcome) -> None:
         job = self.job
         try:
-            if isinstance(outcome, (ModelContractError, ModelTimeoutError)) and "key=" not in str(
-                outcome
-            ):
-                raise type(outcome)(f"{outcome} [key={job.key[:12]}]") from None
             if isinstance(outcome, BaseException):
+                if isinstance(outcome, (ModelContractError, ModelTimeoutError)) and (
+                    "key=" not in str(outcome)
+                ):
+                    raise type(outcome)(f"{outcome} [key={job.key[:12]}]") from None
                 raise outcome
             data = outcome.data
             if len(data) != len(self.missing):
@@ -185,9 +187,13 @@ class Generation:
                 raise UnstorableSampleError(f"{exc} ({describe(job.request, job.key)})") from None
             self.data = data
             self.dups = outcome.duplicated
-            write = SampleWrite(
-                job.key, job.content, dict(zip(self.missing, self.texts, strict=True))
+            missing, texts = self.missing, self.texts
+            samples = (
+                {missing[0]: texts[0]}
+                if len(missing) == 1
+                else dict(zip(missing, texts, strict=True))
             )
+            write = _new_tuple(SampleWrite, (job.key, job.content, samples))
             self.state.writes.submit_then(write, self._on_written)
         except BaseException as exc:
             self._fail(exc)
