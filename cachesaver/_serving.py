@@ -188,20 +188,22 @@ class Server:
             todo = [index for index in todo if index not in hits]
         claims = state.coord.claims
         owned = claims.get(key)
-        if owned is None:
-            owned = claims[key] = {}
-        mine: list[int] = []
         waits: dict[Claim, list[int]] | None = None
-        for index in todo:
-            other = owned.get(index)
-            if other is None:
-                mine.append(index)
-            else:
-                if waits is None:
-                    waits = {}
-                if other.values is None:
-                    other.values = {}  # its producer keeps the texts for its waiters now
-                waits.setdefault(other, []).append(index)
+        if owned is None:  # nobody claims anything of this key: all of it is free
+            owned = claims[key] = {}
+            mine = todo
+        else:
+            mine = []
+            for index in todo:
+                other = owned.get(index)
+                if other is None:
+                    mine.append(index)
+                else:
+                    if waits is None:
+                        waits = {}
+                    if other.values is None:
+                        other.values = {}  # its producer keeps the texts for waiters now
+                    waits.setdefault(other, []).append(index)
         job.waits = waits
         if mine:
             claim = job.claim = Claim()
