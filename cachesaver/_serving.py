@@ -107,17 +107,20 @@ class Server:
                 active = jobs
                 delay = 0.02
                 while True:
-                    claimed: list[Job] = []
+                    count = 0
                     waiting: list[Job] | None = None
                     for job in active:
                         if job.error is None:
                             self._take(state, job)
                             if job.claim is not None:
-                                claimed.append(job)
+                                count += 1
                             if job.waits is not None:
                                 if waiting is None:
                                     waiting = []
                                 waiting.append(job)
+                    claimed = active  # usually every job claims something: no new list
+                    if count != len(active):
+                        claimed = [job for job in active if job.claim is not None]
                     if claimed:
                         step = _Round(self, state, claimed)
                         if len(claimed) == 1:
