@@ -28,6 +28,9 @@ from cachesaver.typedefs import Request, with_n
 
 __all__ = ["Generation", "Latch", "LoopState", "Served", "Sink", "decoded"]
 
+_new_tuple = tuple.__new__  # a `SampleWrite` without its Python-level __new__
+_NO_DATA: list[Any] = []  # (never mutated)
+
 # (value, cached, duplicated) of one sample as the requester will see it.
 Served = tuple[Any, bool, bool]
 
@@ -110,7 +113,8 @@ class Generation:
     """Ask the layer below for ``missing`` samples of a job's key, store them, serve them.
 
     The samples go into the job's ``served`` (or its ``error`` is set), then the
-    round's `Latch` is counted down.
+    round's `Latch` is counted down. The generation is itself the callback of both
+    steps (the model's outcome, then the write's result): no bound method per step.
     """
 
     __slots__ = (
@@ -125,7 +129,7 @@ class Generation:
         "memo",
         "missing",
         "state",
-        "texts",
+        "written",
     )
 
     def __init__(
@@ -148,9 +152,9 @@ class Generation:
         self.claim = claim
         self.latch = latch
         self.lease: object = None
-        self.data: list[Any] = []
-        self.texts: list[str] = []
+        self.data: list[Any] = _NO_DATA
         self.dups: list[bool] | None = None
+        self.written: dict[int, str] | None = None  # the texts written; None: not yet
 
     def start(self) -> None:
         self.state.jobs += 1
@@ -159,36 +163,49 @@ class Generation:
                 self.lease = self.allocator.hold(self.job.key, self.missing)
             request, count = self.job.request, len(self.missing)
             self.inner._cs_submit_then(
-                request if request.n == count else with_n(request, count), self._on_model
+                request if request.n == count else with_n(request, count), self
             )
         except BaseException as exc:
             self._fail(exc)
 
+    def __call__(self, outcome: Any) -> None:
+        """The model's outcome, then (once the samples are written) the write's result."""
+        if self.written is None:
+            self._on_model(outcome)
+        else:
+            self._on_written(outcome)
+
     def _on_model(self, outcome: Outcome) -> None:
         job = self.job
+        missing = self.missing
         try:
-            if isinstance(outcome, (ModelContractError, ModelTimeoutError)) and "key=" not in str(
-                outcome
-            ):
-                raise type(outcome)(f"{outcome} [key={job.key[:12]}]") from None
             if isinstance(outcome, BaseException):
+                if isinstance(outcome, (ModelContractError, ModelTimeoutError)) and (
+                    "key=" not in str(outcome)
+                ):
+                    raise type(outcome)(f"{outcome} [key={job.key[:12]}]") from None
                 raise outcome
             data = outcome.data
-            if len(data) != len(self.missing):
+            if len(data) != len(missing):
                 raise ModelContractError(
                     f"the model returned {len(data)} samples for "
-                    f"({describe(job.request, job.key)}) that asked for n={len(self.missing)}"
+                    f"({describe(job.request, job.key)}) that asked for n={len(missing)}"
                 )
             try:
-                self.texts = [encode_sample(value) for value in data]
+                if len(missing) == 1:
+                    written = {missing[0]: encode_sample(data[0])}
+                else:
+                    written = {
+                        index: encode_sample(value)
+                        for index, value in zip(missing, data, strict=True)
+                    }
             except UnstorableSampleError as exc:
                 raise UnstorableSampleError(f"{exc} ({describe(job.request, job.key)})") from None
             self.data = data
             self.dups = outcome.duplicated
-            write = SampleWrite(
-                job.key, job.content, dict(zip(self.missing, self.texts, strict=True))
-            )
-            self.state.writes.submit_then(write, self._on_written)
+            self.written = written
+            write = _new_tuple(SampleWrite, (job.key, job.content, written))
+            self.state.writes.submit_then(write, self)
         except BaseException as exc:
             self._fail(exc)
 
@@ -200,13 +217,15 @@ class Generation:
                 raise result
             dups = self.dups
             stored_at = result.stored
+            written = self.written
+            assert written is not None
             values = self.claim.values
             put = self.memo.put
             for j, index in enumerate(self.missing):
                 stored = stored_at[index]
                 # Another process may have stored this index first: serve what is
                 # stored (ours was appended), so every reader sees one order.
-                value = self.data[j] if stored == self.texts[j] else decoded(stored, key, index)
+                value = self.data[j] if stored == written[index] else decoded(stored, key, index)
                 put(key, index, stored)
                 if values is not None:  # someone waits for this claim
                     values[index] = stored

@@ -107,17 +107,20 @@ class Server:
                 active = jobs
                 delay = 0.02
                 while True:
-                    claimed: list[Job] = []
+                    count = 0
                     waiting: list[Job] | None = None
                     for job in active:
                         if job.error is None:
                             self._take(state, job)
                             if job.claim is not None:
-                                claimed.append(job)
+                                count += 1
                             if job.waits is not None:
                                 if waiting is None:
                                     waiting = []
                                 waiting.append(job)
+                    claimed = active  # usually every job claims something: no new list
+                    if count != len(active):
+                        claimed = [job for job in active if job.claim is not None]
                     if claimed:
                         step = _Round(self, state, claimed)
                         if len(claimed) == 1:
@@ -188,20 +191,22 @@ class Server:
             todo = [index for index in todo if index not in hits]
         claims = state.coord.claims
         owned = claims.get(key)
-        if owned is None:
-            owned = claims[key] = {}
-        mine: list[int] = []
         waits: dict[Claim, list[int]] | None = None
-        for index in todo:
-            other = owned.get(index)
-            if other is None:
-                mine.append(index)
-            else:
-                if waits is None:
-                    waits = {}
-                if other.values is None:
-                    other.values = {}  # its producer keeps the texts for its waiters now
-                waits.setdefault(other, []).append(index)
+        if owned is None:  # nobody claims anything of this key: all of it is free
+            owned = claims[key] = {}
+            mine = todo
+        else:
+            mine = []
+            for index in todo:
+                other = owned.get(index)
+                if other is None:
+                    mine.append(index)
+                else:
+                    if waits is None:
+                        waits = {}
+                    if other.values is None:
+                        other.values = {}  # its producer keeps the texts for waiters now
+                    waits.setdefault(other, []).append(index)
         job.waits = waits
         if mine:
             claim = job.claim = Claim()

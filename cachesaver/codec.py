@@ -167,6 +167,8 @@ def encode_sample(value: Any) -> str:
         raise UnstorableSampleError(
             f"sample is nested too deeply to store (more than {MAX_DEPTH} levels); flatten it"
         ) from None
+    if text.isascii():  # nothing to check (and no bytes made to check it)
+        return text
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:

@@ -264,10 +264,11 @@ class DiskStore:
         with self._transact():
             # The content of a key is the same for every writer: keep the first.
             con.executemany(
-                _INSERT_NEW, [(content_entry(w.key), now, None, now, w.content) for w in writes]
+                _INSERT_NEW,
+                [(f"{_PREFIX}{w.key}:request", now, None, now, w.content) for w in writes],
             )
             rows = [
-                (sample_entry(w.key, i), now, None, now, text)
+                (f"{_PREFIX}{w.key}:{i}", now, None, now, text)
                 for w in writes
                 for i, text in w.samples.items()
             ]
