@@ -265,8 +265,9 @@ async def test_stats_count_each_of_several_identities_right(
 @pytest.mark.parametrize("damage", ["foreign-name", "content-in-a-file"])
 async def test_stats_refuse_a_damaged_key_naming_it(cache_dir: str, damage: str) -> None:
     """A row named like no sample (``cs:<key>:x``) or a content row in another form is damage."""
-    record = make_record("question", ['"a"', '"b"'])
-    await _fill(cache_dir, [record, make_record("other", ['"c"'])])
+    records = [make_record(f"question {i}", ['"a"', '"b"']) for i in range(3)]
+    await _fill(cache_dir, records)
+    record = max(records, key=lambda r: r.key)  # not the first key of its identity
     con = sqlite3.connect(os.path.join(cache_dir, "cache.db"))
     with con:
         if damage == "foreign-name":
