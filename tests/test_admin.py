@@ -192,7 +192,10 @@ def _by_hand(records: list[KeyRecord]) -> dict[str, list[int]]:
         row[1] += len(r.samples)
         row[2] += len(r.content.encode()) + sum(len(t.encode()) for t in r.samples.values())
         for text in r.samples.values():
-            sample = json.loads(text) if text.startswith("{") else None
+            try:
+                sample = json.loads(text)
+            except ValueError:
+                continue  # not JSON: no tokens
             if isinstance(sample, dict) and "prompt_tokens" in sample:
                 for n, field in ((3, "prompt_tokens"), (4, "completion_tokens")):
                     row[n] += sample[field] if type(sample.get(field)) is int else 0
@@ -206,13 +209,20 @@ def _odd_keys() -> list[KeyRecord]:
         '{"text":"b","prompt_tokens":true,"completion_tokens":2.0}',  # not integers
         '{"text":"c","usage":{"prompt_tokens":5}}',  # not at the top
         '"plain text mentioning \\"prompt_tokens\\": 9"',
-        '"d\u00e9j\u00e0 \u65e5\u672c \u00e9\u65e5"',
+        '"d\\u00e9j\\u00e0 \\u65e5\\u672c"',  # JSON escapes
         '"d\u00e9j\u00e0 vu, 日本"',  # multi-byte UTF-8
+        '{"prompt_tokens":25.0,"completion_tokens":-3}',  # a float; a negative integer
+        '{"a":{"prompt_tokens":6.5},"prompt_tokens":6,"completion_tokens":1e3}',
+        ' {"prompt_tokens":2}',  # JSON may start with a space
+        '{"prompt_tokens":5,"x":0x1F}',  # not JSON to Python: no tokens
+        '{"prompt_tokens":01}',
+        '{"prompt_tokens":3,"t":"a\tb"}',  # a raw control character: not JSON either
+        '{"prompt_tokens":123456789012345678901234,"completion_tokens":2}',
     ]
     records = []
     for i in range(40):
         identity = {"provider": "test", "model": f"m{1 + i % 3}"}
-        texts = {j: tokens[(i + j) % len(tokens)] for j in range(i % 5)}  # 0 to 4 samples
+        texts = {j: tokens[(i + j) % len(tokens)] for j in range(i % 6)}  # 0 to 5 samples
         records.append(make_record(f"question {i}", texts, identity=identity))
     # Identities whose text holds ',"request":' share the text before it: counted apart.
     records.append(make_record("x", {0: tokens[0]}, identity={"a": 1, "request": 2}))

@@ -41,9 +41,10 @@ _SHARED = (
 )  # shared-run state and the marker sit in the range but are not keys
 _PREFIX_OF_C = "substr(c.key, 1, length(c.key) - 7)"  # "cs:<key>:" of a content row
 _OURS = "{0}.raw = 1 AND {0}.mode = 1 AND {0}.filename IS NULL AND typeof({0}.value) = 'text'"
-# Only JSON objects can report tokens: a comparison skips the search in every other sample.
+# Only JSON objects (which may start with white space) can report tokens: a comparison
+# skips the search in every other sample.
 _TOKEN = (
-    "sum(CASE WHEN s.value >= '{{' AND s.value < '|' AND "
+    "sum(CASE WHEN (s.value >= '{{' AND s.value < '|' OR s.value < '!') AND "
     "instr(s.value, '\"prompt_tokens\"') > 0 AND json_valid(s.value) AND "
     "json_type(s.value, '$.{0}') = 'integer' THEN json_extract(s.value, '$.{0}') END)"
 )
@@ -112,6 +113,8 @@ def stats_chunk(store: DiskStore, con: sqlite3.Connection, low: str | None) -> S
             return _exact(store, con, low, end, high)
         keys += 1
         counted += samples + 1
+        if isinstance(prompt, float) or isinstance(completion, float):
+            return _exact(store, con, low, end, high)  # an integer past 64 bits
         size, prompt, completion = content_size + int(size), prompt or 0, completion or 0
         if counter.trusted(head):
             counter.add(head, 1, samples, size, prompt, completion)

@@ -2,11 +2,12 @@
 
 The keys set is walked with ``SSCAN`` (never ``KEYS``, never one huge reply). Each page
 of keys goes to one Lua call that reads every content and sample hash of the page and
-returns one row per content head (keys, samples, UTF-8 bytes, the sample texts that
-report tokens) instead of every sample; the next page is asked for in the same round
-trip. Token counts are read in Python (`token_counts`), so they agree with the disk
-store exactly. A head whose identity text is not one whole JSON value is counted again
-key by key; a hash field that is not a sample index raises `StoreError`.
+returns one row per content head (keys, samples, UTF-8 bytes, reported tokens) instead
+of every sample; the next page is asked for in the same round trip. Tokens are read in
+Lua only where the result is certain to be `token_counts`'s (see `TOTALS_SCRIPT`); other
+texts that report tokens come back to Python. A head whose identity text is not one
+whole JSON value is counted again key by key; a hash field that is not a sample index
+raises `StoreError`.
 """
 
 from __future__ import annotations
@@ -34,16 +35,49 @@ PAGE_KEYS = 1000
 
 # KEYS: content key and samples hash of each key. ARGV[1]: "heads" to add keys up per
 # head, "keys" for a row per key. Returns rows {head or content, one key's content key
-# ("" for a row of one content), keys, samples, bytes, {texts reporting tokens}}, or
-# {"foreign", hash, field} for a hash field that is not an index.
+# ("" for a row of one content), keys, samples, bytes, prompt tokens, completion tokens,
+# {texts whose tokens Python must read}}, or {"foreign", hash, field} for a hash field
+# that is not an index.
+#
+# Tokens (what `token_counts` reads: the top-level integers of a JSON object) are read
+# here when that is certain: the text is an object that cjson decodes, holds none of the
+# numbers cjson accepts and Python refuses (hexadecimal, inf, nan, 01, 1., +1, .5) nor a
+# control character, and names each counted field exactly once; an integer is a field
+# whose literal is all digits (1.0 and 1e3 are floats to Python). Any other text that
+# mentions "prompt_tokens" goes back to Python.
 TOTALS_SCRIPT = (
     """
+local function lenient(text)
+  return string.find(text, '[:,%[]%s*[%+%.]') or string.find(text, '[:,%[]%s*%-?0[%dxX]')
+    or string.find(text, '[:,%[]%s*[%+%-]?[iInN][nN][fFaA]') or string.find(text, '%d%.%D')
+    or string.find(text, '%d%.$') or string.find(text, '[%z\1-\31]')
+end
+local function field(text, data, name)
+  local value = data[name]
+  if type(value) ~= 'number' then return 0 end
+  local quoted = '"' .. name .. '"'
+  local at, stop = string.find(text, quoted, 1, true)
+  if not at or string.find(text, quoted, stop + 1, true) then return nil end
+  local literal = string.match(text, '^%s*:%s*(%-?%d+)%s*[,}]', stop + 1)
+  if not literal then return 0 end
+  if #literal > 15 or tonumber(literal) ~= value then return nil end
+  return value
+end
+local function tokens(text)
+  if string.byte(text, 1) ~= 123 or lenient(text) then return nil end
+  local ok, data = pcall(cjson.decode, text)
+  if not ok or type(data) ~= 'table' then return nil end
+  local prompt = field(text, data, 'prompt_tokens')
+  local completion = field(text, data, 'completion_tokens')
+  if prompt == nil or completion == nil then return nil end
+  return prompt, completion
+end
 local by_head = ARGV[1] == 'heads'
 local rows, heads = {}, {}
 for i = 1, #KEYS, 2 do
   local content = redis.call('GET', KEYS[i])
   if content then
-    local size, samples, texts = #content, 0, {}
+    local size, samples, prompt, completion, texts = #content, 0, 0, 0, {}
     local hash = redis.call('HGETALL', KEYS[i + 1])
     for j = 1, #hash, 2 do
       if not string.match(hash[j], '^%d+$') then
@@ -52,7 +86,15 @@ for i = 1, #KEYS, 2 do
       local text = hash[j + 1]
       samples = samples + 1
       size = size + #text
-      if string.find(text, '"prompt_tokens"', 1, true) then texts[#texts + 1] = text end
+      if string.find(text, '"prompt_tokens"', 1, true) then
+        local p, c = tokens(text)
+        if p == nil then
+          texts[#texts + 1] = text
+        else
+          prompt = prompt + p
+          completion = completion + c
+        end
+      end
     end
     local head = nil
     if by_head and string.sub(content, 1, HEAD_LENGTH) == 'HEAD_START' then
@@ -61,14 +103,16 @@ for i = 1, #KEYS, 2 do
     end
     local row = head and heads[head]
     if not row then
-      row = {head or content, head and KEYS[i] or '', 0, 0, 0, {}}
+      row = {head or content, head and KEYS[i] or '', 0, 0, 0, 0, 0, {}}
       rows[#rows + 1] = row
       if head then heads[head] = row end
     end
     row[3] = row[3] + 1
     row[4] = row[4] + samples
     row[5] = row[5] + size
-    for _, text in ipairs(texts) do row[6][#row[6] + 1] = text end
+    row[6] = row[6] + prompt
+    row[7] = row[7] + completion
+    for _, text in ipairs(texts) do row[8][#row[8] + 1] = text end
   end
 end
 return rows
@@ -105,8 +149,10 @@ def _add(
             "than cachesaver wrote to it (delete the key or restore the cache)"
         )
     untrusted: set[str] = set()
-    for text, example, keys, samples, size, texts in rows:
-        prompt, completion = _tokens(texts)
+    for text, example, keys, samples, size, prompt, completion, texts in rows:
+        more_prompt, more_completion = _tokens(texts)
+        prompt += more_prompt
+        completion += more_completion
         if only is not None:
             if head_of(text) in only:
                 counter.add_alone(text, samples, size, prompt, completion)
