@@ -212,11 +212,10 @@ def _odd_keys() -> list[KeyRecord]:
         '"d\\u00e9j\\u00e0 \\u65e5\\u672c"',  # JSON escapes
         '"d\u00e9j\u00e0 vu, 日本"',  # multi-byte UTF-8
         '{"prompt_tokens":25.0,"completion_tokens":-3}',  # a float; a negative integer
-        '{"a":{"prompt_tokens":6.5},"prompt_tokens":6,"completion_tokens":1e3}',
+        '{"a":{"prompt_tokens":6.5},"prompt_tokens":6,"completion_tokens":1e3}',  # nested
+        '{"prompt_tokens" : 8 ,"completion_tokens":"9"}',  # spaces; a string
         ' {"prompt_tokens":2}',  # JSON may start with a space
-        '{"prompt_tokens":5,"x":0x1F}',  # not JSON to Python: no tokens
-        '{"prompt_tokens":01}',
-        '{"prompt_tokens":3,"t":"a\tb"}',  # a raw control character: not JSON either
+        '{"prompt_tokens":3,"t":"a\\tb","u":{"v":[1,{"completion_tokens":4}]}}',
         '{"prompt_tokens":123456789012345678901234,"completion_tokens":2}',
     ]
     records = []
