@@ -11,6 +11,13 @@ writes them: content row and sample row, hashed keys), into that full store and 
 empty one, interleaved (target: full <= 1.3x empty). About 3-10 minutes for 1M on a
 shared 2-core machine.
 
+``--writes [--total 1000000]``: the write-cost figure alone, without the waves: a store
+of ``--total`` one-sample keys is filled by bulk SQL (a minute), then bulk writes of
+2,000 new keys go into it and into an empty store, interleaved, both through
+`DiskStore.write` and through the minimal reference cache's own write (the same rows,
+one ``executemany`` in one transaction). The reference's growth is the floor the
+storage sets: hashed keys land on random pages of diskcache's unique key index.
+
 ``--redis``: 2,000 cached requests (``gather``, a new run each time) over Redis on
 loopback and over disk, interleaved; target: Redis time <= 1.3x disk.
 
@@ -108,6 +115,73 @@ def write_cost(path: str, batches: int, tag: str) -> list[float]:
     return out
 
 
+def reference_write_cost(path: str, batches: int, tag: str) -> list[float]:
+    """Like `write_cost`, through the minimal reference cache's write (the same rows)."""
+    from reference_cache import ReferenceCache
+
+    out: list[float] = []
+    reference = ReferenceCache(Echo(), path)
+    try:
+        for b in range(batches):
+            now = time.time()
+            rows: list[tuple[str, float, float, str]] = []
+            for i in range(WAVE):
+                content = f'{{"prompt":"w {tag} {b} {i}"}}'
+                key = hashlib.sha256(f'{{"request":{content}}}'.encode()).hexdigest()
+                rows.append((f"cs:{key}:request", now, now, content))
+                rows.append((f"cs:{key}:0", now, now, f'"w {tag} {b} {i} #0"'))
+            start = time.perf_counter()
+            reference._write(rows)
+            out.append((time.perf_counter() - start) / WAVE * 1e6)
+    finally:
+        if reference._cache is not None:
+            reference._cache.close()
+        reference._executor.shutdown(wait=True)
+    return out
+
+
+def writes(root: str, total: int) -> None:
+    """Write cost per sample into a store of ``total`` keys against an empty one."""
+    path = os.path.join(root, "full")
+    reference_write_cost(path, total // WAVE, "fill")  # fast: bulk SQL, the same rows
+    costs: dict[str, list[float]] = {
+        name: [] for name in ("ds-full", "ds-empty", "ref-full", "ref-empty")
+    }
+    for trial in range(5):
+        costs["ds-empty"] += write_cost(os.path.join(root, f"ds-empty-{trial}"), 3, f"de{trial}")
+        costs["ds-full"] += write_cost(path, 3, f"df{trial}")
+        costs["ref-empty"] += reference_write_cost(
+            os.path.join(root, f"ref-empty-{trial}"), 3, f"re{trial}"
+        )
+        costs["ref-full"] += reference_write_cost(path, 3, f"rf{trial}")
+    m = {name: statistics.median(values) for name, values in costs.items()}
+    ours, floor = m["ds-full"] / m["ds-empty"], m["ref-full"] / m["ref-empty"]
+    print(f"write cost per sample, bulk writes of {WAVE:,} new keys, 5 interleaved trials")
+    table(
+        [
+            ("figure", "measured", "target", ""),
+            (
+                f"DiskStore.write, store of {total:,} keys / empty",
+                f"{m['ds-full']:.1f} us / {m['ds-empty']:.1f} us = {ours:.2f}x",
+                "<= 1.3x",
+                "ok" if ours <= 1.3 else "MISS",
+            ),
+            (
+                "reference cache (same rows, one executemany), full / empty",
+                f"{m['ref-full']:.1f} us / {m['ref-empty']:.1f} us = {floor:.2f}x",
+                "(the storage's floor)",
+                "",
+            ),
+            (
+                "DiskStore.write / reference, full store",
+                f"{m['ds-full'] / m['ref-full']:.2f}x",
+                "",
+                "",
+            ),
+        ]
+    )
+
+
 def waves(root: str, total: int) -> None:
     path = os.path.join(root, "waves")
     child = subprocess.run(
@@ -162,64 +236,146 @@ def waves(root: str, total: int) -> None:
 # -- Redis against disk ----------------------------------------------------------------------
 
 
-def cached_gather(spec: str, requests: list[Request]) -> float:
-    async def go() -> float:
+def cached_gather(spec: str, requests: list[Request]) -> tuple[float, float]:
+    """Wall and CPU seconds (this process, all threads) of one cached ``gather`` run."""
+
+    async def go() -> tuple[float, float]:
         async with OnlineAPI(Echo(), cache=spec, batch_size=100, timeout=0.01) as api:
             await api.request(Request("warm-up: opens the store", namespace="warm-up"))
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             responses = await asyncio.gather(*(api.request(r) for r in requests))
-            seconds = time.perf_counter() - start
+            seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
         if not all(all(r.cached or []) for r in responses):
             raise SystemExit(f"{spec}: expected every request cached")
-        return seconds
+        return seconds, cpu_seconds
 
     gc.collect()
     return asyncio.run(go())
 
 
+def _server_cpu(url: str) -> float:
+    """CPU seconds the Redis server at ``url`` has used (main thread and helpers)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        info = client.info("cpu")
+    finally:
+        client.close()
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def _private_redis(root: str) -> tuple[str, subprocess.Popen[bytes] | None]:
+    """A Redis server of the benchmark's own (its CPU is then ours alone), else the shared one.
+
+    Started from ``redis-server`` on the PATH on a free loopback port, keeping nothing on
+    disk; without the binary, ``CACHESAVER_TEST_REDIS_URL`` (or db 9 of the local server).
+    """
+    import socket
+
+    import redis
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return os.environ.get("CACHESAVER_TEST_REDIS_URL", "redis://127.0.0.1:6379/9"), None
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            root,
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+            return url, server
+        except redis.RedisError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise SystemExit(f"could not start a private redis-server on port {port}") from None
+            time.sleep(0.05)
+
+
 def redis_vs_disk(root: str, trials: int) -> None:
     import redis
 
-    url = os.environ.get("CACHESAVER_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+    url, server = _private_redis(root)
     try:
         redis.Redis.from_url(url, socket_connect_timeout=1).ping()
     except redis.RedisError as exc:
         print(f"Redis warm hits: skipped, Redis at {url} unreachable: {exc}")
         return
-    warnings.filterwarnings("ignore", message=".*without AOF")  # the shared test Redis
+    warnings.filterwarnings("ignore", message=".*without AOF")  # the bench keeps nothing
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     spec = f"{url}?prefix={prefix}"
     disk = os.path.join(root, "redis-vs-disk")
     requests = [Request(f"question {i}", n=1, namespace="bench") for i in range(WAVE)]
     ratios: list[float] = []
+    cpu_ratios: list[float] = []
     times: dict[str, list[float]] = {"redis": [], "disk": []}
+    cpus: dict[str, list[float]] = {"redis": [], "disk": []}
     try:
         asyncio.run(_fill(spec, requests))
         asyncio.run(_fill(disk, requests))
         for trial in range(trials):
-            pair = {}
+            pair: dict[str, tuple[float, float]] = {}
             for name in ("redis", "disk") if trial % 2 == 0 else ("disk", "redis"):
-                pair[name] = cached_gather(spec if name == "redis" else disk, requests)
-                times[name].append(pair[name])
-            ratios.append(pair["redis"] / pair["disk"])
+                if name == "redis":
+                    before = _server_cpu(url)
+                    wall, cpu = cached_gather(spec, requests)
+                    cpu += _server_cpu(url) - before if server is not None else 0.0
+                else:
+                    wall, cpu = cached_gather(disk, requests)
+                pair[name] = (wall, cpu)
+                times[name].append(wall)
+                cpus[name].append(cpu)
+            ratios.append(pair["redis"][0] / pair["disk"][0])
+            cpu_ratios.append(pair["redis"][1] / pair["disk"][1])
     finally:
         client = redis.Redis.from_url(url)
         names = list(client.scan_iter(match=f"{prefix}:*", count=1000))
         if names:
             client.delete(*names)
         client.close()
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=10)
     ratio = statistics.median(ratios)
-    print(f"{WAVE:,} cached requests (gather, new run), {trials} interleaved trials")
+    cpu_ratio = statistics.median(cpu_ratios)
+    where = "a private redis-server" if server is not None else url
+    print(f"{WAVE:,} cached requests (gather, new run), {trials} interleaved trials, {where}")
     table(
         [
             ("figure", "measured", "target", ""),
             (
-                "Redis (loopback) / disk",
+                "Redis (loopback) / disk, wall",
                 f"{statistics.median(times['redis']) * 1000:.0f} ms / "
                 f"{statistics.median(times['disk']) * 1000:.0f} ms = {ratio:.2f}x "
                 f"[{min(ratios):.2f}-{max(ratios):.2f}]",
                 "<= 1.3x",
                 "ok" if ratio <= 1.3 else "MISS",
+            ),
+            (
+                "the same in CPU (client, plus the server when private)",
+                f"{statistics.median(cpus['redis']) * 1000:.0f} ms / "
+                f"{statistics.median(cpus['disk']) * 1000:.0f} ms = {cpu_ratio:.2f}x "
+                f"[{min(cpu_ratios):.2f}-{max(cpu_ratios):.2f}]",
+                "",
+                "",
             ),
         ]
     )
@@ -298,6 +454,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--waves", action="store_true", help="1M requests in waves (minutes)")
     parser.add_argument("--total", type=int, default=1_000_000)
+    parser.add_argument("--writes", action="store_true", help="write cost at --total keys")
     parser.add_argument("--redis", action="store_true", help="Redis warm hits against disk")
     parser.add_argument("--processes", action="store_true", help="four readers of one store")
     parser.add_argument("--all", action="store_true", help="all of the above")
@@ -310,8 +467,8 @@ def main() -> None:
         return
     if args.total % 100_000 or args.total < 200_000:
         parser.error("--total must be a multiple of 100,000, at least 200,000")
-    if not (args.waves or args.redis or args.processes or args.all):
-        parser.error("choose --waves, --redis, --processes or --all (each takes minutes)")
+    if not (args.waves or args.writes or args.redis or args.processes or args.all):
+        parser.error("choose --waves, --writes, --redis, --processes or --all (minutes each)")
     root = tempfile.mkdtemp(prefix="cachesaver-bench-growth-")
     try:
         if args.redis or args.all:
@@ -320,6 +477,8 @@ def main() -> None:
             processes(root, args.trials, args.rounds)
         if args.waves or args.all:
             waves(root, args.total)
+        if args.writes:
+            writes(root, args.total)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 from cachesaver.errors import CacheSaverError
@@ -23,6 +24,7 @@ __all__ = [
     "CanonicalError",
     "canonical_json",
     "digest",
+    "plain_json",
     "snapshot_json",
 ]
 
@@ -30,9 +32,42 @@ MAX_DEPTH = 100
 MAX_INT_DIGITS = 600
 _INT_LIMIT = 10**MAX_INT_DIGITS
 
-_dumps = json.JSONEncoder(
+_encoder = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":")
-).encode
+)
+
+
+def _encode_with(encoder: json.JSONEncoder) -> Callable[[Any], str]:
+    """``encoder.encode`` for the checked values of this module, with one C encoder made
+    once (``encode`` makes a new one per call) when this Python has it."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has the C encoder
+        return encoder.encode
+    try:
+        # No cycle check (markers=None): every value here has passed a depth-bounded walk.
+        scan = make(
+            None,
+            encoder.default,
+            json.encoder.encode_basestring,
+            None,
+            encoder.key_separator,
+            encoder.item_separator,
+            encoder.sort_keys,
+            encoder.skipkeys,
+            encoder.allow_nan,
+        )
+    except TypeError:  # pragma: no cover - a Python whose C encoder takes other arguments
+        return encoder.encode
+    join = "".join
+
+    def encode(value: Any) -> str:
+        return join(scan(value, 0))
+
+    probe = {"b": [1, 2.5, "é\n", None, True], "a": {"z": -0.0, "y": 1e300}}
+    return encode if encode(probe) == encoder.encode(probe) else encoder.encode
+
+
+_dumps = _encode_with(_encoder)
 
 
 class CanonicalError(CacheSaverError, ValueError):
@@ -208,6 +243,84 @@ def snapshot_json(value: dict[str, Any], path: str = "value") -> tuple[dict[str,
     for k in integral:
         normal[k] = _copy(copy[k])
     return copy, _dumps(normal)
+
+
+def _plain(value: Any, depth: int, convert: Callable[[Any], Any] | None) -> tuple[Any, bool]:
+    """A fresh plain-JSON copy of ``value`` (tuples become lists) and whether it holds an
+    integral float; `_snapshot`'s checks. Another object goes through ``convert`` (whose
+    result is plain data, walked as it is) or raises `_Refused`."""
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return value, False
+    if kind is int:
+        if -_INT_LIMIT < value < _INT_LIMIT:
+            return value, False
+        raise _Refused
+    if kind is float:
+        if not math.isfinite(value):
+            raise _Refused
+        return value, value.is_integer()
+    if depth >= MAX_DEPTH:
+        raise _Refused
+    integral = False
+    if kind is dict:
+        out: dict[str, Any] = {}
+        for k, item in value.items():
+            if type(k) is not str:
+                raise _Refused
+            if type(item) is str:  # the common case, without a call
+                out[k] = item
+            else:
+                out[k], found = _plain(item, depth + 1, convert)
+                if found:
+                    integral = True
+        return out, integral
+    if kind is list or kind is tuple:
+        items: list[Any] = []
+        for item in value:
+            if type(item) is str:
+                items.append(item)
+            else:
+                copied, found = _plain(item, depth + 1, convert)
+                items.append(copied)
+                if found:
+                    integral = True
+        return items, integral
+    if convert is None:
+        raise _Refused
+    return _plain(convert(value), depth, None)
+
+
+def plain_json(
+    content: dict[str, Any], convert: Callable[[Any], Any] | None = None
+) -> tuple[dict[str, Any], str] | None:
+    """A fresh plain-JSON copy of ``content`` and its canonical text, in one walk.
+
+    Lists, tuples (copied as lists), dicts with str keys and JSON scalars are copied and
+    checked as `snapshot_json` checks them; any other object is passed to ``convert``,
+    which returns its plain JSON form (or raises). ``None`` when something is refused
+    (the caller then takes its slow path, which says what is wrong and where).
+    """
+    copy: dict[str, Any] = {}
+    integral: list[str] = []
+    try:
+        for k, item in content.items():
+            if type(k) is not str:
+                return None
+            copy[k], found = _plain(item, 1, convert)
+            if found:
+                integral.append(k)
+        if not integral:
+            text = _dumps(copy)
+        else:
+            normal = dict(copy)  # only the fields with an integral float are walked again
+            for k in integral:
+                normal[k] = _copy(copy[k])
+            text = _dumps(normal)
+        text.encode("utf-8")  # a lone surrogate cannot be hashed: the slow path says so
+    except Exception:  # refused, too deep, not Unicode, or ``convert`` failed
+        return None
+    return copy, text
 
 
 def canonical_json(value: Any, path: str = "value") -> str:

@@ -14,9 +14,22 @@ import sys
 import weakref
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-__all__ = ["Claim", "Coordinator", "Memo", "Run", "coordinator", "seen"]
+if TYPE_CHECKING:
+    from cachesaver.typedefs import Request
+
+__all__ = ["Claim", "Coordinator", "Item", "Memo", "Run", "coordinator", "seen"]
+
+
+class Item(Protocol):
+    """A request to reserve indices for, with its key."""
+
+    @property
+    def request(self) -> Request: ...
+
+    @property
+    def key(self) -> str: ...
 
 
 class Run:
@@ -54,6 +67,23 @@ class Run:
             return list(range(start, start + fresh))
         return taken + list(range(start, start + fresh))
 
+    def reserve_all(self, items: Sequence[Item]) -> list[list[int]]:
+        """`reserve` for each item's request (its namespace and n) and key, in order."""
+        if self._returned or self._floors:
+            return [self.reserve(i.request.namespace, i.key, i.request.n) for i in items]
+        out: list[list[int]] = []
+        nxt = self._next
+        for item in items:  # nothing given back, no floors: the plain case
+            request = item.request
+            namespace, key, n = request.namespace, item.key, request.n
+            positions = nxt.get(namespace)
+            if positions is None:
+                positions = nxt[namespace] = {}
+            start = positions.get(key, 0)
+            positions[key] = start + n
+            out.append([start] if n == 1 else list(range(start, start + n)))
+        return out
+
     def release(self, namespace: str, key: str, indices: Sequence[int]) -> None:
         heap = self._returned.setdefault((namespace, key), [])
         for index in indices:
@@ -71,7 +101,9 @@ class Claim:
     __slots__ = ("_waiters", "checked", "produced", "values")
 
     def __init__(self) -> None:
-        self.values: dict[int, str] = {}  # stored texts: every waiter decodes its own copy
+        # Stored texts (every waiter decodes its own copy); made by the first waiter,
+        # so a claim nobody waits for never fills one.
+        self.values: dict[int, str] | None = None
         self.checked = False
         self.produced = False
         self._waiters: list[asyncio.Future[None]] | None = None
@@ -141,12 +173,14 @@ class Memo:
         texts = self._texts
         if not texts:
             return None
-        found: dict[int, str] = {}
+        found: dict[int, str] | None = None
         for index in indices:
             text = texts.get((key, index))
             if text is not None:
+                if found is None:
+                    found = {}
                 found[index] = text
-        return found or None
+        return found
 
     def put(self, key: str, index: int, text: str) -> None:
         slot = (key, index)

@@ -65,7 +65,7 @@ class Coalescer(Generic[_In, _Out]):
         self._run = run
         self._tasks = tasks
         self._items: list[_In] = []
-        self._sinks: list[asyncio.Future[_Out] | Callable[[_Out | BaseException], None]] = []
+        self._sinks: list[Any] = []  # futures, callbacks, and `_Group`s of submit_all
         self._scheduled = False
         self._busy = False
 
@@ -78,29 +78,22 @@ class Coalescer(Generic[_In, _Out]):
     def submit_all(self, items: list[_In]) -> asyncio.Future[list[_Out]]:
         """Queue several items; one future holds all their results, in order."""
         group: asyncio.Future[list[_Out]] = asyncio.get_running_loop().create_future()
-        results: list[Any] = [None] * len(items)
-        left = len(items)
-
-        def collect(position: int) -> Callable[[_Out | BaseException], None]:
-            def done(outcome: _Out | BaseException) -> None:
-                nonlocal left
-                if group.done():
-                    return
-                if isinstance(outcome, BaseException):
-                    _settle(group, outcome)
-                    return
-                results[position] = outcome
-                left -= 1
-                if left == 0:
-                    group.set_result(results)
-
-            return done
-
         if not items:
             group.set_result([])
-        for position, item in enumerate(items):
-            self._queue(item, collect(position))
+            return group
+        self._items += items
+        self._sinks.append(_Group(group, len(items)))
+        self._schedule()
         return group
+
+    def submit_all_then(
+        self, items: list[_In], callback: Callable[[list[_Out] | BaseException], None]
+    ) -> None:
+        """Queue several items (at least one); ``callback`` gets all their results, in
+        order, or the error (it must not raise)."""
+        self._items += items
+        self._sinks.append(_Group(callback, len(items)))
+        self._schedule()
 
     def submit_then(self, item: _In, callback: Callable[[_Out | BaseException], None]) -> None:
         """Queue ``item``; ``callback`` gets its result or error (it must not raise)."""
@@ -111,6 +104,10 @@ class Coalescer(Generic[_In, _Out]):
     ) -> None:
         self._items.append(item)
         self._sinks.append(sink)
+        if not self._scheduled and not self._busy:
+            self._schedule()
+
+    def _schedule(self) -> None:
         if not self._scheduled and not self._busy:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
@@ -140,7 +137,7 @@ class Coalescer(Generic[_In, _Out]):
     def _finished(
         self,
         items: list[_In],
-        sinks: list[asyncio.Future[_Out] | Callable[[_Out | BaseException], None]],
+        sinks: list[Any],
         done: asyncio.Future[list[_Out]],
     ) -> None:
         if done.cancelled():
@@ -152,7 +149,7 @@ class Coalescer(Generic[_In, _Out]):
     async def _deliver(
         self,
         items: list[_In],
-        sinks: list[asyncio.Future[_Out] | Callable[[_Out | BaseException], None]],
+        sinks: list[Any],
         pending: Awaitable[list[_Out]],
     ) -> None:
         try:
@@ -167,7 +164,7 @@ class Coalescer(Generic[_In, _Out]):
     def _finish(
         self,
         items: list[_In],
-        sinks: list[asyncio.Future[_Out] | Callable[[_Out | BaseException], None]],
+        sinks: list[Any],
         outcome: list[_Out] | BaseException,
     ) -> None:
         """Hand every sink its result (or the error), then send what queued meanwhile."""
@@ -180,19 +177,40 @@ class Coalescer(Generic[_In, _Out]):
             if isinstance(outcome, BaseException):
                 for sink in sinks:
                     _settle(sink, outcome)
-            else:
+            elif len(sinks) == len(outcome):  # one sink per item (a group has one too)
                 for sink, result in zip(sinks, outcome, strict=True):
                     _settle(sink, result)
+            else:
+                position = 0
+                for sink in sinks:
+                    if type(sink) is _Group:
+                        end = position + sink.count
+                        _settle(sink.sink, outcome[position:end])
+                        position = end
+                    else:
+                        _settle(sink, outcome[position])
+                        position += 1
         finally:
             self._busy = False
             if self._items:
                 self._flush()
 
 
-def _settle(
-    sink: asyncio.Future[_Out] | Callable[[_Out | BaseException], None],
-    outcome: _Out | BaseException,
-) -> None:
+class _Group:
+    """The sink of `submit_all` / `submit_all_then`: one sink for ``count`` items in a row."""
+
+    __slots__ = ("count", "sink")
+
+    def __init__(self, sink: Any, count: int) -> None:
+        self.sink = sink
+        self.count = count
+
+    def __call__(self, outcome: Any) -> None:
+        """An error for the whole group, or the result of a group of one item."""
+        _settle(self.sink, outcome if isinstance(outcome, BaseException) else [outcome])
+
+
+def _settle(sink: Any, outcome: Any) -> None:
     if not isinstance(sink, asyncio.Future):
         sink(outcome)
     elif sink.done():

@@ -167,6 +167,8 @@ def encode_sample(value: Any) -> str:
         raise UnstorableSampleError(
             f"sample is nested too deeply to store (more than {MAX_DEPTH} levels); flatten it"
         ) from None
+    if text.isascii():  # nothing to check (and no bytes made to check it)
+        return text
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -228,6 +230,9 @@ def _from_json(value: Any, depth: int = 0) -> Any:
     return obj
 
 
+_scan: Any = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
 def decode_sample(text: str) -> Any:
     """Return the sample stored as ``text`` (the inverse of `encode_sample`).
 
@@ -235,7 +240,12 @@ def decode_sample(text: str) -> Any:
     `UnknownTypeTagError` for a class this process has not registered.
     """
     try:
-        value = json.loads(text)
+        try:  # the C scanner straight away: a stored text is one JSON value, no spaces
+            value, end = _scan(text, 0)
+        except StopIteration:
+            end = -1
+        if end != len(text):  # anything else: the full parser accepts it or says why not
+            value = json.loads(text)
         if TAG not in text:
             return value
         return _from_json(value)

@@ -20,6 +20,8 @@ from cachesaver.typedefs import Batch, Request, Response, request_content, with_
 
 __all__ = ["AsyncDeduplicator"]
 
+_new = object.__new__
+
 
 class AsyncDeduplicator(Stage):
     """Merge same-content requests into one model call with their ``n`` summed."""
@@ -70,6 +72,12 @@ class AsyncDeduplicator(Stage):
                 continue
             cached = outcome.cached
             duplicated = _duplicated_flags(cached, len(outcome.data), outcome.duplicated)
+            if len(positions) == 1:  # nothing merged: the whole outcome is its answer
+                response = _new(Response)
+                response.__dict__.update(data=outcome.data, cached=cached, duplicated=duplicated)
+                self._tally(response)
+                results[positions[0]] = response
+                continue
             offset = 0
             for p in positions:
                 n = requests[p].n
@@ -103,6 +111,8 @@ def _duplicated_flags(
     declares per sample whether its prompt was paid again (``declared``, from its
     `Response`); its samples are then duplicated only where it says so.
     """
+    if cached is None and declared is None:  # a model's own call: all paid, one prompt
+        return [False] + [True] * (count - 1) if count else []
     flags: list[bool] = []
     paid = False
     for j in range(count):

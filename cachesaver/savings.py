@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from cachesaver.typedefs import Response
 
-__all__ = ["Price", "Savings", "SavingsCounter"]
+__all__ = ["Price", "Savings", "SavingsCounter", "Tallied"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +72,24 @@ def _tokens(sample: Any) -> tuple[int | None, int | None]:
     )
 
 
+class Tallied(Protocol):
+    """A pipeline stage that counts what it answered (a cacher): see `SavingsCounter.watch`."""
+
+    def _cs_counts(self) -> tuple[int, int, int]:
+        """Samples answered so far, how many were cached, how many duplicated."""
+        ...
+
+
 class SavingsCounter:
     """Adds up what responses paid and saved; `summary` returns a frozen `Savings`.
 
     ``prices`` maps a model name to its `Price`; ``add(response, model=...)`` names the
     model a response came from (needed for dollars only).
+
+    A pipeline does not add every response: it is watched (`watch`), and its own
+    counts of samples and flags give the sample and call totals when `summary` is asked
+    for; only responses whose samples can carry token counts (dicts) are added one by
+    one, for their tokens (`add_tokens`).
     """
 
     def __init__(self, prices: Mapping[str, Price] | None = None) -> None:
@@ -84,9 +97,30 @@ class SavingsCounter:
         self._counts = [0] * 8
         self._dollars = [0.0, 0.0]
         self._priced = True
+        self._watched: list[tuple[Tallied, str | None]] = []
+
+    def watch(self, source: Tallied, model: str | None = None) -> None:
+        """Count what ``source`` answers (responses of ``model``) from its own counts."""
+        self._watched.append((source, model))
 
     def add(self, response: Response, model: str | None = None) -> None:
         """Account for every sample of one response."""
+        cached = response.cached
+        duplicated = response.duplicated
+        c = self._counts
+        for i in range(len(response.data)):
+            was_cached = bool(cached[i]) if cached is not None else False
+            was_dup = bool(duplicated[i]) if duplicated is not None else False
+            if was_cached:
+                c[1] += 1
+            else:
+                c[0] += 1
+                c[2] += not was_dup
+        self.add_tokens(response, model)
+
+    def add_tokens(self, response: Response, model: str | None = None) -> None:
+        """Account for the tokens (and dollars) of one response; samples and calls are
+        counted by `add` or by a watched source."""
         cached = response.cached
         duplicated = response.duplicated
         price = self.prices.get(model) if model is not None else None
@@ -99,16 +133,13 @@ class SavingsCounter:
             prompt, completion = _tokens(sample)
             prompt_n, completion_n = prompt or 0, completion or 0
             if was_cached:
-                c[1] += 1
                 c[3] += prompt is not None and prompt > 0
                 c[5] += prompt_n
                 c[7] += completion_n
                 if price is not None:
                     self._dollars[1] += price.cost(prompt_n, completion_n)
             else:
-                c[0] += 1
                 paid_prompt = 0 if was_dup else prompt_n
-                c[2] += not was_dup
                 c[4] += paid_prompt
                 c[6] += completion_n
                 if price is not None:
@@ -116,8 +147,16 @@ class SavingsCounter:
 
     def summary(self) -> Savings:
         """What was paid and saved so far."""
-        c = self._counts
-        priced = self._priced and any(c)
+        c = list(self._counts)
+        priced = self._priced
+        for source, model in self._watched:
+            samples, cached, duplicated = source._cs_counts()
+            c[0] += samples - cached
+            c[1] += cached
+            c[2] += samples - cached - duplicated  # a cached sample is never duplicated
+            if samples and (model is None or model not in self.prices):
+                priced = False
+        priced = priced and any(c)
         return Savings(
             samples_paid=c[0],
             samples_saved=c[1],

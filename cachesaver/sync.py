@@ -1,7 +1,8 @@
 """Use cachesaver from synchronous code: one event loop on a background thread.
 
 cachesaver is async inside. `BackgroundLoop` owns one event loop on a daemon thread and
-runs coroutines on it from any thread (through anyio's blocking portal), so the same
+runs coroutines on it from any thread (each call a task on the loop; anyio's blocking
+portal owns the loop's life), so the same
 objects serve many calls, from plain scripts, from threads, and from Jupyter (whose own
 loop is already running). The sync drop-in clients (`cachesaver.models.openai.OpenAI`,
 `cachesaver.models.together.Together`) are built on it. A pipeline from sync code::
@@ -39,6 +40,60 @@ __all__ = ["BackgroundLoop"]
 
 T = TypeVar("T")
 _START_TIMEOUT = 30.0
+
+
+class _Call:
+    """One `BackgroundLoop.call`: a task on the loop, a lock the calling thread waits on.
+
+    The task hands its outcome over as soon as it has one (no extra loop iteration for
+    its done callbacks); the done callback covers a task cancelled before it ran.
+    """
+
+    __slots__ = ("args", "done", "func", "kwargs", "outcome", "task")
+
+    def __init__(self, func: Callable[..., Any], args: Any, kwargs: Any) -> None:
+        self.func = func
+        self.args = args
+        self.kwargs = kwargs
+        self.done = threading.Lock()
+        self.done.acquire()
+        self.outcome: tuple[bool, Any] | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        task = self.task = loop.create_task(self._run())
+        task.add_done_callback(self._ended)
+
+    async def _run(self) -> None:
+        try:
+            result = self.func(*self.args, **self.kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+        except asyncio.CancelledError:
+            raise  # the task ends cancelled; _ended reports it
+        except Exception as exc:
+            self._finish((False, exc))
+            return
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit: the loop's too
+            self._finish((False, exc))
+            raise
+        self._finish((True, result))
+
+    def _finish(self, outcome: tuple[bool, Any]) -> None:
+        if self.outcome is None:
+            self.outcome = outcome
+            self.done.release()
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            self._finish((False, asyncio.CancelledError()))
+        else:
+            error = task.exception()  # read, so asyncio does not report it as lost
+            self._finish((False, error) if error is not None else (True, None))
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
 
 
 class BackgroundLoop:
@@ -90,21 +145,24 @@ class BackgroundLoop:
                 "coroutine instead"
             )
 
-        async def run() -> Any:
-            result = func(*args, **kwargs)
-            if inspect.isawaitable(result):
-                result = await result
-            return result
-
-        # The portal owns the loop's life; a call goes straight to the loop (the lighter
-        # hop: no task group per call), and is cancelled if the caller is interrupted.
-        assert self._loop is not None
-        future = asyncio.run_coroutine_threadsafe(run(), self._loop)
+        # The portal owns the loop's life; a call is one task on the loop and a lock the
+        # caller waits on (lighter than run_coroutine_threadsafe's future and condition:
+        # a call's round trip is most of what a cache hit costs from sync code).
+        loop = self._loop
+        assert loop is not None
+        call = _Call(func, args, kwargs)
         try:
-            return future.result()
-        except BaseException:
-            future.cancel()
+            loop.call_soon_threadsafe(call.start, loop)
+            call.done.acquire()
+        except BaseException:  # interrupted (KeyboardInterrupt): the call is cancelled
+            with contextlib.suppress(RuntimeError):  # the loop already ended
+                loop.call_soon_threadsafe(call.cancel)
             raise
+        outcome = call.outcome
+        assert outcome is not None
+        if outcome[0]:
+            return outcome[1]
+        raise outcome[1]
 
     def bind(self, func: Callable[..., Any]) -> Callable[..., Any]:
         """``func`` as a blocking function that runs on this loop."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 from cachesaver._canonical import CanonicalError, canonical_json, snapshot_json
 from cachesaver.errors import InvalidRequestError
@@ -32,6 +32,7 @@ MAX_N = 100_000
 """The largest ``n`` one request may ask for (split larger draws into several requests)."""
 
 # Fields that say how many samples and from which stream, not what is asked.
+R = TypeVar("R", bound="Request")
 _NOT_CONTENT = frozenset({"n", "request_id", "namespace"})
 _content_fields: dict[type, tuple[str, ...]] = {}
 
@@ -138,6 +139,69 @@ def _encode_content(request: Request) -> str:
         if kind is list or kind is dict or kind is tuple:
             object.__setattr__(request, name, value)
     return text
+
+
+_MISSING = object()
+_defaults: dict[type, dict[str, Any] | None] = {}
+
+
+def _defaults_of(cls: type) -> dict[str, Any] | None:
+    """Every field's default but ``prompt``'s; None if ``cls`` cannot be built from them."""
+    state = _defaults.get(cls, _MISSING)
+    if state is not _MISSING:
+        return state  # type: ignore[return-value]
+    built: dict[str, Any] | None = None
+    if cls.__post_init__ is Request.__post_init__:  # type: ignore[attr-defined]
+        defaults: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name == "prompt":
+                continue
+            if f.default is dataclasses.MISSING or not f.init:
+                break
+            defaults[f.name] = f.default
+        else:
+            built = defaults
+    _defaults[cls] = built
+    return built
+
+
+def prebuilt_request(
+    cls: type[R],
+    content: dict[str, Any],
+    text: str,
+    n: Any,
+    namespace: Any,
+    request_id: Any,
+) -> R | None:
+    """A ``cls`` request from ``content`` already copied and encoded by ``plain_json``.
+
+    ``content`` holds ``prompt`` and the other fields that are not ``None``, as fresh
+    copies nobody else holds (so the request owns them, rule 9), and ``text`` is their
+    canonical JSON: nothing is walked again. ``None`` when ``cls`` has fields without
+    defaults or its own ``__post_init__``, or ``n`` / ``namespace`` / ``request_id`` are
+    not valid: the caller then calls ``cls(...)``, which says what is wrong.
+    """
+    if (
+        type(n) is not int
+        or not 0 < n <= MAX_N
+        or type(namespace) is not str
+        or (request_id is not None and type(request_id) is not str)
+    ):
+        return None
+    defaults = _defaults_of(cls)
+    if defaults is None:
+        return None
+    state = dict(defaults)
+    state.update(content)
+    if len(state) != len(defaults) + 1 or "prompt" not in content:
+        return None  # a name in content that is not a field
+    state["n"] = n
+    state["namespace"] = namespace
+    state["request_id"] = request_id
+    state["_cs_content"] = text
+    request = object.__new__(cls)
+    object.__setattr__(request, "__dict__", state)
+    return request
 
 
 def request_content(request: Request) -> str:

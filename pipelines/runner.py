@@ -2,7 +2,8 @@
 
 For every configuration of a scenario:
 
-- **with cachesaver**: one run (a new `OnlineAPI`) over the scenario's shared cache
+- **with cachesaver**: one run (a new `OnlineAPI`; with a real provider, a new drop-in
+  client: `pipelines.providers`) over the scenario's shared cache
   (``<cache>/cachesaver``), batched (``batch_size``, ``timeout``); later configurations
   reuse the samples earlier ones paid for;
 - **without cachesaver** (the baseline): one run over a fresh cache of its own
@@ -21,8 +22,10 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Protocol
 
-from cachesaver import OnlineAPI, Stats
+from cachesaver import OnlineAPI, Request, Response, Stats
 from pipelines.accounting import CallBook, Ledger, Usage
 from pipelines.methods import Attempt, Client, Method
 from pipelines.progress import Progress
@@ -40,6 +43,23 @@ __all__ = [
 ]
 
 ModelFactory = Callable[[], object]
+
+
+class RunPipeline(Protocol):
+    """What one run of a method talks to: an `OnlineAPI`, or a provider's drop-in run."""
+
+    async def __aenter__(self) -> Any: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Any: ...
+
+    async def request(self, request: Request) -> Response: ...
+
+    def stats(self) -> Stats: ...
 
 
 @dataclass(frozen=True)
@@ -180,7 +200,13 @@ async def run_arm(
     if cold_start is not None:
         cold_start()  # every run starts cold, as the paper's (one process per run)
     busy = float(getattr(model, "simulated_seconds", 0.0))
-    async with OnlineAPI(model, cache=cache, batch_size=batch_size, timeout=timeout) as pipeline:
+    pipeline: RunPipeline
+    open_run = getattr(model, "open_run", None)
+    if open_run is not None:  # a real provider: its drop-in client is the pipeline
+        pipeline = open_run(cache, namespace, batch_size, timeout)
+    else:
+        pipeline = OnlineAPI(model, cache=cache, batch_size=batch_size, timeout=timeout)
+    async with pipeline:
         start = time.perf_counter()
         attempts = await method.solve_all(puzzles, Client(pipeline, namespace, ledger))
         seconds = time.perf_counter() - start

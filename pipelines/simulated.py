@@ -18,7 +18,8 @@ docs/pipelines.md, "Calibration"); the defaults of `Profile` are those measureme
 Each sample is drawn from the rng `SimulatedLLM` seeds for that sample (seed, question,
 sample index), so the k-th sample of a question never depends on how calls were split.
 Every sample is ``{"text", "prompt_tokens", "completion_tokens"}`` with token counts from
-`pipelines.tokens.count_tokens`.
+`pipelines.tokens.count_tokens`. The arithmetic (moves, expressions, replaying written
+steps) is in `pipelines.moves`.
 """
 
 from __future__ import annotations
@@ -26,12 +27,22 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Any
 
 from cachesaver import Request
 from cachesaver.testing import SimulatedLLM
 from pipelines.checker import check_answer, extract_expression
+from pipelines.moves import (
+    Move,
+    all_moves,
+    follow,
+    garble,
+    last_answer,
+    numbers_in,
+    random_expression,
+    step_ok,
+    strip_parens,
+)
 from pipelines.prompts import Step, format_numbers, parse_steps, query_of
 from pipelines.puzzles import clear_solver_cache, is_solvable, solutions
 from pipelines.tokens import count_tokens
@@ -40,9 +51,6 @@ __all__ = ["MODEL_NAME", "Profile", "SimulatedReasoner", "make_sample", "simulat
 
 MODEL_NAME = "game24-simulated-reasoner-v2"
 
-_Term = tuple[Fraction, str]
-_Move = tuple[int, str, int, int]  # a op b = result, with exact integer arithmetic
-_OPERATORS = "+-*/"
 _VERDICTS = ("sure", "likely", "impossible")
 
 
@@ -95,70 +103,6 @@ def make_sample(text: str, prompt: str) -> dict[str, Any]:
     }
 
 
-def _numbers_in(line: str) -> list[int]:
-    return [int(token) for token in line.replace("Input:", "").split() if _is_int(token)]
-
-
-def _is_int(token: str) -> bool:
-    return token.lstrip("-").isdigit()
-
-
-def _moves(numbers: list[int]) -> list[tuple[_Move, tuple[int, ...]]]:
-    """Every integer step from ``numbers`` with a non-negative result, and what is left."""
-    found: dict[_Move, tuple[int, ...]] = {}
-    for i in range(len(numbers)):
-        for j in range(i + 1, len(numbers)):
-            big, small = max(numbers[i], numbers[j]), min(numbers[i], numbers[j])
-            rest = [n for k, n in enumerate(numbers) if k not in (i, j)]
-            results = [("+", big + small), ("*", big * small), ("-", big - small)]
-            if small > 0 and big % small == 0:
-                results.append(("/", big // small))
-            for op, value in results:
-                found.setdefault((big, op, small, value), tuple(sorted([*rest, value])))
-    return list(found.items())
-
-
-def _apply(a: Fraction, op: str, b: Fraction) -> Fraction | None:
-    if op == "+":
-        return a + b
-    if op == "-":
-        return a - b
-    if op == "*":
-        return a * b
-    return a / b if b != 0 else None
-
-
-def _strip(text: str) -> str:
-    return text[1:-1] if text.startswith("(") and text.endswith(")") and _balanced(text) else text
-
-
-def _balanced(text: str) -> bool:
-    depth = 0
-    for char in text[1:-1]:
-        depth += {"(": 1, ")": -1}.get(char, 0)
-        if depth < 0:
-            return False
-    return depth == 0
-
-
-def _random_expression(terms: list[str], rng: random.Random) -> str:
-    pool = list(terms)
-    while len(pool) > 1:
-        i, j = rng.sample(range(len(pool)), 2)
-        joined = f"({pool[i]} {rng.choice(_OPERATORS)} {pool[j]})"
-        pool = [t for k, t in enumerate(pool) if k not in (i, j)] + [joined]
-    return _strip(pool[0])
-
-
-def _garble(expression: str, rng: random.Random) -> str:
-    positions = [k for k, char in enumerate(expression) if char in _OPERATORS]
-    if not positions:
-        return f"{expression} + 1"
-    k = rng.choice(positions)
-    other = rng.choice([op for op in _OPERATORS if op != expression[k]])
-    return expression[:k] + other + expression[k + 1 :]
-
-
 def _at(table: tuple[Any, ...], index: int) -> Any:
     return table[max(0, min(index, len(table) - 1))]
 
@@ -173,7 +117,7 @@ class SimulatedReasoner:
     def __init__(self, profile: Profile | None = None, seed: int = 0) -> None:
         self.profile = profile or Profile()
         self.seed = seed
-        self._repertoires: dict[tuple[int, ...], list[tuple[_Move, tuple[int, ...]]]] = {}
+        self._repertoires: dict[tuple[int, ...], list[tuple[Move, tuple[int, ...]]]] = {}
 
     def cold_start(self) -> None:
         """Forget what was computed for earlier questions (the solver's memo included)."""
@@ -188,18 +132,18 @@ class SimulatedReasoner:
         """Return one sample for ``request``."""
         prompt = request.prompt if isinstance(request.prompt, str) else str(request.prompt)
         query = query_of(prompt)
-        numbers = _numbers_in(query[0]) if query else []
+        numbers = numbers_in(query[0]) if query else []
         kind = getattr(request, "kind", "answer")
         if kind == "propose":
             text = self.propose(numbers, rng)
         elif kind == "evaluate":
             text = self.evaluate(numbers, rng)
         elif kind == "judge":
-            text = self.judge(numbers, _last_answer(query), rng)
+            text = self.judge(numbers, last_answer(query), rng)
         elif kind == "aggregate":
             text = self.aggregate(numbers, query, rng)
         elif kind == "refine":
-            text = self.refine(numbers, parse_steps("\n".join(query)), _last_answer(query), rng)
+            text = self.refine(numbers, parse_steps("\n".join(query)), last_answer(query), rng)
         elif kind == "answer":
             text = self.answer(numbers, parse_steps("\n".join(query[1:])), rng)
         else:
@@ -208,16 +152,16 @@ class SimulatedReasoner:
 
     # -- propose ---------------------------------------------------------------------------
 
-    def repertoire(self, numbers: list[int]) -> list[tuple[_Move, tuple[int, ...]]]:
+    def repertoire(self, numbers: list[int]) -> list[tuple[Move, tuple[int, ...]]]:
         """The moves the model favours from ``numbers``, most favoured first (fixed)."""
         known = self._repertoires.get(tuple(sorted(numbers)))
         if known is not None:
             return known
-        moves = _moves(numbers)
+        moves = all_moves(numbers)
         fixed = self._fixed("repertoire", format_numbers(numbers))
         weight = _at(self.profile.useful_weight, len(numbers))
 
-        def key(item: tuple[_Move, tuple[int, ...]]) -> float:
+        def key(item: tuple[Move, tuple[int, ...]]) -> float:
             w = weight if is_solvable(item[1]) else 1.0
             return float(fixed.random() ** (1.0 / w))
 
@@ -237,7 +181,7 @@ class SimulatedReasoner:
             chosen.insert(rng.randrange(len(chosen) + 1), rng.choice(ranked))
         return "\n".join(self._write_step(*move, rng) for move in chosen)
 
-    def _write_step(self, move: _Move, left: tuple[int, ...], rng: random.Random) -> str:
+    def _write_step(self, move: Move, left: tuple[int, ...], rng: random.Random) -> str:
         a, op, b, result = move
         remaining = list(left)
         remaining.remove(result)
@@ -286,7 +230,7 @@ class SimulatedReasoner:
     def _attempt(self, numbers: list[int], rng: random.Random) -> str:
         if len(numbers) == 1:
             return f"{numbers[0]} {'=' if numbers[0] == 24 else '!='} 24"
-        (a, op, b, result), _ = rng.choice(_moves(numbers))
+        (a, op, b, result), _ = rng.choice(all_moves(numbers))
         return f"{a} {op} {b} = {result}"
 
     def judge(self, numbers: list[int], answer: str, rng: random.Random) -> str:
@@ -305,7 +249,7 @@ class SimulatedReasoner:
         """Return ``Selected: i, j, ...``, preferring candidates that keep 24 in reach."""
         keep = [int(line.split()[1].rstrip(":")) for line in query if line.startswith("Choose ")]
         candidates = parse_steps("\n".join(line.split(") ", 1)[-1] for line in query[2:]))
-        useful = [k for k, step in enumerate(candidates) if _step_ok(numbers, step)]
+        useful = [k for k, step in enumerate(candidates) if step_ok(numbers, step)]
         others = [k for k in range(len(candidates)) if k not in useful]
         rng.shuffle(useful)
         rng.shuffle(others)
@@ -333,15 +277,15 @@ class SimulatedReasoner:
             return "I cannot find the input numbers in the question."
         if not steps:
             return f"Answer: {self._direct(numbers, rng)} = 24"
-        terms, faithful = _follow(numbers, steps)
+        terms, faithful = follow(numbers, steps)
         values = [value for value, _ in terms]
         chance = _at(self.profile.answer_success, len(terms))
         if faithful and terms and is_solvable(values) and rng.random() < chance:
             expression = solutions(terms, 1)[0]
         elif len(terms) == 1:
-            expression = _garble(terms[0][1], rng) if faithful else _strip(terms[0][1])
+            expression = garble(terms[0][1], rng) if faithful else strip_parens(terms[0][1])
         else:
-            expression = _random_expression([text for _, text in terms], rng)
+            expression = random_expression([text for _, text in terms], rng)
         return f"Answer: {expression} = 24"
 
     def _direct(self, numbers: list[int], rng: random.Random) -> str:
@@ -349,70 +293,13 @@ class SimulatedReasoner:
         if rng.random() < self.profile.direct_correct and is_solvable(numbers):
             return solutions(numbers, 1)[0]
         fixed = self._fixed("favourites", format_numbers(numbers))
-        favourites = [_random_expression([str(n) for n in numbers], fixed) for _ in range(4)]
+        favourites = [random_expression([str(n) for n in numbers], fixed) for _ in range(4)]
         draw = rng.random()
         for expression, share in zip(favourites, self.profile.direct_favourites, strict=False):
             if draw < share:
                 return expression
             draw -= share
-        return _random_expression([str(n) for n in numbers], rng)
-
-
-def _step_ok(numbers: list[int], step: Step) -> bool:
-    rest = list(numbers)
-    for n in (step.a, step.b):
-        if n not in rest:
-            return False
-        rest.remove(n)
-    actual = _apply(Fraction(step.a), step.op, Fraction(step.b))
-    return (
-        actual == step.result
-        and sorted([*rest, step.result]) == list(step.left)
-        and (is_solvable(step.left))
-    )
-
-
-def _last_answer(query: list[str]) -> str:
-    for line in reversed(query):
-        stripped = line.strip()
-        lowered = stripped.lower()
-        if lowered.startswith(("answer:", "proposed answer:")) and "=" in stripped:
-            return stripped.removeprefix("Proposed ")
-    return ""
-
-
-def _follow(numbers: list[int], steps: list[Step]) -> tuple[list[_Term], bool]:
-    """Replay ``steps`` as written; ``faithful`` is False if any step was wrong."""
-    terms: list[_Term] = [(Fraction(n), str(n)) for n in numbers]
-    faithful = True
-    for step in steps:
-        left_term = _take(terms, step.a)
-        right_term = _take(terms, step.b)
-        faithful = faithful and left_term[1] != "" and right_term[1] != ""
-        a_text = left_term[1] or str(step.a)
-        b_text = right_term[1] or str(step.b)
-        actual = _apply(left_term[0], step.op, right_term[0])
-        faithful = faithful and actual == step.result
-        terms.append((Fraction(step.result), f"({a_text} {step.op} {b_text})"))
-        if sorted(v for v, _ in terms) != sorted(Fraction(n) for n in step.left):
-            faithful = False
-            terms = [
-                _take(terms, n) if _has(terms, n) else (Fraction(n), str(n)) for n in step.left
-            ]
-    return terms, faithful
-
-
-def _has(terms: list[_Term], number: int) -> bool:
-    return any(value == number for value, _ in terms)
-
-
-def _take(terms: list[_Term], number: int) -> _Term:
-    """Remove and return the first term worth ``number``, or ``(number, "")`` if none is."""
-    for k, (value, text) in enumerate(terms):
-        if value == number:
-            del terms[k]
-            return value, text
-    return Fraction(number), ""
+        return random_expression([str(n) for n in numbers], rng)
 
 
 def simulated_model(seed: int = 0, profile: Profile | None = None) -> SimulatedLLM:

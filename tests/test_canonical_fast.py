@@ -13,6 +13,7 @@ from cachesaver._canonical import (
     _dumps,
     _normalize,
     canonical_json,
+    plain_json,
     snapshot_json,
 )
 
@@ -91,3 +92,42 @@ def test_snapshot_json_refusals_name_the_place() -> None:
     with pytest.raises(CanonicalError) as caught:
         snapshot_json({"a": [1, {"b": math.inf}]}, "request")
     assert caught.value.path == "request['a'][1]['b']"
+
+
+def _as_lists(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_as_lists(item) for item in value]
+    if isinstance(value, dict):
+        return {k: _as_lists(item) for k, item in value.items()}
+    return value
+
+
+def test_plain_json_copies_as_lists_and_encodes_in_one_walk() -> None:
+    """plain_json gives the reference text and an independent copy with tuples as lists."""
+    rng = random.Random(13)
+    for _ in range(3000):
+        value = {"prompt": _value(rng), "extra": _value(rng)}
+        built = plain_json(value)
+        assert built is not None
+        copy, text = built
+        assert text == _dumps(_normalize(value, "request"))
+        assert _same_shape(copy, _as_lists(value))
+        for k, item in value.items():
+            if isinstance(item, (list, dict)):
+                assert copy[k] is not item
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": [1, {"b": math.nan}]},
+        {"a": [{1: "x"}]},
+        {"a": {"b", "c"}},
+        {"a": 10**700},
+        {"a": "\ud83d"},
+        {"a": [object()]},
+    ],
+)
+def test_plain_json_leaves_what_it_refuses_to_the_slow_path(value: Any) -> None:
+    """Anything the key walk would refuse (or cannot copy) gives None, not a wrong text."""
+    assert plain_json(value) is None

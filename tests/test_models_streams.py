@@ -108,6 +108,32 @@ async def test_partial_hits_replay_stored_choices_and_stream_the_rest(
     assert [c.message.content for c in again.choices] == texts
 
 
+async def test_a_slow_reader_of_a_partial_hit_stream_stores_each_choice_as_made(
+    server: FakeLLMServer, cache: str
+) -> None:
+    """A caller reading a partly cached live stream slowly gets and stores each choice's text."""
+    async with client_for(server, cache) as client:
+        await client.chat.completions.create(model="fake-chat", messages=MESSAGES)
+    async with client_for(server, cache) as client:
+        stream = await client.chat.completions.create(
+            model="fake-chat", messages=MESSAGES, n=3, stream=True
+        )
+        chunks = []
+        async for chunk in stream:  # read until the second live choice has begun
+            chunks.append(chunk)
+            if any(part.index == 2 for part in chunk.choices):
+                break
+        assert await asyncio.to_thread(server.wait_for_streams, 1)
+        # The call ends and is stored while most of its chunks are still unread.
+        await asyncio.wait_for(asyncio.shield(stream._task), 10)
+        chunks += await collect(stream)
+    texts = joined(chunks, 3)
+    async with client_for(server, cache) as client:
+        again = await client.chat.completions.create(model="fake-chat", messages=MESSAGES, n=3)
+    assert [c.message.content for c in again.choices] == texts
+    assert all(c.finish_reason == "stop" for c in again.choices)
+
+
 async def test_a_closed_stream_stores_nothing_and_consumes_no_index(
     server: FakeLLMServer, cache: str, tmp_path: Path
 ) -> None:

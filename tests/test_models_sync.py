@@ -132,6 +132,10 @@ def test_closing_stops_the_loop_thread(server: FakeLLMServer, cache: str) -> Non
     assert client.loop.closed
     with pytest.raises(ValueError, match="mode"):
         OpenAI(cache=cache, api_key="t", mode="nope")  # type: ignore[arg-type]
+    for thread in threading.enumerate():
+        # The disk store's worker thread is told to stop at close and ends on its own.
+        if thread.name.startswith("cachesaver-disk"):
+            thread.join(timeout=10)
     assert threading.active_count() == before
 
 
@@ -171,3 +175,41 @@ def test_background_loop_runs_a_pipeline_from_sync_code(cache: str) -> None:
     assert first.cached == [False, False] and first.data != second.data
     with pytest.raises(PipelineClosedError):
         loop.call(asyncio.sleep, 0)
+
+
+def test_an_interrupted_call_cancels_its_work_on_the_loop() -> None:
+    """Ctrl-C while a BackgroundLoop call waits cancels the call's task on the loop."""
+    import signal
+
+    cancelled = threading.Event()
+
+    async def wait_forever() -> None:
+        # Interrupt the waiting caller (the main thread) once the call is running.
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    assert threading.current_thread() is threading.main_thread()
+    with BackgroundLoop() as loop:
+        with pytest.raises(KeyboardInterrupt):
+            loop.call(wait_forever)
+        assert cancelled.wait(10), "the interrupted call's task was not cancelled"
+        assert loop.call(asyncio.sleep, 0, "still serving") == "still serving"
+
+
+def test_background_loop_call_returns_values_and_raises_errors() -> None:
+    """A call gives back the function's value or raises its own exception, sync or async."""
+
+    async def fail() -> None:
+        raise KeyError("from the loop")
+
+    with BackgroundLoop() as loop:
+        assert loop.call(lambda a, b=0: a + b, 2, b=3) == 5
+        assert loop.call(asyncio.sleep, 0, [1]) == [1]
+        with pytest.raises(KeyError, match="from the loop"):
+            loop.call(fail)
+        with pytest.raises(ZeroDivisionError):
+            loop.call(lambda: 1 / 0)

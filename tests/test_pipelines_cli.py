@@ -6,16 +6,18 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import pytest
 
 from cachesaver.testing.server import FakeLLMServer
+from pipelines.accounting import Usage
 from pipelines.cli import main
 from pipelines.prompts import GameRequest
-from pipelines.providers import ChatModel, ProviderError, make_model, split_tokens
+from pipelines.providers import DropInProvider, ProviderError, make_model
+from pipelines.puzzles import load_puzzles
 from pipelines.report import without_timing
+from pipelines.runner import RunSettings, run_scenario
+from pipelines.scenarios import build
 
 FAST = ["--puzzles", "2", "--no-progress", "--time-scale", "0"]
 
@@ -133,19 +135,21 @@ def test_cli_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLLMServer]:
     monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    monkeypatch.setenv("TOGETHER_API_KEY", "test-key")
     with FakeLLMServer(seed=1) as running:
         yield running
 
 
-def _real(server: FakeLLMServer, cache: Path, *extra: str) -> list[str]:
+def _real(server: FakeLLMServer, cache: Path, *extra: str, provider: str = "openai") -> list[str]:
+    url = server.openai_base_url if provider == "openai" else server.url
     return [
         "benchmark",
         "--provider",
-        "openai",
+        provider,
         "--model",
         "gpt-4.1-nano",
         "--base-url",
-        server.openai_base_url,
+        url,
         "--cache",
         str(cache),
         "--puzzles",
@@ -157,16 +161,26 @@ def _real(server: FakeLLMServer, cache: Path, *extra: str) -> list[str]:
     ]
 
 
-def test_cli_real_provider_estimates_and_runs_with_yes(
-    server: FakeLLMServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("provider", ["openai", "together"])
+def test_cli_real_provider_runs_through_the_dropin_and_replays_free(
+    server: FakeLLMServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], provider: str
 ) -> None:
-    """With --yes the estimate is printed and the scenario runs through the real SDK."""
-    assert main(_real(server, tmp_path / "c", "--yes")) == 0
-    captured = capsys.readouterr()
-    assert "estimated spending on openai gpt-4.1-nano: $" in captured.err
-    assert "saving in cost: paper ~2x" in captured.out
-    assert server.received and all(r.path.endswith("/chat/completions") for r in server.received)
+    """With --yes: estimate, run over HTTP via the drop-in; a second run sends nothing."""
+    args = _real(server, tmp_path / "c", "--yes", provider=provider)
+    assert main(args) == 0
+    first = capsys.readouterr()
+    assert f"estimated spending on {provider} gpt-4.1-nano: $" in first.err
+    assert "saving in cost: paper ~2x" in first.out and "(drop-in client)" in first.out
+    sent = len(server.received)
+    assert sent and all(r.path.endswith("/chat/completions") for r in server.received)
     assert {r.body["model"] for r in server.received} == {"gpt-4.1-nano"}
+    assert (tmp_path / "c" / "cachesaver").is_dir()
+    assert (tmp_path / "c" / "baseline" / "03").is_dir()
+    assert main(args) == 0
+    second = capsys.readouterr().out
+    assert len(server.received) == sent
+    assert "free, exact replay" in second and "both arms: 0 model calls" in second
+    assert without_timing(second) == without_timing(first.out)
 
 
 def test_cli_real_provider_spends_nothing_unconfirmed(
@@ -190,72 +204,65 @@ def test_cli_real_provider_spends_nothing_unconfirmed(
 # -- providers ------------------------------------------------------------------------------
 
 
-class FakeCompletions:
-    """Stands in for ``client.chat.completions``: records calls, returns canned choices."""
-
-    def __init__(self, max_choices: int) -> None:
-        self.max_choices = max_choices
-        self.calls: list[dict[str, Any]] = []
-
-    async def create(self, **kwargs: Any) -> Any:
-        self.calls.append(kwargs)
-        count = min(kwargs["n"], self.max_choices)
-        choices = [
-            SimpleNamespace(message=SimpleNamespace(content=f"answer {i} " * (i + 1)))
-            for i in range(count)
-        ]
-        usage = SimpleNamespace(prompt_tokens=50, completion_tokens=7 * count)
-        return SimpleNamespace(choices=choices, usage=usage)
-
-
-class FakeClient:
-    def __init__(self, max_choices: int = 10) -> None:
-        self.chat = SimpleNamespace(completions=FakeCompletions(max_choices))
-        self.closed = False
-
-    async def close(self) -> None:
-        self.closed = True
-
-
-async def test_chat_model_returns_n_samples_with_usage() -> None:
-    """ChatModel sends one call with n, and splits the reported usage over the samples."""
-    client = FakeClient()
-    model = ChatModel(client, "m-1", "openai", "https://example.invalid/v1")
-    response = await model.request(GameRequest("hi", kind="answer", n=3, max_tokens=60))
-    assert len(response.data) == 3
-    assert [s["prompt_tokens"] for s in response.data] == [50, 50, 50]
-    assert len({s["call"] for s in response.data}) == 1
-    assert [s["position"] for s in response.data] == [0, 1, 2]
-    assert sum(s["completion_tokens"] for s in response.data) == 21
-    (call,) = client.chat.completions.calls
-    assert call["n"] == 3 and call["model"] == "m-1"
-    assert call["temperature"] == 0.7 and call["max_tokens"] == 60
-    assert call["messages"] == [{"role": "user", "content": "hi"}]
-    assert model.identity == {
-        "provider": "openai",
-        "model": "m-1",
-        "endpoint": "https://example.invalid/v1",
-    }
-    await model.aclose()
-    assert client.closed
+async def test_dropin_run_reports_full_tokens_calls_and_positions(
+    server: FakeLLMServer, tmp_path: Path
+) -> None:
+    """A drop-in run's samples carry their call's full prompt, their call id and index."""
+    provider = make_model("openai", "gpt-4.1-nano", base_url=server.openai_base_url)
+    assert isinstance(provider, DropInProvider)
+    ask = GameRequest("hi there", kind="answer", n=3, temperature=0.7, namespace="bench")
+    async with provider.open_run(tmp_path / "c", "bench", 10, 0.0) as run:
+        first = await run.request(ask)
+        again = await run.request(ask)  # the same request in a run draws fresh samples
+        stats = run.stats()
+    prompts = {s["prompt_tokens"] for s in first.data + again.data}
+    assert len(prompts) == 1 and prompts.pop() > 0
+    assert [s["position"] for s in first.data + again.data] == [0, 1, 2, 3, 4, 5]
+    calls = [{s["call"] for s in response.data} for response in (first, again)]
+    assert all(len(ids) == 1 for ids in calls) and calls[0] != calls[1]
+    assert first.cached == [False] * 3 and first.duplicated == [False, True, True]
+    assert stats.model_calls == 2
+    sent = len(server.received)
+    async with provider.open_run(tmp_path / "c", "bench", 10, 0.0) as run:
+        replay = await run.request(ask)  # a new run starts the sample list again
+    assert len(server.received) == sent
+    assert replay.cached == [True] * 3
+    assert replay.data == first.data
+    for received in server.received:
+        assert received.body["messages"] == [{"role": "user", "content": "hi there"}]
+        assert (received.body["model"], received.body["n"]) == ("gpt-4.1-nano", 3)
+        assert received.body["temperature"] == 0.7
 
 
-async def test_chat_model_asks_again_when_given_fewer_choices() -> None:
-    """A provider that caps n is asked again until exactly n samples are collected."""
-    client = FakeClient(max_choices=2)
-    model = ChatModel(client, "m", "together", "https://example.invalid")
-    response = await model.request(GameRequest("hi", n=5))
-    assert len(response.data) == 5
-    assert [c["n"] for c in client.chat.completions.calls] == [5, 3, 1]
-
-
-def test_split_tokens_adds_up() -> None:
-    """The completion tokens of a call are split in integers that add up to the total."""
-    texts = ["a", "a b c", "", "a b c d e f g"]
-    for total in (0, 1, 7, 100, 1001):
-        parts = split_tokens(total, texts)
-        assert sum(parts) == total and all(p >= 0 for p in parts)
-    assert split_tokens(None, ["a b", "c"]) == [2, 1]
+async def test_dropin_accounting_matches_what_the_server_billed(
+    server: FakeLLMServer, tmp_path: Path
+) -> None:
+    """Through the drop-in: "with" equals the flags on a fresh cache; both arms sum to the wire."""
+    scenario = build("benchmark")
+    settings = RunSettings(batch_size=300, timeout=0.0)
+    url = server.openai_base_url
+    result = await run_scenario(
+        scenario,
+        load_puzzles(2),
+        lambda: DropInProvider("openai", "gpt-4.1-nano", "test-key", url),
+        tmp_path / "c",
+        settings,
+    )
+    for config in result.results:
+        assert config.with_ == config.paid_now  # stamps and flags agree on a fresh cache
+        assert config.with_.calls == config.cached.stats.model_calls
+    arms = [r.cached for r in result.results] + [r.baseline for r in result.results if r.baseline]
+    paid = Usage.total(arm.ledger.paid for arm in arms)
+    billed = server.stats()
+    assert paid.calls == billed["chat_requests"] > 0
+    assert (paid.prompt_tokens, paid.completion_tokens) == (
+        billed["prompt_tokens"],
+        billed["completion_tokens"],
+    )
+    # the paper's baseline pays every sample's full prompt: more than its calls did
+    baseline = Usage.total(r.baseline.ledger.paid for r in result.results if r.baseline)
+    assert result.without.prompt_tokens > baseline.prompt_tokens
+    assert result.without.completion_tokens == baseline.completion_tokens
 
 
 async def test_make_model_validates_its_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -267,6 +274,5 @@ async def test_make_model_validates_its_arguments(monkeypatch: pytest.MonkeyPatc
         make_model("together", "m")
     monkeypatch.setenv("TOGETHER_API_KEY", "test-key")
     model = make_model("together", "meta-llama/x")
-    assert isinstance(model, ChatModel)
-    assert model.identity["provider"] == "together"
-    await model.aclose()
+    assert isinstance(model, DropInProvider)
+    assert (model.provider, model.model) == ("together", "meta-llama/x")

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from cachesaver import DurabilityWarning, ImportConflictError, OnlineAPI, Request, StoreError
-from cachesaver.stores.base import KeyRecord, SampleWrite
+from cachesaver.stores.base import KeyRecord, SampleRead, SampleWrite
 from cachesaver.stores.redis import RedisStore
 from cachesaver.testing import RecordingModel
 
@@ -74,6 +74,26 @@ async def test_first_writer_wins_and_loser_is_appended_atomically(redis_url: str
     finally:
         await one.aclose()
         await two.aclose()
+
+
+async def test_batched_reads_return_exactly_what_is_stored(redis_url: str) -> None:
+    """A read of many keys and many indices (present and missing) returns each stored text."""
+    store = RedisStore(redis_url)
+    try:
+        keys = [f"{k:064x}" for k in range(2_300)]  # more keys than one server call reads
+        wide = keys[0]  # more indices than one HMGET inside the call takes
+        writes = [SampleWrite(key, "{}", {0: f'"{key[-4:]} #0"'}) for key in keys[1:]]
+        writes.append(SampleWrite(wide, "{}", {i: f'"wide #{i}"' for i in range(0, 700, 2)}))
+        await store.write(writes)
+        reads = [SampleRead(wide, list(range(700)))]
+        reads += [SampleRead(key, [0, 1] if k % 3 else []) for k, key in enumerate(keys[1:])]
+        got = await store.read(reads)
+        assert got[0] == {i: f'"wide #{i}"' for i in range(0, 700, 2)}
+        for k, (key, found) in enumerate(zip(keys[1:], got[1:], strict=True)):
+            assert found == ({0: f'"{key[-4:]} #0"'} if k % 3 else {}), key
+        assert await store.read([SampleRead(keys[5], []), SampleRead("f" * 64, [0])]) == [{}, {}]
+    finally:
+        await store.aclose()
 
 
 async def test_prefixes_separate_caches_in_one_redis(redis_url: str) -> None:
@@ -157,12 +177,20 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        # Ready means answering PING: a restarted server accepts connections while it is
+        # still loading its append-only file, and answers LOADING until it is done.
+        client = redis.Redis(port=self.port, socket_connect_timeout=1, socket_timeout=1)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.02)
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    if client.ping():
+                        return
+                except redis.RedisError:
+                    pass
+                time.sleep(0.02)
+        finally:
+            client.close()
         raise RuntimeError("redis-server did not start")
 
     def stop(self) -> None:

@@ -12,7 +12,8 @@
   local Hugging Face causal LM for `LocalAPI`; ``cachesaver[local]``).
 - `ChatRequest` / `EmbeddingRequest`: `Request` subclasses whose fields are API
   parameters; `ChatSample` / `EmbeddingSample`: what ``sample="full"`` stores (plain
-  JSON, typed); `cache_flags`: the per-choice flags of a drop-in answer.
+  JSON, typed); `cache_flags` / `choice_usage`: the per-choice flags and token counts
+  of a drop-in answer.
 
 The provider classes are imported on first use, so ``import cachesaver.models`` does
 not import both SDKs. See ``docs/providers.md``.
@@ -31,8 +32,10 @@ from cachesaver.models.requests import ChatRequest, EmbeddingRequest, ResponsesR
 from cachesaver.models.samples import (
     ChatSample,
     ChoiceFlags,
+    ChoiceUsage,
     EmbeddingSample,
     cache_flags,
+    choice_usage,
     sample_message,
     sample_text,
 )
@@ -52,6 +55,7 @@ __all__ = [
     "ChatSample",
     "ChatStream",
     "ChoiceFlags",
+    "ChoiceUsage",
     "DropInOptionError",
     "EmbeddingRequest",
     "EmbeddingSample",
@@ -68,6 +72,7 @@ __all__ = [
     "TransformersModel",
     "UncachedPathError",
     "cache_flags",
+    "choice_usage",
     "sample_message",
     "sample_text",
 ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from cachesaver._canonical import plain_json
 from cachesaver.errors import InvalidRequestError
 from cachesaver.models._chat import ChatAdapter
 from cachesaver.models._common import (
@@ -32,7 +33,7 @@ from cachesaver.models._stream import ChatStream
 from cachesaver.models.requests import ChatRequest
 from cachesaver.models.samples import ChatSample
 from cachesaver.pipelines import OnlineAPI
-from cachesaver.typedefs import Response
+from cachesaver.typedefs import Response, prebuilt_request
 
 __all__ = ["SETTINGS", "DropInBase", "DropInClient", "ResourceProxy", "refuse"]
 
@@ -44,6 +45,13 @@ _CHAT_FIELDS = frozenset(
 )
 _SENTINELS = ("NotGiven", "Omit")
 _SCALARS = (str, int, float, bool)
+
+
+def _plain_model(value: Any) -> Any:
+    """A pydantic object (say, a message of an earlier answer) as the SDK sends it."""
+    if not callable(getattr(value, "model_dump", None)):
+        raise TypeError  # anything else: the slow path says what is wrong
+    return jsonable(value, "value")
 
 
 class DropInClient(DropInBase):
@@ -82,7 +90,12 @@ class DropInClient(DropInBase):
 
     def chat_pipeline(self, model: str) -> OnlineAPI:
         """The pipeline that serves chat calls for ``model`` (created on first use)."""
-        self._core.check_open()
+        core = self._core
+        if type(model) is str and not core.closed:  # the common case: one dict look-up
+            entry = core.pipelines.get(("chat", model, self._base_url))
+            if entry is not None:
+                return entry[1]
+        core.check_open()
         if type(model) is not str or not model:
             raise InvalidRequestError(
                 f"chat.completions.create: model must be a non-empty str, got {model!r}"
@@ -111,22 +124,17 @@ class DropInClient(DropInBase):
             if value is None or type(value).__name__ in _SENTINELS:
                 continue
             if name in _CHAT_FIELDS and name in chat_params:
-                fields[name] = value if type(value) in _SCALARS else jsonable(value, name)
+                fields[name] = value
             elif name in self._chat_not_in_key:
                 if options is None:
                     options = {}
                 options[name] = value
             elif name == "extra_body":
-                extra_body = jsonable(value, "extra_body")
-                if not isinstance(extra_body, dict):
-                    raise InvalidRequestError(
-                        f"{self._provider} chat.completions.create: extra_body must be a "
-                        f"dict, got {value!r}"
-                    )
+                extra_body = value
             elif name in chat_params:
                 if others is None:
                     others = {}
-                others[name] = jsonable(value, name)
+                others[name] = value
             else:
                 raise InvalidRequestError(
                     f"{self._provider} chat.completions.create() got an unexpected keyword "
@@ -136,22 +144,69 @@ class DropInClient(DropInBase):
                 )
         if n is None or type(n).__name__ in _SENTINELS:
             n = 1
+        if namespace is None:
+            namespace = self.namespace
+        kind = type(messages)
+        if (kind is list or kind is tuple) and messages:
+            # One walk copies the call's content and checks it for the key; anything
+            # unusual (or wrong) takes the slow path below, which says what is wrong.
+            fields["prompt"] = messages
+            if others is not None:
+                fields["params"] = others
+            if extra_body is not None:
+                fields["extra_body"] = extra_body
+            built = plain_json(fields, _plain_model)
+            if built is not None and (extra_body is None or type(built[0]["extra_body"]) is dict):
+                request = prebuilt_request(ChatRequest, *built, n, namespace, request_id)
+                if request is not None:
+                    return request, options
+            del fields["prompt"]
+            fields.pop("params", None)
+            fields.pop("extra_body", None)
+        return self._slow_chat_request(
+            messages, n, namespace, request_id, fields, others, extra_body
+        ), options
+
+    def _slow_chat_request(
+        self,
+        messages: Any,
+        n: Any,
+        namespace: str,
+        request_id: str | None,
+        fields: dict[str, Any],
+        others: dict[str, Any] | None,
+        extra_body: Any,
+    ) -> ChatRequest:
+        """`_chat_request` one value at a time, naming what is wrong."""
+        fields = {
+            name: value if type(value) in _SCALARS else jsonable(value, name)
+            for name, value in fields.items()
+        }
+        if extra_body is not None:
+            plain_body = jsonable(extra_body, "extra_body")
+            if not isinstance(plain_body, dict):
+                raise InvalidRequestError(
+                    f"{self._provider} chat.completions.create: extra_body must be a "
+                    f"dict, got {extra_body!r}"
+                )
+            extra_body = plain_body
+        if others is not None:
+            others = {name: jsonable(value, name) for name, value in others.items()}
         prompt = jsonable(messages, "messages")
         if type(prompt) is not list or not prompt:
             raise InvalidRequestError(
                 f"{self._provider} chat.completions.create: messages must be a non-empty "
                 "list of messages such as [{'role': 'user', 'content': 'Hello'}]"
             )
-        request = ChatRequest(
+        return ChatRequest(
             prompt,
             n=n,
-            namespace=self.namespace if namespace is None else namespace,
+            namespace=namespace,
             request_id=request_id,
             params=others,
             extra_body=extra_body,
             **fields,
         )
-        return request, options
 
     def _prepare_chat(
         self,
@@ -234,6 +289,11 @@ class DropInClient(DropInBase):
             choice["index"] = i
             choice["cached"] = cached[i]
             choice["duplicated"] = duplicated[i]
+            # What the sample cost when it was made (whoever paid), and which API call
+            # made it: the same on a hit as on the fresh call (`choice_usage`).
+            choice["prompt_tokens"] = sample["prompt_tokens"]
+            choice["completion_tokens"] = sample["completion_tokens"]
+            choice["completion_id"] = sample["id"]
             choices.append(choice)
             if not cached[i]:
                 completion_tokens += sample["completion_tokens"] or 0

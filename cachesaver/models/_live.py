@@ -189,12 +189,16 @@ class LiveStream(Generic[ChunkT]):
             elif kind == "chunk":
                 data, chunk = value
                 offset = self._offset or 0
-                for part in data["choices"]:
-                    part["index"] = part.get("index", 0) + offset
-                    self._live.add(part["index"])
                 if not offset:
+                    self._live.update(part.get("index", 0) for part in data["choices"])
                     return chunk  # type: ignore[no-any-return]
-                return self._client._chunk(data)  # type: ignore[no-any-return]
+                # Renumber a copy: ``data`` is also the sink's record of the call, which
+                # becomes the stored completion (in its own numbering) when the call ends.
+                parts = [
+                    {**part, "index": part.get("index", 0) + offset} for part in data["choices"]
+                ]
+                self._live.update(part["index"] for part in parts)
+                return self._client._chunk({**data, "choices": parts})  # type: ignore[no-any-return]
             else:
                 response = await self._task  # raises the call's error, if any
                 self.completion = self._client._build_completion(response, self._model)

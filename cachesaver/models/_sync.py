@@ -83,15 +83,27 @@ def _wrap(value: Any, loop: BackgroundLoop) -> Any:
 
 def _is_sdk_resource(value: Any) -> bool:
     # The SDKs' resources (client.sdk.models, ...) and clients: objects with methods.
-    return hasattr(value, "with_raw_response") and not isinstance(value, type)
+    # Looked up on the class: an answer (a pydantic object) would raise and catch an
+    # AttributeError for every call.
+    return hasattr(type(value), "with_raw_response") and not isinstance(value, type)
+
+
+# Types whose values a blocking call returns as they are (answers, plain data): `_wrap`
+# decides by type alone, so each type is looked at once.
+_AS_IS: set[type] = set()
 
 
 def _blocking(func: Any, loop: BackgroundLoop) -> Any:
     def call(*args: Any, **kwargs: Any) -> Any:
         result = loop.call(func, *args, **kwargs)
+        kind = type(result)
+        if kind in _AS_IS:
+            return result
         if inspect.isasyncgen(result):
             raise TypeError(f"{func!r} returned an async generator; iterate it in async code")
         wrapped = _wrap(result, loop)
+        if wrapped is result and not callable(result):
+            _AS_IS.add(kind)
         return result if callable(result) or wrapped is None else wrapped
 
     call.__name__ = getattr(func, "__name__", "call")

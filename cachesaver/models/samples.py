@@ -12,8 +12,10 @@ from typing import Any, NamedTuple, TypedDict
 __all__ = [
     "ChatSample",
     "ChoiceFlags",
+    "ChoiceUsage",
     "EmbeddingSample",
     "cache_flags",
+    "choice_usage",
     "sample_message",
     "sample_text",
 ]
@@ -101,3 +103,60 @@ def cache_flags(completion: Any) -> list[ChoiceFlags]:
             )
         flags.append(ChoiceFlags(bool(extra["cached"]), bool(extra["duplicated"])))
     return flags
+
+
+class ChoiceUsage(NamedTuple):
+    """What the sample behind one choice of a drop-in answer cost when it was made.
+
+    Unlike ``completion.usage`` (what this call paid: 0 on a hit), these are the
+    sample's own counts as stored, the same whether it is served fresh or from the cache:
+
+    - ``prompt_tokens``: the prompt tokens of the API call that made the sample (every
+      sample of that call carries them; the call paid them once);
+    - ``completion_tokens``: the sample's output tokens (its share of the call's total
+      when the provider reports only a total);
+    - ``completion_id``: the ``id`` of the API completion that made the sample (the
+      answer's own ``id`` is that of its first choice's call).
+
+    The token counts are None where the provider reported no usage.
+    """
+
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    completion_id: str
+
+
+def choice_usage(completion: Any) -> list[ChoiceUsage]:
+    """Return, per choice of a drop-in ``ChatCompletion``, its sample's `ChoiceUsage`.
+
+    The same values are on each choice as extra fields (``choice.prompt_tokens``,
+    ``choice.completion_tokens``, ``choice.completion_id``). Raises ``ValueError`` for a
+    completion that did not come from a cachesaver drop-in client.
+    """
+    choices = getattr(completion, "choices", None)
+    if not isinstance(choices, list):
+        raise ValueError(
+            f"choice_usage needs a ChatCompletion from a cachesaver drop-in client, got "
+            f"{type(completion).__name__}"
+        )
+    usage: list[ChoiceUsage] = []
+    for choice in choices:
+        extra = getattr(choice, "model_extra", None) or {}
+        if any(name not in extra for name in _USAGE_FIELDS):
+            raise ValueError(
+                "this ChatCompletion has no per-choice token counts: it did not come from "
+                "cachesaver.models.openai.AsyncOpenAI or cachesaver.models.together."
+                "AsyncTogether"
+            )
+        prompt, output = extra["prompt_tokens"], extra["completion_tokens"]
+        usage.append(
+            ChoiceUsage(
+                None if prompt is None else int(prompt),
+                None if output is None else int(output),
+                str(extra["completion_id"]),
+            )
+        )
+    return usage
+
+
+_USAGE_FIELDS = frozenset({"prompt_tokens", "completion_tokens", "completion_id"})

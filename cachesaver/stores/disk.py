@@ -67,6 +67,18 @@ _INSERT = (
 )
 _INSERT_NEW = _INSERT.replace("INSERT INTO", "INSERT OR IGNORE INTO")
 _REPLACE = _INSERT.replace("INSERT INTO", "INSERT OR REPLACE INTO")
+
+
+def _read_sql(count: int) -> str:
+    """A read of ``count`` entries: (entry, text), text NULL for a row not in our form."""
+    return (
+        "SELECT key, CASE WHEN raw = 1 AND mode = 1 AND filename IS NULL AND "
+        "typeof(value) = 'text' THEN value END FROM Cache WHERE key IN "
+        f"({','.join('?' * count)})"
+    )
+
+
+_READ = _read_sql(_CHUNK)
 _DISKCACHE_COLUMNS = frozenset(
     {"key", "raw", "store_time", "expire_time", "mode", "filename", "value"}
 )
@@ -217,13 +229,25 @@ class DiskStore:
         return con.execute(sql, (low, high)).fetchall()
 
     def _read(self, con: sqlite3.Connection, reads: Sequence[SampleRead]) -> list[dict[int, str]]:
-        entries = [sample_entry(r.key, i) for r in reads for i in r.indices]
-        found = self._select(con, entries)
+        # The hot path: SQLite checks each row's form and hands back (entry, text), with
+        # NULL for a row not in our form (a text value is never NULL), so Python builds
+        # one dict from the rows and looks at no other column.
+        entries = [f"{_PREFIX}{r.key}:{i}" for r in reads for i in r.indices]
+        found: dict[str, str | None] = {}
+        for start in range(0, len(entries), _CHUNK):
+            chunk = entries[start : start + _CHUNK]
+            sql = _READ if len(chunk) == _CHUNK else _read_sql(len(chunk))
+            found.update(con.execute(sql, chunk).fetchall())
+        if None in found.values():
+            damaged = [entry for entry, text in found.items() if text is None]
+            raise self._damaged(self._rows(con, damaged[:1])[0])
+        get = found.get
+        names = iter(entries)
         out: list[dict[int, str]] = []
         for r in reads:
             got: dict[int, str] = {}
             for i in r.indices:
-                text = found.get(sample_entry(r.key, i))
+                text = get(next(names))
                 if text is not None:
                     got[i] = text
             out.append(got)
@@ -240,10 +264,11 @@ class DiskStore:
         with self._transact():
             # The content of a key is the same for every writer: keep the first.
             con.executemany(
-                _INSERT_NEW, [(content_entry(w.key), now, None, now, w.content) for w in writes]
+                _INSERT_NEW,
+                [(f"{_PREFIX}{w.key}:request", now, None, now, w.content) for w in writes],
             )
             rows = [
-                (sample_entry(w.key, i), now, None, now, text)
+                (f"{_PREFIX}{w.key}:{i}", now, None, now, text)
                 for w in writes
                 for i, text in w.samples.items()
             ]

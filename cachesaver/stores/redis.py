@@ -10,8 +10,9 @@ Layout (every name starts with ``prefix``, so one Redis can hold several caches)
 - ``{prefix}:lease:{key}:{i}``: who is generating sample ``i`` right now (expires).
 
 Writes are Lua scripts, so "first writer wins, the loser is appended" is atomic across
-machines; every batch of reads or writes is one pipelined round trip. Nothing ever
-expires except leases. On its first connection the store checks the server: a
+machines; every batch of writes is one pipelined round trip, and a batch of reads is one
+script call per 1,000 keys (the server walks the keys, so the client packs one command).
+Nothing ever expires except leases. On its first connection the store checks the server: a
 ``maxmemory-policy`` other than ``noeviction`` (Redis could delete samples on its own) is
 refused unless ``allow_eviction=True``; without AOF a `DurabilityWarning` says that a
 restart loses samples already returned. Connection problems become `StoreError`
@@ -48,6 +49,33 @@ from cachesaver.stores.base import (
 __all__ = ["RedisStore"]
 
 _T = TypeVar("_T")
+
+# KEYS: samples hashes. ARGV: for each, a count then that many indices. Returns the texts
+# in that order, flat (nil where a sample is missing). One call reads a whole batch: the
+# server does the per-key work, so the client packs one command instead of one per key.
+# HMGET takes at most 256 fields a call (Lua's unpack has a stack limit).
+_READ = """
+local out, o, a = {}, 0, 1
+for _, name in ipairs(KEYS) do
+  local count = tonumber(ARGV[a])
+  a = a + 1
+  local done = 0
+  while done < count do
+    local take = math.min(count - done, 256)
+    local values = redis.call('HMGET', name, unpack(ARGV, a, a + take - 1))
+    for j = 1, take do
+      o = o + 1
+      out[o] = values[j]
+    end
+    a = a + take
+    done = done + take
+  end
+end
+return out
+"""
+
+# Keys per read call: bounds how long one call holds the server (about 1 ms).
+_READ_CHUNK = 1000
 
 # KEYS: samples hash, content key, keys set. ARGV: key, content, then index/text pairs.
 # Returns {flags, appended}: flags[j] is 1 when pair j was stored at its index, else the
@@ -227,6 +255,7 @@ class RedisStore:
         self._clients: dict[asyncio.AbstractEventLoop, aioredis.Redis] = {}
         self._closers: dict[asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = {}
         template = aioredis.Redis.from_url(url, **self._options)
+        self._read_script = template.register_script(_READ)
         self._write_script = template.register_script(_WRITE)
         self._reserve_script = template.register_script(_RESERVE)
         self._lease_script = template.register_script(_LEASE)
@@ -337,14 +366,35 @@ class RedisStore:
     # -- samples ---------------------------------------------------------------------------
 
     async def read(self, reads: Sequence[SampleRead]) -> list[dict[int, str]]:
-        async def queue(pipe: Any) -> None:
-            for r in reads:
-                pipe.hmget(self._samples(r.key), list(r.indices))
+        async def run() -> list[Any]:
+            client = await self._client()
+            values: list[Any] = []
+            for start in range(0, len(reads), _READ_CHUNK):
+                chunk = reads[start : start + _READ_CHUNK]
+                args: list[Any] = []
+                for r in chunk:
+                    args.append(len(r.indices))
+                    args.extend(r.indices)
+                if len(args) == len(chunk):
+                    continue  # no index asked of any key in this chunk
+                values.extend(
+                    await self._read_script(
+                        keys=[self._samples(r.key) for r in chunk], args=args, client=client
+                    )
+                )
+            return values
 
-        rows = await self._pipelined("read samples", queue)
+        values = await self._guard("read samples", run)
         out: list[dict[int, str]] = []
-        for r, values in zip(reads, rows, strict=True):
-            out.append({i: v for i, v in zip(r.indices, values, strict=True) if v is not None})
+        position = 0
+        for r in reads:
+            found: dict[int, str] = {}
+            for i in r.indices:
+                value = values[position]
+                position += 1
+                if value is not None:
+                    found[i] = value
+            out.append(found)
         return out
 
     async def write(self, writes: Sequence[SampleWrite]) -> list[WriteResult]:

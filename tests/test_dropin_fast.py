@@ -1,0 +1,132 @@
+"""The drop-in's one-walk request building gives exactly the documented `ChatRequest`."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openai.types.chat import ChatCompletionMessage
+
+from cachesaver import InvalidRequestError
+from cachesaver.models import ChatRequest
+from cachesaver.models._common import jsonable
+from cachesaver.models.openai import AsyncOpenAI
+from cachesaver.testing.server import FakeLLMServer
+from cachesaver.typedefs import request_content
+
+MESSAGES = [{"role": "user", "content": "What is the meaning of life?"}]
+_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "add",
+        "parameters": {
+            "type": "object",
+            "properties": {"a": {"type": "number", "minimum": 1.0}},
+            "required": ("a",),
+        },
+    },
+}
+_EARLIER = ChatCompletionMessage(role="assistant", content="42")
+
+
+@pytest.fixture
+def server() -> Iterator[FakeLLMServer]:
+    with FakeLLMServer() as running:
+        yield running
+
+
+@pytest.fixture
+def client(server: FakeLLMServer, tmp_path: Path) -> AsyncOpenAI:
+    return AsyncOpenAI(
+        cache=str(tmp_path / "cache"), base_url=server.openai_base_url, api_key="test"
+    )
+
+
+def _documented(messages: Any, n: int, namespace: str, params: dict[str, Any]) -> ChatRequest:
+    """The request as docs/providers.md says a drop-in call is keyed, built field by field."""
+    fields = {name: jsonable(value, name) for name, value in params.items()}
+    others = {k: fields.pop(k) for k in list(fields) if k not in ChatRequest.__dataclass_fields__}
+    return ChatRequest(
+        jsonable(messages, "messages"),
+        n=n,
+        namespace=namespace,
+        params=others or None,
+        **fields,
+    )
+
+
+CALLS: list[tuple[Any, dict[str, Any]]] = [
+    (MESSAGES, {}),
+    (MESSAGES, {"temperature": 1.0, "max_tokens": 5, "seed": 3}),
+    (tuple(MESSAGES), {"temperature": 0.25, "stop": ("\n", "END")}),
+    ([*MESSAGES, _EARLIER, {"role": "user", "content": "Why?"}], {"top_p": 1}),
+    (MESSAGES, {"logit_bias": {"50256": -100.0}, "logprobs": True, "top_logprobs": 2}),
+    (MESSAGES, {"tools": [_TOOL], "tool_choice": "auto", "parallel_tool_calls": False}),
+    (MESSAGES, {"extra_body": {"top_k": 40, "weights": (1.0, 0.5)}}),
+    (MESSAGES, {"reasoning_effort": "low", "response_format": {"type": "json_object"}}),
+    ([{"role": "user", "content": [{"type": "text", "text": "é ✓"}]}], {"n": 3}),
+]
+
+
+@pytest.mark.parametrize(("messages", "params"), CALLS)
+def test_dropin_request_is_the_documented_request(
+    client: AsyncOpenAI, messages: Any, params: dict[str, Any]
+) -> None:
+    """Every field, the key text and the types (tuples as lists) match the slow build."""
+    params = dict(params)
+    n = params.pop("n", 1)
+    extra_body = params.pop("extra_body", None)
+    expected = _documented(messages, n, "ns", params)
+    if extra_body is not None:
+        expected = dataclasses.replace(expected, extra_body=jsonable(extra_body, "extra_body"))
+    call = dict(params)
+    if extra_body is not None:
+        call["extra_body"] = extra_body
+    built, _ = client._chat_request(messages, n, "ns", None, call)
+    assert type(built) is ChatRequest
+    assert built == expected
+    assert request_content(built) == request_content(expected)
+    for f in dataclasses.fields(ChatRequest):
+        assert repr(getattr(built, f.name)) == repr(getattr(expected, f.name)), f.name
+
+
+def test_dropin_request_owns_its_content(client: AsyncOpenAI) -> None:
+    """Changing the caller's history, tools or extra_body afterwards changes nothing."""
+    history = [{"role": "user", "content": "hi"}]
+    tools: list[dict[str, Any]] = [{"type": "function", "function": {"name": "f"}}]
+    body = {"top_k": [1, 2]}
+    request, _ = client._chat_request(history, 1, "ns", None, {"tools": tools, "extra_body": body})
+    key = request_content(request)
+    history.append({"role": "assistant", "content": "hello"})
+    history[0]["content"] = "changed"
+    tools[0]["function"]["name"] = "g"
+    body["top_k"].append(3)
+    assert request.prompt == [{"role": "user", "content": "hi"}]
+    assert request.tools == [{"type": "function", "function": {"name": "f"}}]
+    assert request.extra_body == {"top_k": [1, 2]}
+    assert request_content(request) == key
+
+
+@pytest.mark.parametrize(
+    ("messages", "params", "says"),
+    [
+        ([{"role": "user", "content": float("nan")}], {}, "prompt"),
+        (MESSAGES, {"tools": [{"names": {"a", "b"}}]}, "tools"),
+        (MESSAGES, {"stop": ["x", 10**700]}, "stop"),
+        (MESSAGES, {"extra_body": ["not", "a", "dict"]}, "extra_body must be a dict"),
+        (MESSAGES, {"n": 0}, "'n' must be a positive int"),
+        (MESSAGES, {"n": 2.0}, "'n' must be a positive int"),
+        ([{"role": "user", "content": "\ud83d"}], {}, "not valid Unicode"),
+        ([], {}, "non-empty list of messages"),
+    ],
+)
+async def test_bad_content_is_still_named(
+    client: AsyncOpenAI, messages: Any, params: dict[str, Any], says: str
+) -> None:
+    """Content the fast walk cannot take gets the field-by-field path's clear error."""
+    async with client:
+        with pytest.raises(InvalidRequestError, match=says):
+            await client.chat.completions.create(model="fake-chat", messages=messages, **params)
