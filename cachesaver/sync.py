@@ -45,8 +45,9 @@ _START_TIMEOUT = 30.0
 class _Call:
     """One `BackgroundLoop.call`: a task on the loop, a lock the calling thread waits on.
 
-    The task hands its outcome over as soon as it has one (no extra loop iteration for
-    its done callbacks); the done callback covers a task cancelled before it ran.
+    The task hands its outcome over as soon as it has one, and then needs no done
+    callback (no extra loop iteration); the callback covers a task cancelled before it
+    ran or while it waited.
     """
 
     __slots__ = ("args", "done", "func", "kwargs", "outcome", "task")
@@ -72,12 +73,19 @@ class _Call:
         except asyncio.CancelledError:
             raise  # the task ends cancelled; _ended reports it
         except Exception as exc:
-            self._finish((False, exc))
+            self._handed((False, exc))
             return
         except BaseException as exc:  # KeyboardInterrupt, SystemExit: the loop's too
             self._finish((False, exc))
             raise
-        self._finish((True, result))
+        self._handed((True, result))
+
+    def _handed(self, outcome: tuple[bool, Any]) -> None:
+        # The task ends normally: its done callback (one more loop iteration before the
+        # loop sleeps again) is not needed.
+        if self.task is not None:
+            self.task.remove_done_callback(self._ended)
+        self._finish(outcome)
 
     def _finish(self, outcome: tuple[bool, Any]) -> None:
         if self.outcome is None:
