@@ -51,33 +51,43 @@ class AsyncDeduplicator(Stage):
     async def _merge(self, batch: Batch) -> list[Outcome]:
         # Same namespace too: a cacher below allocates by namespace, so merging across
         # namespaces would change which samples each request receives.
-        groups: dict[tuple[str, str], list[int]] = {}
         requests = batch.requests
+        first: dict[tuple[str, str], int] = {}  # each content's first position
+        more: dict[int, list[int]] | None = None  # first position -> all its positions
         for position, request in enumerate(requests):
-            groups.setdefault((request.namespace, request_content(request)), []).append(position)
+            at = first.setdefault((request.namespace, request_content(request)), position)
+            if at != position:
+                if more is None:
+                    more = {}
+                more.setdefault(at, [at]).append(position)
+        if more is None:  # nothing to merge (the usual case): no group lists at all
+            outcomes = await self._inner._cs_batch_each(batch)
+            results: list[Outcome] = []
+            for outcome in outcomes:
+                results.append(
+                    outcome if isinstance(outcome, BaseException) else self._own(outcome)
+                )
+            return results
+        groups = [more.get(at) or [at] for at in first.values()]
         merged: list[Request] = []
-        for positions in groups.values():
-            first = requests[positions[0]]
+        for positions in groups:
+            head = requests[positions[0]]
             if len(positions) == 1:
-                merged.append(first)
+                merged.append(head)
             else:
-                total = sum(requests[p].n for p in positions)
-                merged.append(with_n(first, total))
+                merged.append(with_n(head, sum(requests[p].n for p in positions)))
         outcomes = await self._inner._cs_batch_each(Batch(merged))
-        results: list[Outcome] = [None] * len(requests)  # type: ignore[list-item]
-        for positions, outcome in zip(groups.values(), outcomes, strict=True):
+        results = [None] * len(requests)  # type: ignore[list-item]
+        for positions, outcome in zip(groups, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 for p in positions:
                     results[p] = outcome
                 continue
+            if len(positions) == 1:  # nothing merged: the whole outcome is its answer
+                results[positions[0]] = self._own(outcome)
+                continue
             cached = outcome.cached
             duplicated = _duplicated_flags(cached, len(outcome.data), outcome.duplicated)
-            if len(positions) == 1:  # nothing merged: the whole outcome is its answer
-                response = _new(Response)
-                response.__dict__.update(data=outcome.data, cached=cached, duplicated=duplicated)
-                self._tally(response)
-                results[positions[0]] = response
-                continue
             offset = 0
             for p in positions:
                 n = requests[p].n
@@ -91,6 +101,18 @@ class AsyncDeduplicator(Stage):
                 self._tally(response)
                 results[p] = response
         return results
+
+    def _own(self, outcome: Response) -> Response:
+        """The answer of a request merged with no other: its call's samples and flags."""
+        cached = outcome.cached
+        response = _new(Response)
+        response.__dict__.update(
+            data=outcome.data,
+            cached=cached,
+            duplicated=_duplicated_flags(cached, len(outcome.data), outcome.duplicated),
+        )
+        self._tally(response)
+        return response
 
     def _cs_closing(self) -> None:
         self._tick._cs_closing()
