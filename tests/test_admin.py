@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import sqlite3
 import time
 from dataclasses import FrozenInstanceError
 from typing import ClassVar
 
 import pytest
 
-from cachesaver import OnlineAPI, Request, Response
+from cachesaver import OnlineAPI, Request, Response, StoreError
+from cachesaver._canonical import digest
 from cachesaver.admin import (
     KeyFilter,
     content_of,
@@ -22,7 +26,7 @@ from cachesaver.admin import (
 )
 from cachesaver.manifest import ManifestEntry
 from cachesaver.savings import Price, SavingsCounter
-from cachesaver.stores import open_admin_store
+from cachesaver.stores import _disk_stats, _redis_stats, is_redis_url, open_admin_store
 from cachesaver.stores.base import KeyRecord
 
 from .test_cli import OPENAI, _fill, make_record
@@ -169,28 +173,131 @@ def test_savings_without_token_counts_still_count_samples() -> None:
     assert s.prompt_tokens_paid == 0 and s.dollars_paid is None
 
 
-async def test_stats_of_one_identity_in_sql_agree_with_the_per_key_count(
-    cache_dir: str, monkeypatch: pytest.MonkeyPatch
+def _by_hand(records: list[KeyRecord]) -> dict[str, list[int]]:
+    """Keys, samples, bytes and reported tokens per identity label, counted record by record."""
+    out: dict[str, list[int]] = {}
+    for r in records:
+        try:
+            data = json.loads(r.content)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            label = "(unreadable content)"
+        elif "identity" not in data:
+            label = "(no identity)"
+        else:
+            label = json.dumps(data["identity"], sort_keys=True, separators=(",", ":"))
+        row = out.setdefault(label, [0, 0, 0, 0, 0])
+        row[0] += 1
+        row[1] += len(r.samples)
+        row[2] += len(r.content.encode()) + sum(len(t.encode()) for t in r.samples.values())
+        for text in r.samples.values():
+            try:
+                sample = json.loads(text)
+            except ValueError:
+                continue  # not JSON: no tokens
+            if isinstance(sample, dict) and "prompt_tokens" in sample:
+                for n, field in ((3, "prompt_tokens"), (4, "completion_tokens")):
+                    row[n] += sample[field] if type(sample.get(field)) is int else 0
+    return out
+
+
+def _odd_keys() -> list[KeyRecord]:
+    """Keys of several identities with unusual samples, contents and sample counts."""
+    tokens = [
+        '{"text":"a","prompt_tokens":7,"completion_tokens":3}',
+        '{"text":"b","prompt_tokens":true,"completion_tokens":2.0}',  # not integers
+        '{"text":"c","usage":{"prompt_tokens":5}}',  # not at the top
+        '"plain text mentioning \\"prompt_tokens\\": 9"',
+        '"d\\u00e9j\\u00e0 \\u65e5\\u672c"',  # JSON escapes
+        '"d\u00e9j\u00e0 vu, 日本"',  # multi-byte UTF-8
+        '{"prompt_tokens":25.0,"completion_tokens":-3}',  # a float; a negative integer
+        '{"a":{"prompt_tokens":6.5},"prompt_tokens":6,"completion_tokens":1e3}',  # nested
+        '{"prompt_tokens" : 8 ,"completion_tokens":"9"}',  # spaces; a string
+        ' {"prompt_tokens":2}',  # JSON may start with a space
+        '{"prompt_tokens":3,"t":"a\\tb","u":{"v":[1,{"completion_tokens":4}]}}',
+        '{"prompt_tokens":123456789012345678901234,"completion_tokens":2}',
+    ]
+    records = []
+    for i in range(40):
+        identity = {"provider": "test", "model": f"m{1 + i % 3}"}
+        texts = {j: tokens[(i + j) % len(tokens)] for j in range(i % 6)}  # 0 to 5 samples
+        records.append(make_record(f"question {i}", texts, identity=identity))
+    # Identities whose text holds ',"request":' share the text before it: counted apart.
+    records.append(make_record("x", {0: tokens[0]}, identity={"a": 1, "request": 2}))
+    records.append(make_record("y", {0: tokens[0], 1: tokens[4]}, identity={"a": 1, "request": 3}))
+    records.append(make_record("z", {0: tokens[5]}, identity=None))
+    unreadable = 'not json, {"identity":'
+    records.append(KeyRecord(digest(unreadable), unreadable, {0: tokens[0]}))
+    return records
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["one-chunk", "small-chunks"])
+async def test_stats_count_each_of_several_identities_right(
+    store_spec: str, chunked: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The aggregate fast path gives the same numbers as counting key by key."""
-    async with OnlineAPI(Chat(), cache=cache_dir, timeout=0, run_id="run-1") as api:
-        for i in range(30):  # shared-run state and leases sit in the same table
+    """store_stats agrees, identity by identity, with counting every record by hand."""
+    if chunked:  # many chunks, pages and round trips, one key's rows never split
+        monkeypatch.setattr(_disk_stats, "CHUNK_ROWS", 7)
+        monkeypatch.setattr(_redis_stats, "PAGE_KEYS", 3)
+    await _fill(store_spec, _odd_keys())
+    async with OnlineAPI(Chat(), cache=store_spec, timeout=0, run_id="run-1") as api:
+        for i in range(12):  # shared-run state and leases sit beside the keys
             await api.request(Request(f"q{i}", n=1 + i % 3, namespace=f"ns{i % 2}"))
-    store = open_admin_store(cache_dir)
+    if chunked and not is_redis_url(store_spec):  # an orphan sample is no key's sample
+        con = sqlite3.connect(os.path.join(store_spec, "cache.db"))
+        with con:
+            con.execute(
+                "INSERT INTO Cache(key, raw, store_time, expire_time, access_time,"
+                " access_count, tag, size, mode, filename, value)"
+                " VALUES (?, 1, 0, NULL, 0, 0, NULL, 0, 1, NULL, '\"orphan\"')",
+                (f"cs:{'5' * 64}:0",),
+            )
+        con.close()
+    store = open_admin_store(store_spec)
+    counted: list[int] = []
     try:
-        fast = await store_stats(store, prices={"m1": Price(1.0, 2.0)})
-        assert await store.identity_totals() is not None  # type: ignore[attr-defined]
-
-        async def per_key(self: object) -> None:
-            return None
-
-        monkeypatch.setattr(type(store), "identity_totals", per_key)
-        slow = await store_stats(store, prices={"m1": Price(1.0, 2.0)})
+        stats = await store_stats(store, progress=counted.append)
+        expected = _by_hand(await store.records(await store.keys()))
     finally:
         await store.aclose()
-    assert fast == slow
-    assert (fast.keys, fast.samples) == (30, sum(1 + i % 3 for i in range(30)))
-    assert fast.identities[0].prompt_tokens == 300 and fast.identities[0].dollars
+    got = {
+        row.label: [row.keys, row.samples, row.bytes, row.prompt_tokens, row.completion_tokens]
+        for row in stats.identities
+    }
+    assert got == expected
+    assert len(got) == 7 and got['{"model":"m1","provider":"test"}'][3] > 0
+    assert (stats.keys, stats.samples) == (56, sum(row[1] for row in expected.values()))
+    assert sum(counted) == 56
+
+
+@pytest.mark.parametrize("damage", ["foreign-name", "content-in-a-file"])
+async def test_stats_refuse_a_damaged_key_naming_it(cache_dir: str, damage: str) -> None:
+    """A row named like no sample (``cs:<key>:x``) or a content row in another form is damage."""
+    records = [make_record(f"question {i}", ['"a"', '"b"']) for i in range(3)]
+    await _fill(cache_dir, records)
+    record = max(records, key=lambda r: r.key)  # not the first key of its identity
+    con = sqlite3.connect(os.path.join(cache_dir, "cache.db"))
+    with con:
+        if damage == "foreign-name":
+            con.execute(
+                "INSERT INTO Cache(key, raw, store_time, expire_time, access_time, access_count,"
+                " tag, size, mode, filename, value) VALUES (?, 1, 0, NULL, 0, 0, NULL, 0, 1,"
+                " NULL, '\"x\"')",
+                (f"cs:{record.key}:x",),
+            )
+        else:
+            con.execute(
+                "UPDATE Cache SET filename = '../secret.json' WHERE key = ?",
+                (f"cs:{record.key}:request",),
+            )
+    con.close()
+    store = open_admin_store(cache_dir)
+    try:
+        with pytest.raises(StoreError, match=record.key[:16]):
+            await store_stats(store)
+    finally:
+        await store.aclose()
 
 
 async def test_explain_ranks_equally_different_keys_by_how_close_the_text_is(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +18,8 @@ from cachesaver.admin._records import (
 )
 from cachesaver.export import record_problems
 from cachesaver.savings import Price
-from cachesaver.stores.base import AdminStore, KeyTotals
-from cachesaver.stores.disk import DiskStore
+from cachesaver.stores._tally import IdentityCounter, token_counts
+from cachesaver.stores.base import AdminStore, IdentityTotals, StatsStore
 
 __all__ = [
     "BrokenKey",
@@ -31,8 +31,6 @@ __all__ = [
     "store_stats",
     "verify_store",
 ]
-
-_TOKENS = '"prompt_tokens"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,62 +63,18 @@ class StoreStats:
     identities: tuple[IdentityStats, ...]
 
 
-def _tokens(text: str) -> tuple[int, int]:
-    if _TOKENS not in text:
-        return 0, 0
-    try:
-        data = json.loads(text)
-    except (ValueError, RecursionError):
-        return 0, 0
-    if not isinstance(data, dict):
-        return 0, 0
-    prompt, completion = data.get("prompt_tokens"), data.get("completion_tokens")
-    return (
-        prompt if type(prompt) is int else 0,
-        completion if type(completion) is int else 0,
-    )
-
-
-async def _iter_totals(
-    store: AdminStore, progress: Progress | None, *, skip: bool = False
-) -> AsyncIterator[list[KeyTotals]]:
-    """Per-key totals: the disk store counts them in SQL; other stores from records."""
-    if skip:
-        return
-    if isinstance(store, DiskStore):
-        after: str | None = None
-        while True:
-            totals = await store.totals(after)
-            if not totals:
-                return
-            after = totals[-1].key
-            if progress is not None:
-                progress(len(totals))
-            yield totals
+async def _record_totals(store: AdminStore, progress: Progress | None) -> list[IdentityTotals]:
+    """Totals per identity from every record (for stores that cannot add up their own)."""
+    counter = IdentityCounter()
     async for records in iter_records(store, progress=progress):
-        yield [
-            KeyTotals(
-                r.key,
-                r.content,
-                len(r.samples),
-                record_bytes(r),
-                tuple(t for t in r.samples.values() if _TOKENS in t),
-            )
-            for r in records
-        ]
-
-
-def _label(content: str, seen: dict[str, str]) -> str:
-    """The identity label of a content; contents share the text after the request."""
-    # Canonical content is {"identity":...,"request":...}: the identity comes first, so
-    # the text before ',"request":' names it without parsing the whole request.
-    head = content.split(',"request":', 1)[0] if content.startswith('{"identity":') else ""
-    if head:
-        label = seen.get(head)
-        if label is None:
-            label = seen[head] = identity_label(content)
-        return label
-    return identity_label(content)
+        for r in records:
+            prompt = completion = 0
+            for text in r.samples.values():
+                p, c = token_counts(text)
+                prompt += p
+                completion += c
+            counter.add_content(r.content, len(r.samples), record_bytes(r), prompt, completion)
+    return counter.totals()
 
 
 def _model_name(identity: Any) -> str | None:
@@ -139,38 +93,24 @@ async def store_stats(
     One ordered pass over the store. ``prices`` maps a model name (the ``model`` field of
     an identity) to its `Price`, to value the stored tokens in dollars.
     """
+    if isinstance(store, StatsStore):
+        totals = await store.identity_totals(progress=progress)
+    else:
+        totals = await _record_totals(store, progress)
     tallies: dict[str, list[int]] = {}
     identities: dict[str, Any] = {}
-    labels: dict[str, str] = {}  # content without its request -> label (one parse each)
-    quick = await store.identity_totals() if isinstance(store, DiskStore) else None
-    for whole in quick or ():
-        label = identity_label(whole.example)
-        data = parse_content(whole.example)
-        identities[label] = data.get("identity") if data is not None else None
-        tallies[label] = [
-            whole.keys,
-            whole.samples,
-            whole.bytes,
-            whole.prompt_tokens,
-            whole.completion_tokens,
-        ]
-    if quick is not None and progress is not None:
-        progress(sum(whole.keys for whole in quick))
-    async for totals in _iter_totals(store, progress, skip=quick is not None):
-        for row in totals:
-            label = _label(row.content, labels)
-            tally = tallies.get(label)
-            if tally is None:
-                tally = tallies[label] = [0, 0, 0, 0, 0]
-                data = parse_content(row.content)
-                identities[label] = data.get("identity") if data is not None else None
-            tally[0] += 1
-            tally[1] += row.samples
-            tally[2] += row.bytes
-            for text in row.token_texts:
-                prompt, completion = _tokens(text)
-                tally[3] += prompt
-                tally[4] += completion
+    for part in totals:
+        label = identity_label(part.example)
+        tally = tallies.get(label)
+        if tally is None:
+            tally = tallies[label] = [0, 0, 0, 0, 0]
+            data = parse_content(part.example)
+            identities[label] = data.get("identity") if data is not None else None
+        tally[0] += part.keys
+        tally[1] += part.samples
+        tally[2] += part.bytes
+        tally[3] += part.prompt_tokens
+        tally[4] += part.completion_tokens
     rows: list[IdentityStats] = []
     for label, t in sorted(tallies.items(), key=lambda item: (-item[1][0], item[0])):
         identity = identities[label]

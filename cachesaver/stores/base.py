@@ -8,7 +8,7 @@ transaction, one Redis pipeline) per batch of reads or writes.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, runtime_checkable
 
@@ -16,12 +16,12 @@ __all__ = [
     "AdminStore",
     "IdentityTotals",
     "KeyRecord",
-    "KeyTotals",
     "LeaseRequest",
     "Reservation",
     "SampleRead",
     "SampleWrite",
     "SharedStore",
+    "StatsStore",
     "Store",
     "Unreservation",
     "WriteResult",
@@ -102,23 +102,12 @@ class KeyRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class KeyTotals:
-    """What a key holds, counted without reading its samples into records (for stats).
-
-    ``bytes`` counts the UTF-8 bytes of the content and every sample; ``token_texts``
-    are the sample texts that report token counts (they contain ``"prompt_tokens"``).
-    """
-
-    key: str
-    content: str
-    samples: int
-    bytes: int
-    token_texts: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
 class IdentityTotals:
-    """What a store holds for one model identity (``example`` is one key's content)."""
+    """What a store holds for some keys of one model identity.
+
+    ``example`` is one of the keys' content (its identity is theirs); ``bytes`` counts the
+    UTF-8 bytes of the contents and samples; the token counts sum what the samples report.
+    """
 
     example: str
     keys: int
@@ -150,6 +139,20 @@ class AdminStore(Store, Protocol):
 
     async def delete(self, keys: Sequence[str]) -> int:
         """Remove the keys (content and samples); return how many keys existed."""
+        ...
+
+
+@runtime_checkable
+class StatsStore(Protocol):
+    """A store that adds up its own statistics (faster than reading every record)."""
+
+    async def identity_totals(
+        self, progress: Callable[[int], object] | None = None
+    ) -> list[IdentityTotals]:
+        """Totals of every key, in groups of one identity each (several may share one).
+
+        ``progress`` is called with how many more keys were counted.
+        """
         ...
 
 

@@ -27,6 +27,7 @@ directory or a table.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import sqlite3
@@ -42,7 +43,6 @@ from cachesaver.errors import ImportConflictError, NotACacheError, StoreError
 from cachesaver.stores.base import (
     IdentityTotals,
     KeyRecord,
-    KeyTotals,
     LeaseRequest,
     Reservation,
     SampleRead,
@@ -369,98 +369,6 @@ class DiskStore:
                 out.append(record)
         return out
 
-    def _totals(self, con: sqlite3.Connection, after: str | None, limit: int) -> list[KeyTotals]:
-        """Up to ``limit`` keys' totals in key order after ``after``: one lean range scan.
-
-        SQLite computes byte lengths and checks each row's form, so Python touches two
-        small values per sample; a row not in our form is re-read and reported as damage.
-        """
-        low = _PREFIX if after is None else f"{_PREFIX}{after};"
-        out: list[KeyTotals] = []
-        current: str | None = None
-        content: str | None = None
-        count = size = 0
-        texts: list[str] = []
-        sql = (
-            "SELECT substr(key, 4), length(CAST(value AS BLOB)), raw = 1 AND mode = 1 AND "
-            "filename IS NULL AND typeof(value) = 'text', CASE WHEN substr(key, -8) = "
-            "':request' OR instr(value, '\"prompt_tokens\"') > 0 THEN value END FROM Cache "
-            "WHERE key >= ? AND key < ? ORDER BY key"
-        )
-        for entry, length, ours, value in con.execute(sql, (low, _END)):
-            key, _, suffix = entry.rpartition(":")
-            if key != current:
-                if current is not None and content is not None:
-                    out.append(KeyTotals(current, content, count, size, tuple(texts)))
-                    if len(out) >= limit:
-                        return out
-                current, content, count, size, texts = key, None, 0, 0, []
-            if not ours or not (suffix == "request" or suffix.isdigit()):
-                if entry.startswith(("lease:", "run:")) or entry == "store":
-                    current = None  # shared-run state and the marker are not keys
-                    continue
-                raise self._damaged(self._rows(con, [_PREFIX + entry])[0])
-            size += length
-            if suffix == "request":
-                content = value
-            else:
-                count += 1
-                if value is not None:
-                    texts.append(value)
-        if current is not None and content is not None:
-            out.append(KeyTotals(current, content, count, size, tuple(texts)))
-        return out
-
-    def _identity_totals(self, con: sqlite3.Connection) -> list[IdentityTotals] | None:
-        """Totals per model identity from aggregate scans, when the store holds one.
-
-        With a single identity (or none) SQLite computes everything and hands Python a
-        few numbers, not a row per sample: one pass over every row (count, bytes, rows not
-        in our form, reported tokens), one over the content rows (count, bytes, the
-        identities), one over the few shared-run rows (not samples). Returns None when
-        there are several identities (the caller then counts per key) or when a row is
-        not in our form (the per-key path reports it as damage, naming the key).
-        """
-        tokens = "instr(value, '\"prompt_tokens\"') > 0 AND json_valid(value)"
-        rows, row_bytes, bad, prompt, completion = con.execute(
-            "SELECT count(*), total(length(CAST(value AS BLOB))), "
-            "sum(NOT (raw = 1 AND mode = 1 AND filename IS NULL AND typeof(value) = 'text')), "
-            f"sum(CASE WHEN {tokens} AND json_type(value, '$.prompt_tokens') = 'integer' "
-            "THEN json_extract(value, '$.prompt_tokens') END), "
-            f"sum(CASE WHEN {tokens} AND json_type(value, '$.completion_tokens') = 'integer' "
-            "THEN json_extract(value, '$.completion_tokens') END) "
-            "FROM Cache NOT INDEXED WHERE key >= ? AND key < ?",
-            (_PREFIX, _END),
-        ).fetchone()
-        if bad:
-            return None
-        keys, low, high, example = con.execute(
-            "SELECT count(*), min(h), max(h), min(value) FROM (SELECT substr(value, 1, "
-            "instr(value, ',\"request\":')) AS h, value FROM Cache "
-            "WHERE key >= ? AND key < ? AND key GLOB '*:request')",
-            (_PREFIX, _END),
-        ).fetchone()
-        if low != high:
-            return None
-        if not keys:
-            return []
-        # Shared-run state and the marker are in the range but are not samples.
-        extra_rows, extra_bytes = con.execute(
-            "SELECT count(*), total(length(CAST(value AS BLOB))) FROM Cache WHERE "
-            "(key >= ? AND key < ?) OR (key >= ? AND key < ?) OR key = ?",
-            (_PREFIX + "lease:", _PREFIX + "lease;", _PREFIX + "run:", _PREFIX + "run;", _MARKER),
-        ).fetchone()
-        return [
-            IdentityTotals(
-                example=example,
-                keys=keys,
-                samples=rows - keys - extra_rows,
-                bytes=int(row_bytes - extra_bytes),
-                prompt_tokens=prompt or 0,
-                completion_tokens=completion or 0,
-            )
-        ]
-
     def _import(self, con: sqlite3.Connection, records: Sequence[KeyRecord]) -> int:
         now = time.time()
         written = 0
@@ -614,13 +522,25 @@ class DiskStore:
         """Return up to ``limit`` records in key order after key ``after`` (one range scan)."""
         return await self._run(lambda con: self._scan(con, after, limit))
 
-    async def identity_totals(self) -> list[IdentityTotals] | None:
-        """Totals per model identity in two SQL scans, or None (see `_identity_totals`)."""
-        return await self._run(self._identity_totals)
+    async def identity_totals(
+        self, progress: Callable[[int], object] | None = None
+    ) -> list[IdentityTotals]:
+        """Totals per model identity in one ordered pass, a chunk at a time.
 
-    async def totals(self, after: str | None = None, limit: int = 5000) -> list[KeyTotals]:
-        """Return up to ``limit`` keys' `KeyTotals` in key order after key ``after``."""
-        return await self._run(lambda con: self._totals(con, after, limit))
+        ``progress`` is called with the number of keys of each chunk (see `_disk_stats`).
+        """
+        from cachesaver.stores._disk_stats import stats_chunk
+
+        out: list[IdentityTotals] = []
+        low: str | None = None
+        while True:
+            chunk = await self._run(functools.partial(stats_chunk, self, low=low))
+            out += chunk.totals
+            if progress is not None:
+                progress(chunk.keys)
+            if chunk.next is None:
+                return out
+            low = chunk.next
 
     async def reserve(self, reservations: Sequence[Reservation]) -> list[list[int]]:
         return await self._run(lambda con: self._reserve(con, reservations))

@@ -36,6 +36,7 @@ from redis.exceptions import RedisError, ResponseError
 from cachesaver.errors import DurabilityWarning, ImportConflictError, StoreError
 from cachesaver.stores._locate import redact
 from cachesaver.stores.base import (
+    IdentityTotals,
     KeyRecord,
     LeaseRequest,
     Reservation,
@@ -511,6 +512,14 @@ class RedisStore:
                 ordered = dict(sorted((int(i), text) for i, text in samples.items()))
                 out.append(KeyRecord(key, content, ordered, updated))
         return out
+
+    async def identity_totals(
+        self, progress: Callable[[int], object] | None = None
+    ) -> list[IdentityTotals]:
+        """Totals per model identity, added up inside Redis a page of keys at a time."""
+        from cachesaver.stores._redis_stats import identity_totals
+
+        return await self._guard("count keys", lambda: identity_totals(self, progress))
 
     async def import_records(self, records: Sequence[KeyRecord]) -> int:
         if not records:
