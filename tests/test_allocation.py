@@ -314,6 +314,42 @@ async def test_store_failure_fails_only_its_requests_and_frees_waiters(cache_dir
     assert retry.data == recovered.data
 
 
+class HeldReads(DiskStore):
+    """The real disk store, whose reads wait until ``gate`` is set."""
+
+    def __init__(self, directory: str) -> None:
+        super().__init__(directory)
+        self.gate = asyncio.Event()
+
+    async def read(self, reads: Sequence[SampleRead]) -> list[dict[int, str]]:
+        await self.gate.wait()
+        return await super().read(reads)
+
+
+async def test_a_request_cancelled_during_its_read_asks_nothing_and_blocks_nobody(
+    cache_dir: str,
+) -> None:
+    """A request cancelled while its read is in flight makes no model call; a request
+    waiting for the same index makes its own, and the index goes back to its namespace."""
+    model = RecordingModel()
+    store = HeldReads(cache_dir)
+    async with OnlineAPI(model, cache=store, timeout=0) as api:
+        first = asyncio.ensure_future(api.request(Request("q", namespace="a")))
+        await asyncio.sleep(0)  # index 0 reserved and claimed; its read is held
+        second = asyncio.ensure_future(api.request(Request("q", namespace="b")))
+        await asyncio.sleep(0)  # waits for the first request's claim on index 0
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        store.gate.set()
+        answer = await asyncio.wait_for(second, 5)
+        again = await api.request(Request("q", namespace="a"))
+    await store.aclose()
+    assert len(model.calls) == 1, "only the request still waiting paid"
+    assert answer.cached == [False]
+    assert again.data == answer.data and again.cached == [True]
+
+
 async def test_batch_waits_for_samples_another_request_is_generating(cache_dir: str) -> None:
     """A batch_request needing in-flight samples waits for them instead of regenerating."""
     model = RecordingModel()

@@ -15,7 +15,7 @@ from cachesaver import CacheMissError, OnlineAPI, Request
 from cachesaver.models import ChatRequest
 from cachesaver.models.anthropic import AsyncAnthropic
 from cachesaver.models.openai import AsyncOpenAI, OpenAIModel
-from cachesaver.savings import Price
+from cachesaver.savings import Price, SavingsCounter
 from cachesaver.testing import RecordingModel
 from cachesaver.testing.server import FakeLLMServer
 
@@ -104,3 +104,20 @@ async def test_a_replay_miss_names_the_nearest_key_and_the_difference(tmp_path: 
         with pytest.raises(CacheMissError) as plain:
             await api.request(Sampled("The same question", temperature=0.70001))
     assert "temperature" not in str(plain.value)  # off by default: no store scan
+
+
+async def test_one_counter_watching_two_pipelines_counts_both(tmp_path: Path) -> None:
+    """A `SavingsCounter` shared by two pipelines (as a drop-in client's endpoints share
+    one) counts the samples and calls each answered, paid and saved."""
+    counter = SavingsCounter()
+    async with (
+        OnlineAPI(RecordingModel(), cache=str(tmp_path / "a"), savings=counter) as one,
+        OnlineAPI(RecordingModel(), cache=str(tmp_path / "b"), savings=counter) as two,
+    ):
+        await one.request(Request("q", n=2))
+        await two.request(Request("q", n=3))
+        await two.request(Request("q", n=3, namespace="again"))
+        summary = counter.summary()
+    assert (summary.samples_paid, summary.samples_saved) == (5, 3)
+    assert summary.calls_paid == 2 and summary.dollars_paid is None
+    assert one.savings() == two.savings() == summary
