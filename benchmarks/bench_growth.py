@@ -459,7 +459,7 @@ def main() -> None:
     parser.add_argument("--processes", action="store_true", help="four readers of one store")
     parser.add_argument("--all", action="store_true", help="all of the above")
     parser.add_argument("--trials", type=int, default=7)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--waves-child", metavar="DIR", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.waves_child:
