@@ -175,10 +175,14 @@ def _copy(value: Any) -> Any:
     return value
 
 
-def _snapshot(value: Any, depth: int = 0) -> tuple[Any, bool]:
-    """A deep copy of ``value`` (types kept) and whether it holds an integral float.
+def _walk(
+    value: Any, depth: int, convert: Callable[[Any], Any] | None, tuples: bool
+) -> tuple[Any, bool]:
+    """A deep copy of ``value`` and whether it holds an integral float, in one walk.
 
-    The same checks as `_needs_copy` in the same single walk; raises `_Refused` likewise.
+    The same checks as `_needs_copy`; raises `_Refused` likewise. ``tuples`` keeps tuples
+    (else they become lists); any other object goes through ``convert`` (whose result is
+    plain data, walked as it is) or is refused.
     """
     kind = type(value)
     if kind is str or kind is bool or value is None:
@@ -202,8 +206,9 @@ def _snapshot(value: Any, depth: int = 0) -> tuple[Any, bool]:
             if type(item) is str:  # the common case, without a call
                 out[k] = item
             else:
-                out[k], found = _snapshot(item, depth + 1)
-                integral = integral or found
+                out[k], found = _walk(item, depth + 1, convert, tuples)
+                if found:
+                    integral = True
         return out, integral
     if kind is list or kind is tuple:
         items: list[Any] = []
@@ -211,11 +216,24 @@ def _snapshot(value: Any, depth: int = 0) -> tuple[Any, bool]:
             if type(item) is str:
                 items.append(item)
             else:
-                copied, found = _snapshot(item, depth + 1)
+                copied, found = _walk(item, depth + 1, convert, tuples)
                 items.append(copied)
-                integral = integral or found
-        return (items if kind is list else tuple(items)), integral
-    raise _Refused
+                if found:
+                    integral = True
+        return (tuple(items) if tuples and kind is tuple else items), integral
+    if convert is None:
+        raise _Refused
+    return _walk(convert(value), depth, None, tuples)
+
+
+def _text(copy: dict[str, Any], integral: list[str]) -> str:
+    """The canonical text of a walked copy: fields with an integral float are normalised."""
+    if not integral:
+        return _dumps(copy)
+    normal = dict(copy)  # only the fields with an integral float are walked again
+    for k in integral:
+        normal[k] = _copy(copy[k])
+    return _dumps(normal)
 
 
 def snapshot_json(value: dict[str, Any], path: str = "value") -> tuple[dict[str, Any], str]:
@@ -231,64 +249,13 @@ def snapshot_json(value: dict[str, Any], path: str = "value") -> tuple[dict[str,
         for k, item in value.items():
             if type(k) is not str:
                 raise _Refused
-            copy[k], found = _snapshot(item, 1)
+            copy[k], found = _walk(item, 1, None, True)
             if found:
                 integral.append(k)
     except (_Refused, RecursionError):
         _normalize(value, path)  # raises CanonicalError naming the place
         raise AssertionError("a value the fast walk refused was accepted") from None
-    if not integral:
-        return copy, _dumps(copy)
-    normal = dict(copy)  # only the fields with an integral float are walked again
-    for k in integral:
-        normal[k] = _copy(copy[k])
-    return copy, _dumps(normal)
-
-
-def _plain(value: Any, depth: int, convert: Callable[[Any], Any] | None) -> tuple[Any, bool]:
-    """A fresh plain-JSON copy of ``value`` (tuples become lists) and whether it holds an
-    integral float; `_snapshot`'s checks. Another object goes through ``convert`` (whose
-    result is plain data, walked as it is) or raises `_Refused`."""
-    kind = type(value)
-    if kind is str or kind is bool or value is None:
-        return value, False
-    if kind is int:
-        if -_INT_LIMIT < value < _INT_LIMIT:
-            return value, False
-        raise _Refused
-    if kind is float:
-        if not math.isfinite(value):
-            raise _Refused
-        return value, value.is_integer()
-    if depth >= MAX_DEPTH:
-        raise _Refused
-    integral = False
-    if kind is dict:
-        out: dict[str, Any] = {}
-        for k, item in value.items():
-            if type(k) is not str:
-                raise _Refused
-            if type(item) is str:  # the common case, without a call
-                out[k] = item
-            else:
-                out[k], found = _plain(item, depth + 1, convert)
-                if found:
-                    integral = True
-        return out, integral
-    if kind is list or kind is tuple:
-        items: list[Any] = []
-        for item in value:
-            if type(item) is str:
-                items.append(item)
-            else:
-                copied, found = _plain(item, depth + 1, convert)
-                items.append(copied)
-                if found:
-                    integral = True
-        return items, integral
-    if convert is None:
-        raise _Refused
-    return _plain(convert(value), depth, None)
+    return copy, _text(copy, integral)
 
 
 def plain_json(
@@ -307,16 +274,10 @@ def plain_json(
         for k, item in content.items():
             if type(k) is not str:
                 return None
-            copy[k], found = _plain(item, 1, convert)
+            copy[k], found = _walk(item, 1, convert, False)
             if found:
                 integral.append(k)
-        if not integral:
-            text = _dumps(copy)
-        else:
-            normal = dict(copy)  # only the fields with an integral float are walked again
-            for k in integral:
-                normal[k] = _copy(copy[k])
-            text = _dumps(normal)
+        text = _text(copy, integral)
         text.encode("utf-8")  # a lone surrogate cannot be hashed: the slow path says so
     except Exception:  # refused, too deep, not Unicode, or ``convert`` failed
         return None
