@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import os
 import sqlite3
 import time
@@ -406,90 +405,6 @@ class DiskStore:
                 found += deleted > 0
         return found
 
-    # -- shared runs and leases ----------------------------------------------------------
-
-    def _run_state(self, con: sqlite3.Connection, entry: str) -> tuple[int, list[int]]:
-        text = self._select(con, [entry]).get(entry)
-        if text is None:
-            return 0, []
-        try:
-            state = json.loads(text)
-            nxt, free = state["next"], state["free"]
-            if type(nxt) is not int or not all(type(i) is int for i in free):
-                raise TypeError("not integers")
-        except (ValueError, TypeError, KeyError) as exc:
-            raise StoreError(
-                f"disk cache {self._directory!r}: shared-run entry {entry[:120]!r} is damaged "
-                f"({exc!r}); start the run with a new run_id"
-            ) from None
-        return nxt, sorted(free)
-
-    def _reserve(self, con: sqlite3.Connection, items: Sequence[Reservation]) -> list[list[int]]:
-        out: list[list[int]] = []
-        now = time.time()
-        with self._transact():
-            for r in items:
-                entry = _PREFIX + "run:" + json.dumps([r.run_id, r.namespace, r.key])
-                start, free = self._run_state(con, entry)
-                taken = free[: r.n]
-                fresh = r.n - len(taken)
-                state = json.dumps({"next": start + fresh, "free": free[len(taken) :]})
-                con.execute(_REPLACE, (entry, now, None, now, state))
-                out.append(taken + list(range(start, start + fresh)))
-        return out
-
-    def _unreserve(self, con: sqlite3.Connection, items: Sequence[Unreservation]) -> list[None]:
-        now = time.time()
-        with self._transact():
-            for u in items:
-                entry = _PREFIX + "run:" + json.dumps([u.run_id, u.namespace, u.key])
-                start, free = self._run_state(con, entry)
-                state = json.dumps({"next": start, "free": sorted(set(free) | set(u.indices))})
-                con.execute(_REPLACE, (entry, now, None, now, state))
-        return [None] * len(items)
-
-    def _owners(
-        self, con: sqlite3.Connection, entries: Sequence[str], now: float
-    ) -> dict[str, str]:
-        """The live owner of each lease entry (an expired lease reads as absent)."""
-        owners: dict[str, str] = {}
-        for row in self._rows(con, entries):
-            owner = self._text(row)
-            if row[6] is not None and row[6] > now:
-                owners[row[0]] = owner
-        return owners
-
-    def _lease(self, con: sqlite3.Connection, requests: Sequence[LeaseRequest]) -> list[list[int]]:
-        out: list[list[int]] = []
-        now = time.time()
-        with self._transact():
-            for q in requests:
-                held: list[int] = []
-                # A sample already stored is never leased: its writer may have finished
-                # between the caller's read and now.
-                present = self._select(con, [sample_entry(q.key, i) for i in q.indices])
-                names = {i: f"{_PREFIX}lease:{q.key}:{i}" for i in q.indices}
-                owners = self._owners(con, list(names.values()), now)
-                for index in q.indices:
-                    if sample_entry(q.key, index) in present:
-                        continue
-                    owner = owners.get(names[index])
-                    if owner is None or owner == q.owner:
-                        con.execute(_REPLACE, (names[index], now, now + q.ttl, now, q.owner))
-                        held.append(index)
-                out.append(held)
-        return out
-
-    def _unlease(self, con: sqlite3.Connection, requests: Sequence[LeaseRequest]) -> list[None]:
-        now = time.time()
-        with self._transact():
-            for q in requests:
-                names = [f"{_PREFIX}lease:{q.key}:{i}" for i in q.indices]
-                owners = self._owners(con, names, now)
-                mine = [name for name in names if owners.get(name) == q.owner]
-                con.executemany("DELETE FROM Cache WHERE key = ? AND raw = 1", [(n,) for n in mine])
-        return [None] * len(requests)
-
     def iter_keys(self) -> Iterator[str]:
         """Yield every key that has request content (synchronous, for scripts)."""
         yield from self._call(self._keys)
@@ -543,16 +458,24 @@ class DiskStore:
             low = chunk.next
 
     async def reserve(self, reservations: Sequence[Reservation]) -> list[list[int]]:
-        return await self._run(lambda con: self._reserve(con, reservations))
+        from cachesaver.stores import _disk_shared
+
+        return await self._run(lambda con: _disk_shared.reserve(self, con, reservations))
 
     async def unreserve(self, items: Sequence[Unreservation]) -> list[None]:
-        return await self._run(lambda con: self._unreserve(con, items))
+        from cachesaver.stores import _disk_shared
+
+        return await self._run(lambda con: _disk_shared.unreserve(self, con, items))
 
     async def lease(self, requests: Sequence[LeaseRequest]) -> list[list[int]]:
-        return await self._run(lambda con: self._lease(con, requests))
+        from cachesaver.stores import _disk_shared
+
+        return await self._run(lambda con: _disk_shared.lease(self, con, requests))
 
     async def unlease(self, requests: Sequence[LeaseRequest]) -> list[None]:
-        return await self._run(lambda con: self._unlease(con, requests))
+        from cachesaver.stores import _disk_shared
+
+        return await self._run(lambda con: _disk_shared.unlease(self, con, requests))
 
     async def records(self, keys: Sequence[str]) -> list[KeyRecord]:
         return await self._run(lambda con: self._records(con, keys))
