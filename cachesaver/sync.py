@@ -40,6 +40,7 @@ __all__ = ["BackgroundLoop"]
 
 T = TypeVar("T")
 _START_TIMEOUT = 30.0
+_CHECK_EVERY = 1.0  # seconds: how often a waiting caller checks that the loop still runs
 
 
 class _Call:
@@ -161,7 +162,14 @@ class BackgroundLoop:
         call = _Call(func, args, kwargs)
         try:
             loop.call_soon_threadsafe(call.start, loop)
-            call.done.acquire()
+            # The wait is bounded by the loop's life: a loop that stops before running the
+            # call (closed from another thread at that moment) ends the wait with an error.
+            while not call.done.acquire(timeout=_CHECK_EVERY):
+                if not self._thread.is_alive() and not call.done.acquire(blocking=False):
+                    raise PipelineClosedError(
+                        "the BackgroundLoop stopped before this call ended (it was closed "
+                        "from another thread); create a new one"
+                    )
         except BaseException:  # interrupted (KeyboardInterrupt): the call is cancelled
             with contextlib.suppress(RuntimeError):  # the loop already ended
                 loop.call_soon_threadsafe(call.cancel)
