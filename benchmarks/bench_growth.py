@@ -255,14 +255,9 @@ def cached_gather(spec: str, requests: list[Request]) -> tuple[float, float]:
 
 def _server_cpu(url: str) -> float:
     """CPU seconds the Redis server at ``url`` has used (main thread and helpers)."""
-    import redis
+    from bench_admin import redis_cpu
 
-    client = redis.Redis.from_url(url)
-    try:
-        info = client.info("cpu")
-    finally:
-        client.close()
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    return redis_cpu(url)()
 
 
 def _private_redis(root: str) -> tuple[str, subprocess.Popen[bytes] | None]:

@@ -7,6 +7,7 @@ class is ever stored; the drop-in clients rebuild the SDK's own objects from the
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any, NamedTuple, TypedDict
 
 __all__ = [
@@ -79,6 +80,27 @@ class ChoiceFlags(NamedTuple):
     duplicated: bool
 
 
+def _choice_extras(completion: Any, reader: str, fields: Collection[str], what: str) -> list[Any]:
+    """The cachesaver extras of each choice of a drop-in answer (raises ValueError if none)."""
+    choices = getattr(completion, "choices", None)
+    if not isinstance(choices, list):
+        raise ValueError(
+            f"{reader} needs a ChatCompletion from a cachesaver drop-in client, got "
+            f"{type(completion).__name__}"
+        )
+    extras: list[Any] = []
+    for choice in choices:
+        extra = getattr(choice, "model_extra", None) or {}
+        if any(name not in extra for name in fields):
+            raise ValueError(
+                f"this ChatCompletion has no {what}: it did not come from "
+                "cachesaver.models.openai.AsyncOpenAI or cachesaver.models.together."
+                "AsyncTogether"
+            )
+        extras.append(extra)
+    return extras
+
+
 def cache_flags(completion: Any) -> list[ChoiceFlags]:
     """Return the flags of each choice of a drop-in ``ChatCompletion``, in choice order.
 
@@ -86,23 +108,8 @@ def cache_flags(completion: Any) -> list[ChoiceFlags]:
     ``choice.duplicated``. Raises ``ValueError`` for a completion that did not come from
     a cachesaver drop-in client.
     """
-    choices = getattr(completion, "choices", None)
-    if not isinstance(choices, list):
-        raise ValueError(
-            f"cache_flags needs a ChatCompletion from a cachesaver drop-in client, got "
-            f"{type(completion).__name__}"
-        )
-    flags: list[ChoiceFlags] = []
-    for choice in choices:
-        extra = getattr(choice, "model_extra", None) or {}
-        if "cached" not in extra or "duplicated" not in extra:
-            raise ValueError(
-                "this ChatCompletion has no cachesaver flags: it did not come from "
-                "cachesaver.models.openai.AsyncOpenAI or cachesaver.models.together."
-                "AsyncTogether"
-            )
-        flags.append(ChoiceFlags(bool(extra["cached"]), bool(extra["duplicated"])))
-    return flags
+    extras = _choice_extras(completion, "cache_flags", ("cached", "duplicated"), "cachesaver flags")
+    return [ChoiceFlags(bool(e["cached"]), bool(e["duplicated"])) for e in extras]
 
 
 class ChoiceUsage(NamedTuple):
@@ -133,21 +140,9 @@ def choice_usage(completion: Any) -> list[ChoiceUsage]:
     ``choice.completion_tokens``, ``choice.completion_id``). Raises ``ValueError`` for a
     completion that did not come from a cachesaver drop-in client.
     """
-    choices = getattr(completion, "choices", None)
-    if not isinstance(choices, list):
-        raise ValueError(
-            f"choice_usage needs a ChatCompletion from a cachesaver drop-in client, got "
-            f"{type(completion).__name__}"
-        )
+    extras = _choice_extras(completion, "choice_usage", _USAGE_FIELDS, "per-choice token counts")
     usage: list[ChoiceUsage] = []
-    for choice in choices:
-        extra = getattr(choice, "model_extra", None) or {}
-        if any(name not in extra for name in _USAGE_FIELDS):
-            raise ValueError(
-                "this ChatCompletion has no per-choice token counts: it did not come from "
-                "cachesaver.models.openai.AsyncOpenAI or cachesaver.models.together."
-                "AsyncTogether"
-            )
+    for extra in extras:
         prompt, output = extra["prompt_tokens"], extra["completion_tokens"]
         usage.append(
             ChoiceUsage(
