@@ -87,9 +87,11 @@ async def test_batched_reads_return_exactly_what_is_stored(redis_url: str) -> No
         await store.write(writes)
         reads = [SampleRead(wide, list(range(700)))]
         reads += [SampleRead(key, [0, 1] if k % 3 else []) for k, key in enumerate(keys[1:])]
+        reads += [SampleRead(wide, list(range(700)))] * 30  # more indices than one call
         got = await store.read(reads)
-        assert got[0] == {i: f'"wide #{i}"' for i in range(0, 700, 2)}
-        for k, (key, found) in enumerate(zip(keys[1:], got[1:], strict=True)):
+        many = {i: f'"wide #{i}"' for i in range(0, 700, 2)}
+        assert got[0] == many and got[-30:] == [many] * 30
+        for k, (key, found) in enumerate(zip(keys[1:], got[1:-30], strict=True)):
             assert found == ({0: f'"{key[-4:]} #0"'} if k % 3 else {}), key
         assert await store.read([SampleRead(keys[5], []), SampleRead("f" * 64, [0])]) == [{}, {}]
     finally:

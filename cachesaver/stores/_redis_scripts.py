@@ -7,7 +7,7 @@ whole batch of samples.
 
 from __future__ import annotations
 
-__all__ = ["IMPORT", "LEASE", "READ", "READ_CHUNK", "RESERVE", "UNLEASE", "WRITE"]
+__all__ = ["IMPORT", "LEASE", "READ", "READ_ARGS", "READ_KEYS", "RESERVE", "UNLEASE", "WRITE"]
 
 # KEYS: samples hashes. ARGV: for each, a count then that many indices. Returns the texts
 # in that order, flat (nil where a sample is missing). One call reads a whole batch: the
@@ -33,8 +33,10 @@ end
 return out
 """
 
-# Keys per read call: bounds how long one call holds the server (about 1 ms).
-READ_CHUNK = 1000
+# A read call takes at most about this many keys and arguments (a count per key plus its
+# indices): it bounds how long one call holds the server (about 1-5 ms).
+READ_KEYS = 1000
+READ_ARGS = 10_000
 
 # KEYS: samples hash, content key, keys set. ARGV: key, content, then index/text pairs.
 # Returns {flags, appended}: flags[j] is 1 when pair j was stored at its index, else the

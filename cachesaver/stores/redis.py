@@ -11,7 +11,8 @@ Layout (every name starts with ``prefix``, so one Redis can hold several caches)
 
 Writes are Lua scripts, so "first writer wins, the loser is appended" is atomic across
 machines; every batch of writes is one pipelined round trip, and a batch of reads is one
-script call per 1,000 keys (the server walks the keys, so the client packs one command).
+script call per 1,000 keys or 10,000 indices (the server walks the keys, so the client
+packs one command).
 Nothing ever expires except leases. On its first connection the store checks the server: a
 ``maxmemory-policy`` other than ``noeviction`` (Redis could delete samples on its own) is
 refused unless ``allow_eviction=True``; without AOF a `DurabilityWarning` says that a
@@ -39,7 +40,8 @@ from cachesaver.stores._redis_scripts import (
     IMPORT,
     LEASE,
     READ,
-    READ_CHUNK,
+    READ_ARGS,
+    READ_KEYS,
     RESERVE,
     UNLEASE,
     WRITE,
@@ -251,19 +253,16 @@ class RedisStore:
         async def run() -> list[Any]:
             client = await self._client()
             values: list[Any] = []
-            for start in range(0, len(reads), READ_CHUNK):
-                chunk = reads[start : start + READ_CHUNK]
-                args: list[Any] = []
-                for r in chunk:
-                    args.append(len(r.indices))
-                    args.extend(r.indices)
-                if len(args) == len(chunk):
-                    continue  # no index asked of any key in this chunk
-                values.extend(
-                    await self._read_script(
-                        keys=[self._samples(r.key) for r in chunk], args=args, client=client
-                    )
-                )
+            names: list[str] = []
+            args: list[Any] = []
+            for number, r in enumerate(reads, 1):
+                names.append(self._samples(r.key))
+                args.append(len(r.indices))
+                args.extend(r.indices)
+                if number == len(reads) or len(names) >= READ_KEYS or len(args) >= READ_ARGS:
+                    if len(args) > len(names):  # some index is asked of some key
+                        values.extend(await self._read_script(keys=names, args=args, client=client))
+                    names, args = [], []
             return values
 
         values = await self._guard("read samples", run)
