@@ -226,6 +226,22 @@ def _walk(
     return _walk(convert(value), depth, None, tuples)
 
 
+def _walk_fields(
+    value: dict[str, Any], convert: Callable[[Any], Any] | None, tuples: bool
+) -> tuple[dict[str, Any], list[str]]:
+    """`_walk` of each field of a request's content: the copy, and the fields whose value
+    holds an integral float (only those are normalised again for the text)."""
+    copy: dict[str, Any] = {}
+    integral: list[str] = []
+    for k, item in value.items():
+        if type(k) is not str:
+            raise _Refused
+        copy[k], found = _walk(item, 1, convert, tuples)
+        if found:
+            integral.append(k)
+    return copy, integral
+
+
 def _text(copy: dict[str, Any], integral: list[str]) -> str:
     """The canonical text of a walked copy: fields with an integral float are normalised."""
     if not integral:
@@ -243,15 +259,8 @@ def snapshot_json(value: dict[str, Any], path: str = "value") -> tuple[dict[str,
     content of the copy whatever the caller does to ``value`` afterwards. Raises
     `CanonicalError` as `canonical_json` does.
     """
-    copy: dict[str, Any] = {}
-    integral: list[str] = []
     try:
-        for k, item in value.items():
-            if type(k) is not str:
-                raise _Refused
-            copy[k], found = _walk(item, 1, None, True)
-            if found:
-                integral.append(k)
+        copy, integral = _walk_fields(value, None, True)
     except (_Refused, RecursionError):
         _normalize(value, path)  # raises CanonicalError naming the place
         raise AssertionError("a value the fast walk refused was accepted") from None
@@ -268,15 +277,8 @@ def plain_json(
     which returns its plain JSON form (or raises). ``None`` when something is refused
     (the caller then takes its slow path, which says what is wrong and where).
     """
-    copy: dict[str, Any] = {}
-    integral: list[str] = []
     try:
-        for k, item in content.items():
-            if type(k) is not str:
-                return None
-            copy[k], found = _walk(item, 1, convert, False)
-            if found:
-                integral.append(k)
+        copy, integral = _walk_fields(content, convert, False)
         text = _text(copy, integral)
         text.encode("utf-8")  # a lone surrogate cannot be hashed: the slow path says so
     except Exception:  # refused, too deep, not Unicode, or ``convert`` failed
