@@ -264,15 +264,20 @@ async def test_stats_count_each_of_several_identities_right(
         expected = _by_hand(await store.records(await store.keys()))
     finally:
         await store.aclose()
-    got = {
-        row.label: [row.keys, row.samples, row.bytes, row.prompt_tokens, row.completion_tokens]
-        for row in stats.identities
-    }
+    got = _per_identity(stats)
     assert got == expected
     assert len(got) == 7 and got['{"model":"m1","provider":"test"}'][3] > 0
     keys = len(records) + 12
     assert (stats.keys, stats.samples) == (keys, sum(row[1] for row in expected.values()))
     assert sum(counted) == keys
+
+
+def _per_identity(stats: Any) -> dict[str, list[int]]:
+    """Keys, samples, bytes and tokens of each identity row of a `StoreStats`."""
+    return {
+        row.label: [row.keys, row.samples, row.bytes, row.prompt_tokens, row.completion_tokens]
+        for row in stats.identities
+    }
 
 
 class RecordsOnly:
@@ -301,10 +306,7 @@ async def test_stats_of_a_store_without_its_own_totals_count_its_records(cache_d
         expected = _by_hand(await store.records(await store.keys()))
     finally:
         await store.aclose()
-    got = {
-        row.label: [row.keys, row.samples, row.bytes, row.prompt_tokens, row.completion_tokens]
-        for row in stats.identities
-    }
+    got = _per_identity(stats)
     assert got == expected and sum(counted) == len(_odd_keys())
 
 
