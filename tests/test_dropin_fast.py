@@ -1,14 +1,17 @@
-"""The drop-in's one-walk request building gives exactly the documented `ChatRequest`."""
+"""The drop-in's one-walk request building gives exactly the documented `ChatRequest`, and
+a hit is exactly the SDK object ``model_validate`` builds."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from openai.types.chat import ChatCompletionMessage
+from openai import BaseModel
+from openai.types.chat import ChatCompletion, ChatCompletionMessage
 
 from cachesaver import InvalidRequestError
 from cachesaver.models import ChatRequest
@@ -130,3 +133,51 @@ async def test_bad_content_is_still_named(
     async with client:
         with pytest.raises(InvalidRequestError, match=says):
             await client.chat.completions.create(model="fake-chat", messages=messages, **params)
+
+
+def _models(value: Any) -> list[BaseModel]:
+    """``value`` and every SDK object inside it, depth first."""
+    found: list[BaseModel] = []
+    if isinstance(value, BaseModel):
+        found.append(value)
+        for name in type(value).model_fields:
+            found.extend(_models(getattr(value, name)))
+    elif isinstance(value, list):
+        for item in value:
+            found.extend(_models(item))
+    return found
+
+
+async def test_a_hit_is_what_model_validate_builds(
+    server: FakeLLMServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hit's ``ChatCompletion`` (two choices, logprobs) equals what
+    ``ChatCompletion.model_validate`` builds from the same data, with the same fields
+    set and extras on every object inside it."""
+    call: dict[str, Any] = {"n": 2, "logprobs": True, "top_logprobs": 2}
+    options: dict[str, Any] = {"base_url": server.openai_base_url, "api_key": "test"}
+    async with AsyncOpenAI(cache=str(tmp_path / "c"), **options) as client:
+        await client.chat.completions.create(model="m", messages=MESSAGES, **call)
+    seen: list[dict[str, Any]] = []
+    built = AsyncOpenAI._completion
+
+    def spy(self: AsyncOpenAI, data: dict[str, Any]) -> ChatCompletion:
+        seen.append(copy.deepcopy(data))
+        return built(self, data)
+
+    monkeypatch.setattr(AsyncOpenAI, "_completion", spy)
+    async with AsyncOpenAI(cache=str(tmp_path / "c"), **options) as again:  # a new run
+        hit = await again.chat.completions.create(model="m", messages=MESSAGES, **call)
+    expected = ChatCompletion.model_validate(seen[0])
+    assert hit == expected and hit.choices[1].model_extra == {
+        "cached": True,
+        "duplicated": False,
+        **{k: seen[0]["choices"][1][k] for k in ("prompt_tokens", "completion_tokens")},
+        "completion_id": seen[0]["choices"][1]["completion_id"],
+    }
+    pairs = list(zip(_models(hit), _models(expected), strict=True))
+    assert len(pairs) > 5
+    for mine, theirs in pairs:
+        assert type(mine) is type(theirs)
+        assert mine.model_fields_set == theirs.model_fields_set
+        assert mine.model_extra == theirs.model_extra
