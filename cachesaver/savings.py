@@ -127,23 +127,35 @@ class SavingsCounter:
         if price is None:
             self._priced = False
         c = self._counts
+        dollars = self._dollars
         for i, sample in enumerate(response.data):
-            was_cached = bool(cached[i]) if cached is not None else False
-            was_dup = bool(duplicated[i]) if duplicated is not None else False
-            prompt, completion = _tokens(sample)
-            prompt_n, completion_n = prompt or 0, completion or 0
-            if was_cached:
+            # `_tokens`, inline for the usual sample (a dict with both counts).
+            if isinstance(sample, dict):
+                prompt = sample.get("prompt_tokens")
+                completion = sample.get("completion_tokens")
+                if prompt is None and completion is None:
+                    prompt, completion = _tokens(sample)
+                else:
+                    if type(prompt) is not int:
+                        prompt = None
+                    if type(completion) is not int:
+                        completion = None
+            else:
+                prompt = completion = None
+            prompt_n = prompt or 0
+            completion_n = completion or 0
+            if cached is not None and cached[i]:
                 c[3] += prompt is not None and prompt > 0
                 c[5] += prompt_n
                 c[7] += completion_n
                 if price is not None:
-                    self._dollars[1] += price.cost(prompt_n, completion_n)
+                    dollars[1] += price.cost(prompt_n, completion_n)
             else:
-                paid_prompt = 0 if was_dup else prompt_n
+                paid_prompt = 0 if duplicated is not None and duplicated[i] else prompt_n
                 c[4] += paid_prompt
                 c[6] += completion_n
                 if price is not None:
-                    self._dollars[0] += price.cost(paid_prompt, completion_n)
+                    dollars[0] += price.cost(paid_prompt, completion_n)
 
     def summary(self) -> Savings:
         """What was paid and saved so far."""

@@ -11,7 +11,7 @@ from typing import Any
 import openai
 import pytest
 
-from cachesaver import CacheMissError, OnlineAPI, Request
+from cachesaver import CacheMissError, OnlineAPI, Request, Response
 from cachesaver.models import ChatRequest
 from cachesaver.models.anthropic import AsyncAnthropic
 from cachesaver.models.openai import AsyncOpenAI, OpenAIModel
@@ -121,3 +121,27 @@ async def test_one_counter_watching_two_pipelines_counts_both(tmp_path: Path) ->
     assert (summary.samples_paid, summary.samples_saved) == (5, 3)
     assert summary.calls_paid == 2 and summary.dollars_paid is None
     assert one.savings() == two.savings() == summary
+
+
+def test_token_counts_are_taken_only_from_int_counts_of_dict_samples() -> None:
+    """Only int token counts count (not bools, floats or strings); a sample with neither
+    count takes an Anthropic ``usage``; text samples count none; flags decide who paid."""
+    counter = SavingsCounter(prices=PRICES)
+    odd = {"prompt_tokens": True, "completion_tokens": 3.0}
+    anthropic = {"usage": {"input_tokens": 7, "output_tokens": 5}}
+    half = {"prompt_tokens": None, "completion_tokens": 4}
+    full = {"prompt_tokens": 10, "completion_tokens": "6"}
+    counter.add_tokens(
+        Response(
+            [odd, anthropic, half, full, "text"], [False] * 5, [False, True, False, False, False]
+        ),
+        model="m",
+    )
+    counter.add_tokens(Response([anthropic, full, half], [True, True, True], None), model="m")
+    counter.add_tokens(Response([full], None, None), model="m")
+    s = counter.summary()
+    assert (s.prompt_tokens_paid, s.completion_tokens_paid) == (0 + 0 + 0 + 10 + 10, 5 + 4)
+    assert (s.prompt_tokens_saved, s.completion_tokens_saved) == (7 + 10, 5 + 4)
+    assert s.calls_saved == 2  # the saved samples with prompt tokens
+    assert s.dollars_paid == pytest.approx((20 * 1.0 + 9 * 2.0) / 1e6)
+    assert s.dollars_saved == pytest.approx((17 * 1.0 + 9 * 2.0) / 1e6)
