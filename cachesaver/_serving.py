@@ -182,7 +182,12 @@ class Server:
             served = job.served
             try:
                 for index, text in hits.items():
-                    served[index] = (decoded(text, key, index), True, False)
+                    try:
+                        value = decode_sample(text)
+                    except Exception:
+                        decoded(text, key, index)  # raises, naming the key and index
+                        raise
+                    served[index] = (value, True, False)
             except Exception as exc:  # a remembered text that no longer decodes
                 job.error = exc
                 return

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
-from cachesaver import DiskStore, OnlineAPI, Request, Response
+import pytest
+
+from cachesaver import DiskStore, OnlineAPI, Request, Response, UnknownTypeTagError, codec
 from cachesaver._coordination import Memo
 from cachesaver.stores.base import SampleRead
 from cachesaver.testing import RecordingModel
@@ -105,3 +108,28 @@ def test_eviction_drops_entries_in_insertion_order_at_any_size() -> None:
     assert sorted(kept) == list(range(25 - len(kept), 25))
     memo.put("big", 0, "y" * (memo.max_bytes + 1))
     assert memo.get("big", [0]) is None, "a text larger than the bound is not remembered"
+
+
+async def test_a_remembered_text_that_no_longer_decodes_names_its_key_and_index(
+    cache_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A remembered sample whose class was unregistered since raises the decoding error
+    with the key and index it came from, as a store read would."""
+
+    @dataclasses.dataclass
+    class Tagged:
+        text: str
+
+    class TaggedModel(RecordingModel):
+        async def request(self, request: Request) -> Response:
+            response = await super().request(request)
+            return type(response)(data=[Tagged(t) for t in response.data])
+
+    request = Request("q", n=2, namespace="a")
+    async with OnlineAPI(TaggedModel(), cache=cache_dir) as api:
+        await api.request(request)
+        key = api.key_of(request)
+        monkeypatch.delitem(codec._registry, codec._tag_for[Tagged])
+        with pytest.raises(UnknownTypeTagError) as caught:
+            await api.request(Request("q", n=2, namespace="b"))
+    assert f"[key={key[:12]}, index 0]" in str(caught.value)
