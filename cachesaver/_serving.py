@@ -119,7 +119,9 @@ class Server:
                                     waiting = []
                                 waiting.append(job)
                     claimed = active  # usually every job claims something: no new list
-                    if count != len(active):
+                    if count == 0:  # all served from memory (hits), or all waiting
+                        claimed = _NO_JOBS
+                    elif count != len(active):
                         claimed = [job for job in active if job.claim is not None]
                     if claimed:
                         step = _Round(self, state, claimed)
