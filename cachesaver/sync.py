@@ -215,12 +215,13 @@ class BackgroundLoop:
         """A waiting caller gives up: its work is cancelled, the loop handed on."""
         with self._mutex:
             self._waiting.pop(call, None)
-            if self._runner is None:
-                self._hand_over()  # it may have been handed the loop: pass it on
-            if call.outcome is not None or self._finished:
-                return
-            with contextlib.suppress(RuntimeError):  # the loop is closed already
-                self._loop.call_soon_threadsafe(call.cancel)
+            if call.outcome is None and not self._finished:
+                with contextlib.suppress(RuntimeError):  # the loop is closed already
+                    self._loop.call_soon_threadsafe(call.cancel)
+            # It may have been handed the loop: pass it on (or close the loop).
+            last_out = self._runner is None and self._idle_and_closed()
+        if last_out:
+            self._finish_loop()
 
     def _wait(self, call: _Call, me: int) -> None:
         signal_ = call.signal
@@ -263,6 +264,7 @@ class BackgroundLoop:
         finally:
             if restore is not None:
                 _signals.signal(_SIGINT, restore)
+            call.drives = False  # its end (if still to come) must not stop another run
             self._leave()
         if interrupted:
             raise KeyboardInterrupt
@@ -304,10 +306,17 @@ class BackgroundLoop:
         """Give up the runner's place: hand the loop to a waiting caller, or finish it."""
         with self._mutex:
             self._runner = None
-            if self._hand_over() or not self._closed or self._finished:
-                return
-            self._runner = threading.get_ident()  # closed and idle: the last one out
-        self._finish_loop()
+            last_out = self._idle_and_closed()
+        if last_out:
+            self._finish_loop()
+
+    def _idle_and_closed(self) -> bool:
+        """Nobody runs the loop (the mutex is held): wake a waiting caller to run it, or,
+        with none left on a closed loop, take the runner's place to close it."""
+        if self._hand_over() or not self._closed or self._finished:
+            return False
+        self._runner = threading.get_ident()  # the last one out closes the loop
+        return True
 
     def _hand_over(self) -> bool:
         """Wake the first waiting caller to run the loop (the mutex is held)."""
@@ -384,10 +393,13 @@ class BackgroundLoop:
         """Cancel what is left, end async generators and the executor, close the loop."""
         loop = self._loop
         try:
-            leftovers = asyncio.all_tasks(loop)
-            for task in leftovers:
-                task.cancel()
-            if leftovers:
+            loop.run_until_complete(asyncio.sleep(0))  # callbacks already scheduled run
+            for _ in range(3):  # a cancelled task may start others as it ends
+                leftovers = asyncio.all_tasks(loop)
+                if not leftovers:
+                    break
+                for task in leftovers:
+                    task.cancel()
                 loop.run_until_complete(asyncio.wait(leftovers, timeout=_FINAL_WAIT))
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.run_until_complete(

@@ -280,3 +280,20 @@ def test_a_loop_never_closed_is_cleaned_up_when_the_interpreter_exits(tmp_path: 
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["started", "cleaned", "up"]
     assert done.stderr == ""
+
+
+def test_a_second_ctrl_c_interrupts_at_once_and_the_loop_still_serves() -> None:
+    """Two Ctrl-C in a row raise KeyboardInterrupt at once; the loop serves and closes after."""
+    assert threading.current_thread() is threading.main_thread()
+    main = threading.main_thread().ident or 0
+
+    async def stubborn() -> None:
+        signal.pthread_kill(main, signal.SIGINT)  # the first: cancels this call
+        signal.pthread_kill(main, signal.SIGINT)  # the second: raises here and now
+        await asyncio.Event().wait()
+
+    with BackgroundLoop() as loop:
+        with pytest.raises(KeyboardInterrupt):
+            loop.call(stubborn)
+        assert loop.call(asyncio.sleep, 0, "after") == "after"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
