@@ -114,8 +114,8 @@ class _Call:
             result = self.func(*self.args, **self.kwargs)
             if inspect.isawaitable(result):
                 result = await result
-        except asyncio.CancelledError:
-            raise  # the task ends cancelled; _ended reports it
+        except (asyncio.CancelledError, GeneratorExit):
+            raise  # the task ends cancelled (_ended reports it), or its coroutine is closed
         except BaseException as exc:  # handed to the caller, whatever it is
             self._handed((False, exc))
             return
