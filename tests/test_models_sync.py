@@ -177,29 +177,6 @@ def test_background_loop_runs_a_pipeline_from_sync_code(cache: str) -> None:
         loop.call(asyncio.sleep, 0)
 
 
-def test_an_interrupted_call_cancels_its_work_on_the_loop() -> None:
-    """Ctrl-C while a BackgroundLoop call waits cancels the call's task on the loop."""
-    import signal
-
-    cancelled = threading.Event()
-
-    async def wait_forever() -> None:
-        # Interrupt the waiting caller (the main thread) once the call is running.
-        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
-    assert threading.current_thread() is threading.main_thread()
-    with BackgroundLoop() as loop:
-        with pytest.raises(KeyboardInterrupt):
-            loop.call(wait_forever)
-        assert cancelled.wait(10), "the interrupted call's task was not cancelled"
-        assert loop.call(asyncio.sleep, 0, "still serving") == "still serving"
-
-
 def test_background_loop_call_returns_values_and_raises_errors() -> None:
     """A call gives back the function's value or raises its own exception, sync or async."""
 
