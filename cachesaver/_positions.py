@@ -68,11 +68,12 @@ class Packed:
     """
 
     def __init__(self) -> None:
+        # All empty until the first packing (most runs never pack).
         self.table = bytearray()
-        self.starts = array("q", bytes(8 * (_MASK + 2)))
-        self.used = array("q", bytes(8 * (_MASK + 1)))
+        self.starts = array("q")  # where each bucket's room begins, then the table's end
+        self.used = array("q")  # bytes of records in each bucket
         self.count = 0  # records held
-        self.seen = bytearray()  # bit set: a record with this hash was added (filled lazily)
+        self.seen = bytearray()  # bit set: a record with this hash was added
         self._numbers: dict[str, bytes] = {}  # namespace -> its 4-byte number
 
     def __len__(self) -> int:
@@ -80,6 +81,10 @@ class Packed:
 
     def add(self, positions: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
         """Pack every (namespace, key) of ``positions``; return those that stay unpacked."""
+        if not self.starts:
+            self.starts = array("q", bytes(8 * (_MASK + 2)))
+            self.used = array("q", bytes(8 * (_MASK + 1)))
+            self.seen = bytearray(_BITS // 8 + 1)
         numbers = self._numbers
         added = array("q", bytes(8 * (_MASK + 1)))  # bytes each bucket receives
         for namespace, keys in positions.items():
@@ -105,8 +110,6 @@ class Packed:
                     if size:
                         table[start + shift : start + shift + size] = table[start : start + size]
                     starts[bucket] = start + shift
-        if not self.seen:
-            self.seen = bytearray(_BITS // 8 + 1)
         seen = self.seen
         kept: dict[str, dict[str, int]] = {}
         count = 0
@@ -260,6 +263,8 @@ class Run:
         return out
 
     def release(self, namespace: str, key: str, indices: Sequence[int]) -> None:
+        if not indices:
+            return
         self._leave_plain()
         heap = self._returned.setdefault((namespace, key), [])
         for index in indices:
