@@ -235,8 +235,7 @@ class BackgroundLoop:
                     return
                 if self._finished:
                     raise PipelineClosedError(
-                        "the BackgroundLoop was closed before this call ended; create a "
-                        "new one"
+                        "the BackgroundLoop was closed before this call ended; create a new one"
                     )
                 if self._runner is not None:
                     continue  # another thread runs the loop, this call included
@@ -402,9 +401,7 @@ class BackgroundLoop:
                     task.cancel()
                 loop.run_until_complete(asyncio.wait(leftovers, timeout=_FINAL_WAIT))
             loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.run_until_complete(
-                asyncio.wait_for(loop.shutdown_default_executor(), _FINAL_WAIT)
-            )
+            loop.run_until_complete(asyncio.wait_for(loop.shutdown_default_executor(), _FINAL_WAIT))
         except Exception:  # closing goes on: the loop is closed below
             logger.warning("closing a BackgroundLoop's leftovers failed", exc_info=True)
         finally:
