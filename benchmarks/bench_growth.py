@@ -117,21 +117,16 @@ def write_cost(path: str, batches: int, tag: str) -> list[float]:
 
 def reference_write_cost(path: str, batches: int, tag: str) -> list[float]:
     """Like `write_cost`, through the minimal reference cache's write (the same rows)."""
+    from bench_storage import rows
     from reference_cache import ReferenceCache
 
     out: list[float] = []
     reference = ReferenceCache(Echo(), path)
     try:
         for b in range(batches):
-            now = time.time()
-            rows: list[tuple[str, float, float, str]] = []
-            for i in range(WAVE):
-                content = f'{{"prompt":"w {tag} {b} {i}"}}'
-                key = hashlib.sha256(f'{{"request":{content}}}'.encode()).hexdigest()
-                rows.append((f"cs:{key}:request", now, now, content))
-                rows.append((f"cs:{key}:0", now, now, f'"w {tag} {b} {i} #0"'))
+            new = rows(tag, b)  # the rows `write_cost` writes through `DiskStore.write`
             start = time.perf_counter()
-            reference._write(rows)
+            reference._write(new)
             out.append((time.perf_counter() - start) / WAVE * 1e6)
     finally:
         if reference._cache is not None:

@@ -20,7 +20,8 @@ import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
-from cachesaver._coordination import Item, Run, seen
+from cachesaver._coordination import seen
+from cachesaver._positions import Item, Run
 from cachesaver._tasks import Coalescer, TaskOwner
 from cachesaver.errors import CacheSaverError
 from cachesaver.stores.base import LeaseRequest, Reservation, SharedStore, Unreservation

@@ -1,6 +1,7 @@
-"""In-process bookkeeping of the cacher: namespace positions, claims, remembered texts.
+"""In-process bookkeeping of the cacher: claims and remembered texts.
 
-- `Run`: which index each namespace draws next, per key (one run, in memory);
+(Namespace positions of an in-process run are in `_positions`.)
+
 - `Claim` / `Coordinator`: which indices a request of this process is reading or
   producing right now, so nobody reads or generates them twice;
 - `Memo`: sample texts a pipeline has already read or written.
@@ -9,85 +10,13 @@
 from __future__ import annotations
 
 import asyncio
-import heapq
 import sys
 import weakref
 from collections import deque
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
-if TYPE_CHECKING:
-    from cachesaver.typedefs import Request
-
-__all__ = ["Claim", "Coordinator", "Item", "Memo", "Run", "coordinator", "seen"]
-
-
-class Item(Protocol):
-    """A request to reserve indices for, with its key."""
-
-    @property
-    def request(self) -> Request: ...
-
-    @property
-    def key(self) -> str: ...
-
-
-class Run:
-    """Namespace positions of one run: which index each namespace draws next, per key.
-
-    ``floors`` gives (namespace, key) a first index other than 0 (a reproduced run
-    allocates new draws after every index its record used).
-    """
-
-    def __init__(self, floors: dict[tuple[str, str], int] | None = None) -> None:
-        self._next: dict[str, dict[str, int]] = {}
-        self._returned: dict[tuple[str, str], list[int]] = {}
-        self._floors = floors or {}
-
-    def reserve(self, namespace: str, key: str, n: int) -> list[int]:
-        taken: list[int] = []
-        if self._returned:
-            heap = self._returned.get((namespace, key))
-            if heap:
-                while heap and len(taken) < n:
-                    taken.append(heapq.heappop(heap))
-                if not heap:
-                    del self._returned[(namespace, key)]
-                if len(taken) == n:
-                    return taken
-        positions = self._next.get(namespace)
-        if positions is None:
-            positions = self._next[namespace] = {}
-        start = positions.get(key)
-        if start is None:
-            start = self._floors.get((namespace, key), 0) if self._floors else 0
-        fresh = n - len(taken)
-        positions[key] = start + fresh
-        if not taken:
-            return list(range(start, start + fresh))
-        return taken + list(range(start, start + fresh))
-
-    def reserve_all(self, items: Sequence[Item]) -> list[list[int]]:
-        """`reserve` for each item's request (its namespace and n) and key, in order."""
-        if self._returned or self._floors:
-            return [self.reserve(i.request.namespace, i.key, i.request.n) for i in items]
-        out: list[list[int]] = []
-        nxt = self._next
-        for item in items:  # nothing given back, no floors: the plain case
-            request = item.request
-            namespace, key, n = request.namespace, item.key, request.n
-            positions = nxt.get(namespace)
-            if positions is None:
-                positions = nxt[namespace] = {}
-            start = positions.get(key, 0)
-            positions[key] = start + n
-            out.append([start] if n == 1 else list(range(start, start + n)))
-        return out
-
-    def release(self, namespace: str, key: str, indices: Sequence[int]) -> None:
-        heap = self._returned.setdefault((namespace, key), [])
-        for index in indices:
-            heapq.heappush(heap, index)
+__all__ = ["Claim", "Coordinator", "Memo", "coordinator", "seen"]
 
 
 class Claim:

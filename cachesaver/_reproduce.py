@@ -19,8 +19,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from cachesaver._allocation import Grant, Item
-from cachesaver._coordination import Run
 from cachesaver._models import describe
+from cachesaver._positions import Run
 from cachesaver._tasks import TaskOwner
 from cachesaver.errors import CacheMissError, ManifestError, UnmatchedRequestWarning
 from cachesaver.manifest import ManifestEntry, RunManifest, read_manifest

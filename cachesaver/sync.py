@@ -1,11 +1,10 @@
-"""Use cachesaver from synchronous code: one event loop on a background thread.
+"""Use cachesaver from synchronous code: one event loop, run by the threads that call it.
 
-cachesaver is async inside. `BackgroundLoop` owns one event loop on a daemon thread and
-runs coroutines on it from any thread (each call a task on the loop; anyio's blocking
-portal owns the loop's life), so the same
-objects serve many calls, from plain scripts, from threads, and from Jupyter (whose own
-loop is already running). The sync drop-in clients (`cachesaver.models.openai.OpenAI`,
-`cachesaver.models.together.Together`) are built on it. A pipeline from sync code::
+cachesaver is async inside. `BackgroundLoop` owns one event loop and runs coroutines on
+it from any thread, so the same objects serve many calls, from plain scripts, from
+threads, and from Jupyter (whose own loop is already running). The sync drop-in clients
+(`cachesaver.models.openai.OpenAI`, `cachesaver.models.together.Together`) are built on
+it. A pipeline from sync code::
 
     from cachesaver import OnlineAPI, Request
     from cachesaver.sync import BackgroundLoop
@@ -16,125 +15,148 @@ loop is already running). The sync drop-in clients (`cachesaver.models.openai.Op
         loop.call(pipeline.aclose)
 
 Everything a loop serves must be created and closed on it (``loop.call(OnlineAPI, ...)``,
-``loop.call(pipeline.aclose)``). ``close()`` (or leaving ``with``) stops the loop; a
-loop never closed stops with the interpreter (the thread is a daemon).
+``loop.call(pipeline.aclose)``). ``close()`` (or leaving ``with``) waits for the calls in
+flight, then cancels what is left on the loop and closes it; a loop never closed is
+closed when the interpreter exits.
+
+Who runs the loop: a call made while no other call is in flight runs the loop in the
+calling thread until its own work is done (no thread hand-off, so a cache hit from sync
+code costs little more than from async code). A call made while another thread runs the
+loop is handed to that thread's loop and waits; when the running thread's own call ends,
+it hands the loop to a waiting caller, which runs it from then on. Between calls nothing
+runs: work a call leaves behind (a stream not read to its end) goes on at the next call.
+A thread that already runs another event loop (Jupyter, or async code calling a sync
+client) cannot run this one as well; its calls are driven by a helper thread. In the main
+thread, Ctrl-C during a call cancels that call's work on the loop and raises
+``KeyboardInterrupt``; other threads' calls go on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import functools
+import importlib
 import inspect
+import logging
+import signal
 import threading
+import weakref
 from collections.abc import Callable
-from types import TracebackType
-from typing import Any, TypeVar
-
-from anyio import run as anyio_run
-from anyio.from_thread import BlockingPortal
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from types import FrameType, TracebackType
+from typing import Any
 
 from cachesaver.errors import PipelineClosedError
 
+logger = logging.getLogger("cachesaver")
+
 __all__ = ["BackgroundLoop"]
 
-T = TypeVar("T")
-_START_TIMEOUT = 30.0
-_CHECK_EVERY = 1.0  # seconds: how often a waiting caller checks that the loop still runs
+# The C functions under `signal` (which wraps every value in an enum, 10x the cost):
+# a call from the main thread swaps the Ctrl-C handler twice.
+try:
+    _signals: Any = importlib.import_module("_signal")
+except ImportError:  # pragma: no cover - another Python implementation
+    _signals = signal
+_SIGINT = int(signal.SIGINT)
+
+_CHECK_EVERY = 1.0  # seconds: how often a waiting caller checks that the loop is served
+_CLOSE_WAIT = 30.0  # seconds close() waits for the calls in flight
+_FINAL_WAIT = 30.0  # seconds the cancelled leftovers and the executor get to end
+_AT_EXIT_WAIT = 2.0  # seconds an exiting interpreter waits for calls still in flight
 
 
 class _Call:
-    """One `BackgroundLoop.call`: a task on the loop, a lock the calling thread waits on.
+    """One `BackgroundLoop.call`: a task on the loop and how its caller learns the end.
 
-    The task hands its outcome over as soon as it has one, and then needs no done
-    callback (no extra loop iteration); the callback covers a task cancelled before it
-    ran or while it waited.
+    The thread that runs the loop for this call (``drives``) is stopped when the call
+    ends; any other caller waits on ``signal``, which is released once, when the call
+    ends or when the caller is handed the loop (``signalled`` says it was released).
     """
 
-    __slots__ = ("args", "done", "func", "kwargs", "outcome", "task")
+    __slots__ = (
+        "args",
+        "drives",
+        "func",
+        "kwargs",
+        "outcome",
+        "owner",
+        "scheduled",
+        "signal",
+        "signalled",
+        "task",
+    )
 
-    def __init__(self, func: Callable[..., Any], args: Any, kwargs: Any) -> None:
+    def __init__(
+        self, owner: BackgroundLoop, func: Callable[..., Any], args: Any, kwargs: Any
+    ) -> None:
+        self.owner = owner
         self.func = func
         self.args = args
         self.kwargs = kwargs
-        self.done = threading.Lock()
-        self.done.acquire()
         self.outcome: tuple[bool, Any] | None = None
         self.task: asyncio.Task[None] | None = None
+        self.scheduled = False
+        self.drives = False
+        self.signal: threading.Lock | None = None
+        self.signalled = False
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        task = self.task = loop.create_task(self._run())
-        task.add_done_callback(self._ended)
+        if self.task is None and self.outcome is None:
+            task = self.task = loop.create_task(self._run())
+            task.add_done_callback(self._ended)
 
     async def _run(self) -> None:
         try:
             result = self.func(*self.args, **self.kwargs)
             if inspect.isawaitable(result):
                 result = await result
-        except asyncio.CancelledError:
-            raise  # the task ends cancelled; _ended reports it
-        except Exception as exc:
+        except (asyncio.CancelledError, GeneratorExit):
+            raise  # the task ends cancelled (_ended reports it), or its coroutine is closed
+        except BaseException as exc:  # handed to the caller, whatever it is
             self._handed((False, exc))
             return
-        except BaseException as exc:  # KeyboardInterrupt, SystemExit: the loop's too
-            self._finish((False, exc))
-            raise
         self._handed((True, result))
 
     def _handed(self, outcome: tuple[bool, Any]) -> None:
-        # The task ends normally: its done callback (one more loop iteration before the
-        # loop sleeps again) is not needed.
+        # The task ends normally: its done callback (one more loop iteration) is not
+        # needed; it stays for a task cancelled before it ran or while it waited.
         if self.task is not None:
             self.task.remove_done_callback(self._ended)
-        self._finish(outcome)
-
-    def _finish(self, outcome: tuple[bool, Any]) -> None:
-        if self.outcome is None:
-            self.outcome = outcome
-            self.done.release()
+        self.owner._finish(self, outcome)
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
-            self._finish((False, asyncio.CancelledError()))
+            self.owner._finish(self, (False, asyncio.CancelledError()))
         else:
             error = task.exception()  # read, so asyncio does not report it as lost
-            self._finish((False, error) if error is not None else (True, None))
+            if error is not None:
+                self.owner._finish(self, (False, error))
 
     def cancel(self) -> None:
         if self.task is not None:
             self.task.cancel()
+        elif self.outcome is None:  # never started: it ends cancelled without running
+            self.owner._finish(self, (False, asyncio.CancelledError()))
 
 
 class BackgroundLoop:
-    """An event loop on a daemon thread; ``call`` runs work on it and waits for it."""
+    """An event loop for sync code; ``call`` runs work on it and returns the result."""
 
     def __init__(self, name: str = "cachesaver-loop") -> None:
-        self._portal: BlockingPortal | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._ready = threading.Event()
-        self._failure: BaseException | None = None
+        self._name = name
+        self._loop = asyncio.new_event_loop()
+        self._mutex = threading.Lock()
+        self._runner: int | None = None  # the thread running the loop now, if any
+        self._waiting: dict[_Call, None] = {}  # calls whose callers wait, in order
         self._closed = False
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
-        self._thread.start()
-        if not self._ready.wait(_START_TIMEOUT):  # pragma: no cover - a bug, said loudly
-            raise RuntimeError(f"the background event loop did not start in {_START_TIMEOUT} s")
-        if self._failure is not None:  # pragma: no cover
-            raise RuntimeError("the background event loop failed to start") from self._failure
-
-    def _main(self) -> None:
-        try:
-            anyio_run(self._serve)
-        except BaseException as exc:  # pragma: no cover - reported to the constructor
-            self._failure = exc
-            self._ready.set()
-
-    async def _serve(self) -> None:
-        async with BlockingPortal() as portal:
-            self._portal = portal
-            self._loop = asyncio.get_running_loop()
-            self._ready.set()
-            await portal.sleep_until_stopped()
+        self._finished = False  # the loop itself is closed
+        self._idle: threading.Event | None = None  # set when a closed loop is finished
+        self._helper: ThreadPoolExecutor | None = None
+        _open.add(self)
 
     @property
     def closed(self) -> bool:
@@ -144,41 +166,193 @@ class BackgroundLoop:
         """Run ``func(*args, **kwargs)`` on the loop; await its result if awaitable.
 
         Returns the result (or raises its exception) in the calling thread. Calling it
-        from the loop's own thread is an error (it would wait for itself).
+        from a coroutine running on this loop is an error (it would wait for itself).
         """
-        if self._closed or self._portal is None:
-            raise PipelineClosedError("this BackgroundLoop is closed; create a new one")
-        if threading.current_thread() is self._thread:
+        running = asyncio._get_running_loop()
+        if running is self._loop:
             raise RuntimeError(
                 "BackgroundLoop.call was called from the loop's own thread; await the "
                 "coroutine instead"
             )
-
-        # The portal owns the loop's life; a call is one task on the loop and a lock the
-        # caller waits on (lighter than run_coroutine_threadsafe's future and condition:
-        # a call's round trip is most of what a cache hit costs from sync code).
-        loop = self._loop
-        assert loop is not None
-        call = _Call(func, args, kwargs)
-        try:
-            loop.call_soon_threadsafe(call.start, loop)
-            # The wait is bounded by the loop's life: a loop that stops before running the
-            # call (closed from another thread at that moment) ends the wait with an error.
-            while not call.done.acquire(timeout=_CHECK_EVERY):
-                if not self._thread.is_alive() and not call.done.acquire(blocking=False):
-                    raise PipelineClosedError(
-                        "the BackgroundLoop stopped before this call ended (it was closed "
-                        "from another thread); create a new one"
-                    )
-        except BaseException:  # interrupted (KeyboardInterrupt): the call is cancelled
-            with contextlib.suppress(RuntimeError):  # the loop already ended
-                loop.call_soon_threadsafe(call.cancel)
-            raise
+        call = _Call(self, func, args, kwargs)
+        if running is not None:  # this thread runs another loop: a helper drives the call
+            self._drive_elsewhere(call)
+        else:
+            self._drive(call)
         outcome = call.outcome
         assert outcome is not None
         if outcome[0]:
             return outcome[1]
         raise outcome[1]
+
+    # -- who runs the loop ------------------------------------------------------------
+
+    def _drive(self, call: _Call) -> None:
+        """Run the loop for ``call`` if nobody does, or wait for the thread that does."""
+        me = threading.get_ident()
+        with self._mutex:
+            if self._closed:
+                raise PipelineClosedError("this BackgroundLoop is closed; create a new one")
+            if self._runner is None:
+                self._runner = me
+                call.drives = True
+            else:
+                call.signal = threading.Lock()
+                call.signal.acquire()
+                call.scheduled = True
+                self._waiting[call] = None
+                self._loop.call_soon_threadsafe(call.start, self._loop)
+        if call.drives:
+            self._run_for(call)
+            return
+        try:
+            self._wait(call, me)
+        except BaseException:  # interrupted (KeyboardInterrupt): the call is cancelled
+            self._abandon(call)
+            raise
+
+    def _abandon(self, call: _Call) -> None:
+        """A waiting caller gives up: its work is cancelled, the loop handed on."""
+        with self._mutex:
+            self._waiting.pop(call, None)
+            if call.outcome is None and not self._finished:
+                with contextlib.suppress(RuntimeError):  # the loop is closed already
+                    self._loop.call_soon_threadsafe(call.cancel)
+            # It may have been handed the loop: pass it on (or close the loop).
+            last_out = self._runner is None and self._idle_and_closed()
+        if last_out:
+            self._finish_loop()
+
+    def _wait(self, call: _Call, me: int) -> None:
+        signal_ = call.signal
+        assert signal_ is not None
+        while True:
+            woken = signal_.acquire(timeout=_CHECK_EVERY)
+            with self._mutex:
+                if woken:
+                    call.signalled = False
+                if call.outcome is not None:
+                    return
+                if self._finished:
+                    raise PipelineClosedError(
+                        "the BackgroundLoop was closed before this call ended; create a new one"
+                    )
+                if self._runner is not None:
+                    continue  # another thread runs the loop, this call included
+                # Handed the loop (or nobody runs it): this thread runs it from now on.
+                self._runner = me
+                call.drives = True
+                self._waiting.pop(call, None)
+            self._run_for(call)
+            return
+
+    def _run_for(self, call: _Call) -> None:
+        """Run the loop in this thread (it holds the runner's place) until ``call`` ends."""
+        loop = self._loop
+        interrupted: list[bool] = []
+        restore = self._trap_interrupt(call, interrupted)
+        try:
+            if not call.scheduled:
+                call.start(loop)
+            while call.outcome is None:
+                loop.run_forever()  # stopped by the call's end (see _finish)
+        except BaseException:
+            if call.outcome is None:
+                call.cancel()  # the loop stopped under it; the task ends at the next run
+            raise
+        finally:
+            if restore is not None:
+                _signals.signal(_SIGINT, restore)
+            call.drives = False  # its end (if still to come) must not stop another run
+            self._leave()
+        if interrupted:
+            raise KeyboardInterrupt
+
+    def _trap_interrupt(self, call: _Call, interrupted: list[bool]) -> Any:
+        """In the main thread, make Ctrl-C cancel ``call`` instead of raising mid-loop.
+
+        A ``KeyboardInterrupt`` raised inside the loop could land in another thread's
+        call; the first Ctrl-C cancels this call instead (a second one raises at once).
+        Returns the handler to put back, or None when nothing was changed.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        if _signals.getsignal(_SIGINT) is not signal.default_int_handler:
+            return None  # the program handles Ctrl-C itself
+
+        def on_interrupt(signum: int, frame: FrameType | None) -> None:
+            if interrupted or call.outcome is not None:
+                raise KeyboardInterrupt
+            interrupted.append(True)
+            self._loop.call_soon_threadsafe(call.cancel)
+
+        return _signals.signal(_SIGINT, on_interrupt)
+
+    def _finish(self, call: _Call, outcome: tuple[bool, Any]) -> None:
+        """Record ``call``'s end (on the loop) and tell its caller."""
+        with self._mutex:
+            if call.outcome is not None:
+                return
+            call.outcome = outcome
+            self._waiting.pop(call, None)
+            if call.drives:
+                self._loop.stop()  # the thread running the loop for this call returns
+            elif call.signal is not None and not call.signalled:
+                call.signalled = True
+                call.signal.release()
+
+    def _leave(self) -> None:
+        """Give up the runner's place: hand the loop to a waiting caller, or finish it."""
+        with self._mutex:
+            self._runner = None
+            last_out = self._idle_and_closed()
+        if last_out:
+            self._finish_loop()
+
+    def _idle_and_closed(self) -> bool:
+        """Nobody runs the loop (the mutex is held): wake a waiting caller to run it, or,
+        with none left on a closed loop, take the runner's place to close it."""
+        if self._hand_over() or not self._closed or self._finished:
+            return False
+        self._runner = threading.get_ident()  # the last one out closes the loop
+        return True
+
+    def _hand_over(self) -> bool:
+        """Wake the first waiting caller to run the loop (the mutex is held)."""
+        for waiting in self._waiting:
+            if not waiting.signalled and waiting.signal is not None:
+                waiting.signalled = True
+                waiting.signal.release()
+            return True
+        return False
+
+    def _drive_elsewhere(self, call: _Call) -> None:
+        """Drive ``call`` from a helper thread (this thread runs another event loop)."""
+        with self._mutex:
+            if self._closed:
+                raise PipelineClosedError("this BackgroundLoop is closed; create a new one")
+            helper = self._helper_locked()
+        done = helper.submit(self._drive, call)
+        try:
+            while True:
+                try:
+                    done.result(timeout=_CHECK_EVERY)
+                    return
+                except FutureTimeout:
+                    continue
+        except BaseException:  # interrupted: the call is cancelled on the loop
+            with self._mutex:
+                if call.outcome is None and not self._finished:
+                    with contextlib.suppress(RuntimeError):
+                        self._loop.call_soon_threadsafe(call.cancel)
+            raise
+
+    def _helper_locked(self) -> ThreadPoolExecutor:
+        if self._helper is None:
+            self._helper = ThreadPoolExecutor(8, thread_name_prefix=self._name)
+        return self._helper
+
+    # -- closing ------------------------------------------------------------------------
 
     def bind(self, func: Callable[..., Any]) -> Callable[..., Any]:
         """``func`` as a blocking function that runs on this loop."""
@@ -189,17 +363,58 @@ class BackgroundLoop:
 
         return blocking
 
-    def close(self) -> None:
-        """Stop the loop (after the calls running on it) and join its thread."""
-        with self._lock:
+    def close(self, wait: float = _CLOSE_WAIT) -> None:
+        """Refuse new calls, wait (up to ``wait`` s) for the calls in flight, close the loop.
+
+        Work left on the loop (a stream never read to its end) is cancelled. Calls still
+        running after ``wait`` keep running; the last of them closes the loop as it ends.
+        """
+        with self._mutex:
             if self._closed:
                 return
             self._closed = True
-        portal = self._portal
-        if portal is not None and threading.current_thread() is not self._thread:
-            with contextlib.suppress(RuntimeError):  # the loop already ended
-                portal.call(portal.stop)
-            self._thread.join(timeout=30)
+            busy = self._runner is not None or bool(self._waiting)
+            idle = self._idle = threading.Event()
+            running = asyncio._get_running_loop()
+            if busy:
+                pass  # the last call to end closes the loop
+            elif running is None:
+                self._runner = threading.get_ident()
+            else:  # this thread runs another loop: a helper closes this one
+                self._runner = -1
+                self._helper_locked().submit(self._finish_loop)
+        if not busy and running is None:
+            self._finish_loop()
+        elif running is not self._loop:  # not from inside a call: wait for the end
+            idle.wait(wait)
+
+    def _finish_loop(self) -> None:
+        """Cancel what is left, end async generators and the executor, close the loop."""
+        loop = self._loop
+        try:
+            loop.run_until_complete(asyncio.sleep(0))  # callbacks already scheduled run
+            for _ in range(3):  # a cancelled task may start others as it ends
+                leftovers = asyncio.all_tasks(loop)
+                if not leftovers:
+                    break
+                for task in leftovers:
+                    task.cancel()
+                loop.run_until_complete(asyncio.wait(leftovers, timeout=_FINAL_WAIT))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(asyncio.wait_for(loop.shutdown_default_executor(), _FINAL_WAIT))
+        except Exception:  # closing goes on: the loop is closed below
+            logger.warning("closing a BackgroundLoop's leftovers failed", exc_info=True)
+        finally:
+            with self._mutex:
+                self._finished = True
+                self._runner = None
+                idle, helper = self._idle, self._helper
+            loop.close()
+            _open.discard(self)
+            if helper is not None:
+                helper.shutdown(wait=False)
+            if idle is not None:
+                idle.set()
 
     def __enter__(self) -> BackgroundLoop:
         return self
@@ -213,4 +428,16 @@ class BackgroundLoop:
         self.close()
 
     def __repr__(self) -> str:
-        return f"BackgroundLoop({'closed' if self._closed else 'running'})"
+        return f"BackgroundLoop({'closed' if self._closed else 'open'})"
+
+
+# Loops never closed are closed when the interpreter exits, so what they hold (network
+# connections, Redis clients) is released and no pending task is reported as lost.
+_open: weakref.WeakSet[BackgroundLoop] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_loops() -> None:
+    for loop in list(_open):
+        with contextlib.suppress(Exception):
+            loop.close(wait=_AT_EXIT_WAIT)

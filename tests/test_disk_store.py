@@ -82,6 +82,29 @@ async def test_user_cache_gets_eviction_switched_off(tmp_path: Path) -> None:
     cache.close()
 
 
+def mapped(directory: Path) -> list[str]:
+    """The memory maps of this process onto the database file of ``directory``."""
+    with open("/proc/self/maps") as maps:
+        return [line for line in maps if line.rstrip().endswith(f"{directory}/cache.db")]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs Linux's /proc")
+async def test_the_store_maps_none_of_its_file_into_memory(tmp_path: Path) -> None:
+    """Reads and writes go through SQLite's bounded page cache: the store maps no page of
+    the file (mapped pages would stay in the process's memory), for a Cache passed in too."""
+    for directory in (tmp_path / "own", tmp_path / "passed"):
+        cache = str(directory) if directory.name == "own" else diskcache.Cache(str(directory))
+        before = mapped(directory)  # a Cache passed in maps the file on its own connection
+        async with OnlineAPI(RecordingModel(), cache=cache, timeout=0) as api:
+            await asyncio.gather(*(api.request(Request(f"q{i}")) for i in range(200)))
+        async with OnlineAPI(RecordingModel(), cache=cache, timeout=0) as api:
+            again = await asyncio.gather(*(api.request(Request(f"q{i}")) for i in range(200)))
+            assert all(r.cached == [True] for r in again)
+            assert mapped(directory) == before
+        if isinstance(cache, diskcache.Cache):
+            cache.close()
+
+
 async def test_unwritable_path_gives_a_clear_store_error(tmp_path: Path) -> None:
     """A cache path that cannot be a directory fails with a StoreError naming it."""
     blocker = tmp_path / "file"

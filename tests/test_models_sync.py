@@ -139,34 +139,6 @@ def test_closing_stops_the_loop_thread(server: FakeLLMServer, cache: str) -> Non
     assert threading.active_count() == before
 
 
-def test_a_call_whose_loop_stops_before_running_it_fails_instead_of_hanging(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A call scheduled just as the loop stops (it never runs) raises PipelineClosedError."""
-    from cachesaver import PipelineClosedError
-    from cachesaver import sync as sync_module
-    from cachesaver.sync import BackgroundLoop
-
-    monkeypatch.setattr(sync_module, "_CHECK_EVERY", 0.05)
-    background = BackgroundLoop()
-    loop = background._loop
-    assert loop is not None and background._portal is not None
-    background._portal.call(background._portal.stop)  # the loop ends; close() not called
-    background._thread.join(timeout=10)
-
-    class Stopping:  # the loop's last moment: it accepts the callback and never runs it
-        def call_soon_threadsafe(self, *args: Any) -> None:
-            return None
-
-    monkeypatch.setattr(background, "_loop", Stopping())
-
-    async def answer() -> int:
-        return 42
-
-    with pytest.raises(PipelineClosedError, match="stopped before this call ended"):
-        background.call(answer)
-
-
 def test_a_script_runs_the_sync_client_twice_and_exits(
     server: FakeLLMServer, cache: str, tmp_path: Path
 ) -> None:
@@ -203,29 +175,6 @@ def test_background_loop_runs_a_pipeline_from_sync_code(cache: str) -> None:
     assert first.cached == [False, False] and first.data != second.data
     with pytest.raises(PipelineClosedError):
         loop.call(asyncio.sleep, 0)
-
-
-def test_an_interrupted_call_cancels_its_work_on_the_loop() -> None:
-    """Ctrl-C while a BackgroundLoop call waits cancels the call's task on the loop."""
-    import signal
-
-    cancelled = threading.Event()
-
-    async def wait_forever() -> None:
-        # Interrupt the waiting caller (the main thread) once the call is running.
-        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
-    assert threading.current_thread() is threading.main_thread()
-    with BackgroundLoop() as loop:
-        with pytest.raises(KeyboardInterrupt):
-            loop.call(wait_forever)
-        assert cancelled.wait(10), "the interrupted call's task was not cancelled"
-        assert loop.call(asyncio.sleep, 0, "still serving") == "still serving"
 
 
 def test_background_loop_call_returns_values_and_raises_errors() -> None:

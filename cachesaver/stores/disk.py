@@ -134,6 +134,7 @@ class DiskStore:
         self._location = "disk:" + os.path.realpath(self._directory)
         self._executor: ThreadPoolExecutor | None = None
         self._prepared = False
+        self._unmapped: sqlite3.Connection | None = None
         self._closed = False
 
     @property
@@ -167,6 +168,14 @@ class DiskStore:
                     "the path is a writable directory (or a diskcache directory)"
                 ) from exc
         cache = self._cache
+        con: sqlite3.Connection = cache._con  # this thread's connection (diskcache's)
+        if con is not self._unmapped:
+            # diskcache memory-maps the first 64 MB of the file on each connection, and
+            # every page read through the map stays in the process's RSS; without the map
+            # SQLite reads into its page cache (bounded by cache_size), which measured as
+            # fast or faster for cachesaver's reads. Only this connection is changed.
+            con.execute("PRAGMA mmap_size = 0")
+            self._unmapped = con
         if not self._prepared:
             if cache.eviction_policy != "none":
                 cache.reset("eviction_policy", "none")
@@ -174,7 +183,6 @@ class DiskStore:
                 now = time.time()
                 cache._con.execute(_INSERT_NEW, (_MARKER, now, None, now, _MARKER_TEXT))
             self._prepared = True
-        con: sqlite3.Connection = cache._con
         return con
 
     def _transact(self) -> Any:
