@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -18,6 +18,17 @@ from cachesaver import sync as sync_module
 from cachesaver.sync import BackgroundLoop
 
 WAIT = 10.0  # seconds: a bound for every wait of these tests
+
+
+@pytest.fixture
+def ctrl_c() -> Iterator[None]:
+    """Python's own Ctrl-C handler, even where the test runner was started with SIGINT
+    ignored (a background job of a non-interactive shell)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _thread(target: Any, results: dict[str, Any], name: str) -> threading.Thread:
@@ -99,7 +110,7 @@ def test_many_threads_calling_at_once_all_get_their_own_results() -> None:
     assert results == {f"t{o}": [o * 1000 + i for i in range(300)] for o in range(8)}
 
 
-def test_ctrl_c_in_the_thread_running_the_loop_cancels_only_its_own_call() -> None:
+def test_ctrl_c_in_the_thread_running_the_loop_cancels_only_its_own_call(ctrl_c: None) -> None:
     """Ctrl-C cancels the main thread's call; another thread's call on the loop goes on."""
     assert threading.current_thread() is threading.main_thread()
     cancelled = threading.Event()
@@ -282,7 +293,7 @@ def test_a_loop_never_closed_is_cleaned_up_when_the_interpreter_exits(tmp_path: 
     assert done.stderr == ""
 
 
-def test_a_second_ctrl_c_interrupts_at_once_and_the_loop_still_serves() -> None:
+def test_a_second_ctrl_c_interrupts_at_once_and_the_loop_still_serves(ctrl_c: None) -> None:
     """Two Ctrl-C in a row raise KeyboardInterrupt at once; the loop serves and closes after."""
     assert threading.current_thread() is threading.main_thread()
     main = threading.main_thread().ident or 0
