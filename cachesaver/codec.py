@@ -233,9 +233,9 @@ def _from_json(value: Any, depth: int = 0) -> Any:
 
 _scan: Any = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 _jiter_loads: Callable[[bytes], Any] | None
-try:  # pydantic's JSON parser (the OpenAI SDK depends on it): about twice as fast
+try:  # pydantic's JSON parser (a dependency, as of the OpenAI SDK): about twice as fast
     from jiter import from_json as _jiter_loads
-except ImportError:  # pragma: no cover - every supported OpenAI SDK installs it
+except ImportError:  # pragma: no cover - a dependency; the standard library still works
     _jiter_loads = None
 
 

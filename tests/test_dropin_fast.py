@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from openai import BaseModel
 from openai.types.chat import ChatCompletion, ChatCompletionMessage
+from pydantic import BaseModel
 
 from cachesaver import InvalidRequestError
 from cachesaver.models import ChatRequest
@@ -148,36 +148,83 @@ def _models(value: Any) -> list[BaseModel]:
     return found
 
 
-async def test_a_hit_is_what_model_validate_builds(
-    server: FakeLLMServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A hit's ``ChatCompletion`` (two choices, logprobs) equals what
-    ``ChatCompletion.model_validate`` builds from the same data, with the same fields
-    set and extras on every object inside it."""
-    call: dict[str, Any] = {"n": 2, "logprobs": True, "top_logprobs": 2}
-    options: dict[str, Any] = {"base_url": server.openai_base_url, "api_key": "test"}
-    async with AsyncOpenAI(cache=str(tmp_path / "c"), **options) as client:
+async def _hit_and_validated(
+    client_class: Any,
+    completion_class: Any,
+    base_url: str,
+    cache: str,
+    monkeypatch: Any,
+    call: dict[str, Any],
+) -> tuple[Any, Any, dict[str, Any]]:
+    """A hit of ``call``, what ``model_validate`` builds from the data the client
+    validated for it, and that data."""
+    options: dict[str, Any] = {"base_url": base_url, "api_key": "test"}
+    async with client_class(cache=cache, **options) as client:
         await client.chat.completions.create(model="m", messages=MESSAGES, **call)
     seen: list[dict[str, Any]] = []
-    built = AsyncOpenAI._completion
+    built = client_class._completion
 
-    def spy(self: AsyncOpenAI, data: dict[str, Any]) -> ChatCompletion:
-        seen.append(copy.deepcopy(data))
-        return built(self, data)
+    def spy(self: Any, data: dict[str, Any]) -> Any:
+        completion = built(self, data)
+        seen.append(copy.deepcopy(data))  # as validated (Together's adds a field first)
+        return completion
 
-    monkeypatch.setattr(AsyncOpenAI, "_completion", spy)
-    async with AsyncOpenAI(cache=str(tmp_path / "c"), **options) as again:  # a new run
+    monkeypatch.setattr(client_class, "_completion", spy)
+    async with client_class(cache=cache, **options) as again:  # a new run
         hit = await again.chat.completions.create(model="m", messages=MESSAGES, **call)
-    expected = ChatCompletion.model_validate(seen[0])
-    assert hit == expected and hit.choices[1].model_extra == {
-        "cached": True,
-        "duplicated": False,
-        **{k: seen[0]["choices"][1][k] for k in ("prompt_tokens", "completion_tokens")},
-        "completion_id": seen[0]["choices"][1]["completion_id"],
-    }
+    return hit, completion_class.model_validate(seen[0]), seen[0]
+
+
+def _same_objects(hit: Any, expected: Any) -> None:
     pairs = list(zip(_models(hit), _models(expected), strict=True))
     assert len(pairs) > 5
     for mine, theirs in pairs:
         assert type(mine) is type(theirs)
         assert mine.model_fields_set == theirs.model_fields_set
         assert mine.model_extra == theirs.model_extra
+
+
+async def test_a_hit_is_what_model_validate_builds(
+    server: FakeLLMServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hit's ``ChatCompletion`` (two choices, logprobs) equals what
+    ``ChatCompletion.model_validate`` builds from the same data, with the same fields
+    set and extras on every object inside it."""
+    hit, expected, data = await _hit_and_validated(
+        AsyncOpenAI,
+        ChatCompletion,
+        server.openai_base_url,
+        str(tmp_path / "c"),
+        monkeypatch,
+        {"n": 2, "logprobs": True, "top_logprobs": 2},
+    )
+    assert hit == expected and hit.choices[1].model_extra == {
+        "cached": True,
+        "duplicated": False,
+        **{k: data["choices"][1][k] for k in ("prompt_tokens", "completion_tokens")},
+        "completion_id": data["choices"][1]["completion_id"],
+    }
+    _same_objects(hit, expected)
+
+
+async def test_a_together_hit_is_what_model_validate_builds(
+    server: FakeLLMServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same holds for Together's drop-in (two choices, logprobs): its hit is the SDK's
+    own ``ChatCompletion`` that ``model_validate`` builds, fields set and extras included."""
+    from together.types.chat.chat_completion import ChatCompletion as TogetherCompletion
+
+    from cachesaver.models.together import AsyncTogether
+
+    hit, expected, _ = await _hit_and_validated(
+        AsyncTogether,
+        TogetherCompletion,
+        server.url,
+        str(tmp_path / "t"),
+        monkeypatch,
+        {"n": 2, "logprobs": 1},
+    )
+    assert type(hit) is TogetherCompletion and hit == expected
+    assert hit.choices[1].model_extra is not None
+    assert hit.choices[1].model_extra["cached"] is True
+    _same_objects(hit, expected)

@@ -16,9 +16,8 @@ client and `OpenAIEmbeddingModel` a `BatchRequestModel`. See ``docs/providers.md
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import openai
@@ -33,7 +32,13 @@ from cachesaver.cacher import Mode
 from cachesaver.errors import InvalidRequestError
 from cachesaver.manifest import RunManifest
 from cachesaver.models._chat import ChatAdapter
-from cachesaver.models._common import TRANSPORT_PARAMS, call_client, jsonable, sdk_params
+from cachesaver.models._common import (
+    TRANSPORT_PARAMS,
+    call_client,
+    jsonable,
+    sdk_params,
+    validator_of,
+)
 from cachesaver.models._dropin import DropInClient
 from cachesaver.models._dropin_embed import EmbeddingsMixin
 from cachesaver.models._embed import EmbeddingAdapter
@@ -81,19 +86,6 @@ EMBEDDINGS_NOT_IN_KEY: frozenset[str] = TRANSPORT_PARAMS | frozenset({"user"})
 
 _CHAT_PARAMS = sdk_params(AsyncCompletions.create) - {"stream_options"}
 _EMBED_PARAMS = sdk_params(AsyncEmbeddings.create) - {"encoding_format"}
-
-
-@functools.cache
-def _completion_validator() -> Callable[[Any], ChatCompletion]:
-    """``ChatCompletion.model_validate`` as one call of the class's schema validator.
-
-    The same validation and the same object, without ``model_validate``'s per-call
-    keyword handling (about a tenth of a one-choice hit's validation). Taken on first
-    use: the SDK defers building the schema until then.
-    """
-    validator = ChatCompletion.__pydantic_validator__
-    validate: Callable[[Any], ChatCompletion] = validator.validate_python
-    return validate
 
 
 class OpenAIModel(ChatAdapter[openai.AsyncOpenAI]):
@@ -293,7 +285,7 @@ class AsyncOpenAI(EmbeddingsMixin, ResponsesMixin, DropInClient):
         )
 
     def _completion(self, data: dict[str, Any]) -> ChatCompletion:
-        return _completion_validator()(data)
+        return validator_of(ChatCompletion)(data)
 
     def _chunk(self, data: dict[str, Any]) -> ChatCompletionChunk:
         return ChatCompletionChunk.model_validate(data)

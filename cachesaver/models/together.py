@@ -41,7 +41,7 @@ from together.types.embedding import Embedding
 from cachesaver.cacher import Mode
 from cachesaver.manifest import RunManifest
 from cachesaver.models._chat import ChatAdapter
-from cachesaver.models._common import TRANSPORT_PARAMS, call_client, sdk_params
+from cachesaver.models._common import TRANSPORT_PARAMS, call_client, sdk_params, validator_of
 from cachesaver.models._dropin import DropInClient
 from cachesaver.models._dropin_embed import EmbeddingsMixin
 from cachesaver.models._embed import EmbeddingAdapter
@@ -229,7 +229,7 @@ class AsyncTogether(EmbeddingsMixin, DropInClient):
 
     def _completion(self, data: dict[str, Any]) -> ChatCompletion:
         data.setdefault("prompt", [])
-        return ChatCompletion.model_validate(data)
+        return validator_of(ChatCompletion)(data)
 
     def _chunk(self, data: dict[str, Any]) -> ChatCompletionChunk:
         for part in data.get("choices") or ():
