@@ -38,7 +38,6 @@ import atexit
 import contextlib
 import functools
 import importlib
-import inspect
 import logging
 import signal
 import threading
@@ -49,6 +48,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from types import FrameType, TracebackType
 from typing import Any
 
+from cachesaver._loop_call import Call, end_leftovers
 from cachesaver.errors import PipelineClosedError
 
 logger = logging.getLogger("cachesaver")
@@ -69,80 +69,6 @@ _FINAL_WAIT = 30.0  # seconds the cancelled leftovers and the executor get to en
 _AT_EXIT_WAIT = 2.0  # seconds an exiting interpreter waits for calls still in flight
 
 
-class _Call:
-    """One `BackgroundLoop.call`: a task on the loop and how its caller learns the end.
-
-    The thread that runs the loop for this call (``drives``) is stopped when the call
-    ends; any other caller waits on ``signal``, which is released once, when the call
-    ends or when the caller is handed the loop (``signalled`` says it was released).
-    """
-
-    __slots__ = (
-        "args",
-        "drives",
-        "func",
-        "kwargs",
-        "outcome",
-        "owner",
-        "scheduled",
-        "signal",
-        "signalled",
-        "task",
-    )
-
-    def __init__(
-        self, owner: BackgroundLoop, func: Callable[..., Any], args: Any, kwargs: Any
-    ) -> None:
-        self.owner = owner
-        self.func = func
-        self.args = args
-        self.kwargs = kwargs
-        self.outcome: tuple[bool, Any] | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.scheduled = False
-        self.drives = False
-        self.signal: threading.Lock | None = None
-        self.signalled = False
-
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self.task is None and self.outcome is None:
-            task = self.task = loop.create_task(self._run())
-            task.add_done_callback(self._ended)
-
-    async def _run(self) -> None:
-        try:
-            result = self.func(*self.args, **self.kwargs)
-            if inspect.isawaitable(result):
-                result = await result
-        except (asyncio.CancelledError, GeneratorExit):
-            raise  # the task ends cancelled (_ended reports it), or its coroutine is closed
-        except BaseException as exc:  # handed to the caller, whatever it is
-            self._handed((False, exc))
-            return
-        self._handed((True, result))
-
-    def _handed(self, outcome: tuple[bool, Any]) -> None:
-        # The task ends normally: its done callback (one more loop iteration) is not
-        # needed; it stays for a task cancelled before it ran or while it waited.
-        if self.task is not None:
-            self.task.remove_done_callback(self._ended)
-        self.owner._finish(self, outcome)
-
-    def _ended(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled():
-            self.owner._finish(self, (False, asyncio.CancelledError()))
-        else:
-            error = task.exception()  # read, so asyncio does not report it as lost
-            if error is not None:
-                self.owner._finish(self, (False, error))
-
-    def cancel(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-        elif self.outcome is None:  # never started: it ends cancelled without running
-            self.owner._finish(self, (False, asyncio.CancelledError()))
-
-
 class BackgroundLoop:
     """An event loop for sync code; ``call`` runs work on it and returns the result."""
 
@@ -151,7 +77,7 @@ class BackgroundLoop:
         self._loop = asyncio.new_event_loop()
         self._mutex = threading.Lock()
         self._runner: int | None = None  # the thread running the loop now, if any
-        self._waiting: dict[_Call, None] = {}  # calls whose callers wait, in order
+        self._waiting: dict[Call, None] = {}  # calls whose callers wait, in order
         self._closed = False
         self._finished = False  # the loop itself is closed
         self._idle: threading.Event | None = None  # set when a closed loop is finished
@@ -174,7 +100,7 @@ class BackgroundLoop:
                 "BackgroundLoop.call was called from the loop's own thread; await the "
                 "coroutine instead"
             )
-        call = _Call(self, func, args, kwargs)
+        call = Call(self, func, args, kwargs)
         if running is not None:  # this thread runs another loop: a helper drives the call
             self._drive_elsewhere(call)
         else:
@@ -187,7 +113,7 @@ class BackgroundLoop:
 
     # -- who runs the loop ------------------------------------------------------------
 
-    def _drive(self, call: _Call) -> None:
+    def _drive(self, call: Call) -> None:
         """Run the loop for ``call`` if nobody does, or wait for the thread that does."""
         me = threading.get_ident()
         with self._mutex:
@@ -211,7 +137,7 @@ class BackgroundLoop:
             self._abandon(call)
             raise
 
-    def _abandon(self, call: _Call) -> None:
+    def _abandon(self, call: Call) -> None:
         """A waiting caller gives up: its work is cancelled, the loop handed on."""
         with self._mutex:
             self._waiting.pop(call, None)
@@ -223,7 +149,7 @@ class BackgroundLoop:
         if last_out:
             self._finish_loop()
 
-    def _wait(self, call: _Call, me: int) -> None:
+    def _wait(self, call: Call, me: int) -> None:
         signal_ = call.signal
         assert signal_ is not None
         while True:
@@ -246,7 +172,7 @@ class BackgroundLoop:
             self._run_for(call)
             return
 
-    def _run_for(self, call: _Call) -> None:
+    def _run_for(self, call: Call) -> None:
         """Run the loop in this thread (it holds the runner's place) until ``call`` ends."""
         loop = self._loop
         interrupted: list[bool] = []
@@ -268,7 +194,7 @@ class BackgroundLoop:
         if interrupted:
             raise KeyboardInterrupt
 
-    def _trap_interrupt(self, call: _Call, interrupted: list[bool]) -> Any:
+    def _trap_interrupt(self, call: Call, interrupted: list[bool]) -> Any:
         """In the main thread, make Ctrl-C cancel ``call`` instead of raising mid-loop.
 
         A ``KeyboardInterrupt`` raised inside the loop could land in another thread's
@@ -288,7 +214,7 @@ class BackgroundLoop:
 
         return _signals.signal(_SIGINT, on_interrupt)
 
-    def _finish(self, call: _Call, outcome: tuple[bool, Any]) -> None:
+    def _finish(self, call: Call, outcome: tuple[bool, Any]) -> None:
         """Record ``call``'s end (on the loop) and tell its caller."""
         with self._mutex:
             if call.outcome is not None:
@@ -326,7 +252,7 @@ class BackgroundLoop:
             return True
         return False
 
-    def _drive_elsewhere(self, call: _Call) -> None:
+    def _drive_elsewhere(self, call: Call) -> None:
         """Drive ``call`` from a helper thread (this thread runs another event loop)."""
         with self._mutex:
             if self._closed:
@@ -392,16 +318,7 @@ class BackgroundLoop:
         """Cancel what is left, end async generators and the executor, close the loop."""
         loop = self._loop
         try:
-            loop.run_until_complete(asyncio.sleep(0))  # callbacks already scheduled run
-            for _ in range(3):  # a cancelled task may start others as it ends
-                leftovers = asyncio.all_tasks(loop)
-                if not leftovers:
-                    break
-                for task in leftovers:
-                    task.cancel()
-                loop.run_until_complete(asyncio.wait(leftovers, timeout=_FINAL_WAIT))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.run_until_complete(asyncio.wait_for(loop.shutdown_default_executor(), _FINAL_WAIT))
+            end_leftovers(loop, _FINAL_WAIT)
         except Exception:  # closing goes on: the loop is closed below
             logger.warning("closing a BackgroundLoop's leftovers failed", exc_info=True)
         finally:
