@@ -15,8 +15,9 @@ Then, interleaved, per key: bulk writes of 2,000 new keys (one ``executemany`` i
 transaction, as the disk store writes) into an empty store, into the full one table,
 into a full newest segment (the worst case of the segmented layout: the segment
 just before a new one starts), and into a table with diskcache's columns but no key
-index at all (an append-only log in the full segmented file: what a layout that keeps
-its key index in memory, rebuilt when a store opens, would write); and bulk reads of
+index at all, nor diskcache's row-count triggers (an append-only log in the full
+segmented file: what a layout that keeps its key index in memory, rebuilt when a store
+opens, would write); and bulk reads of
 2,000 stored keys (``key IN (...)``, 500 at a time, as the disk store reads) from the
 one table, from the segments probing every one of them, and from the segments probing
 only the segment that holds the keys (what a per-segment filter of the keys, e.g. a
