@@ -222,12 +222,14 @@ def main() -> None:
             rates: dict[str, list[float]] = {label: [] for label, _, _ in measures}
             in_gc: dict[str, list[float]] = {label: [] for label, _, _ in measures}
             gc.callbacks.append(GC)
-            for _ in range(max(1, args.repeats)):
-                for label, measure, _ in measures:
-                    seconds = measure()
-                    rates[label].append(args.calls / seconds)
-                    in_gc[label].append(GC.seconds / seconds)
-            gc.callbacks.remove(GC)
+            try:
+                for _ in range(max(1, args.repeats)):
+                    for label, measure, _ in measures:
+                        seconds = measure()
+                        rates[label].append(args.calls / seconds)
+                        in_gc[label].append(GC.seconds / seconds)
+            finally:
+                gc.callbacks.remove(GC)
             for label, _, target in measures:
                 rate = statistics.median(rates[label])
                 rows.append(
