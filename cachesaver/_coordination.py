@@ -18,6 +18,9 @@ from typing import Any
 
 __all__ = ["Claim", "Coordinator", "Memo", "coordinator", "seen"]
 
+_getsizeof = sys.getsizeof
+_ENTRY_BYTES = 400  # `Memo.ENTRY_BYTES`: what an entry costs beyond its text
+
 
 class Claim:
     """Indices of one key that one request is reading or producing in this process.
@@ -27,9 +30,11 @@ class Claim:
     the claim failed or was abandoned, and the waiter produces it itself.
     """
 
-    __slots__ = ("_waiters", "checked", "produced", "values")
+    __slots__ = ("_waiters", "checked", "held", "produced", "values")
 
-    def __init__(self) -> None:
+    def __init__(self, held: list[int]) -> None:
+        # The indices it holds, while it is its key's only claim (see `Coordinator`).
+        self.held = held
         # Stored texts (every waiter decodes its own copy); made by the first waiter,
         # so a claim nobody waits for never fills one.
         self.values: dict[int, str] | None = None
@@ -49,7 +54,8 @@ class Claim:
 
     def finish(self) -> None:
         self.checked = self.produced = True
-        self._wake()
+        if self._waiters is not None:
+            self._wake()
 
     async def wait(self, produced: bool) -> None:
         while not (self.produced if produced else self.checked):
@@ -81,7 +87,7 @@ class Memo:
     charged to each). Eviction pops the oldest entry from a queue: O(1) at any size.
     """
 
-    ENTRY_BYTES = 400
+    ENTRY_BYTES = _ENTRY_BYTES
 
     def __init__(self, max_bytes: int = 64 * 2**20) -> None:
         self.max_bytes = max_bytes
@@ -116,27 +122,54 @@ class Memo:
         texts = self._texts
         if slot in texts:
             return
-        cost = sys.getsizeof(text) + self.ENTRY_BYTES
-        if cost > self.max_bytes:
-            return
+        cost = _getsizeof(text) + _ENTRY_BYTES
+        held = self._bytes + cost
+        if held > self.max_bytes:
+            if cost > self.max_bytes:
+                return
+            order = self._order
+            while held > self.max_bytes:
+                held -= _getsizeof(texts.pop(order.popleft())) + _ENTRY_BYTES
         texts[slot] = text
         self._order.append(slot)
-        self._bytes += cost
-        while self._bytes > self.max_bytes:
-            oldest = texts.pop(self._order.popleft())
-            self._bytes -= sys.getsizeof(oldest) + self.ENTRY_BYTES
+        self._bytes = held
 
 
 class Coordinator:
-    """The claims of every key of one store, shared by all pipelines of this loop."""
+    """The claims of every key of one store, shared by all pipelines of this loop.
+
+    ``claims[key]`` is the key's only claim (the usual case: one request at a time per
+    key; the claim's ``held`` lists its indices), or, from the moment a second request
+    claims indices of the same key until none of the key's indices is claimed, a dict
+    of each claimed index to its claim.
+    """
 
     def __init__(self) -> None:
-        self.claims: dict[str, dict[int, Claim]] = {}
+        self.claims: dict[str, Claim | dict[int, Claim]] = {}
+
+    def by_index(self, key: str, only: Claim) -> dict[int, Claim]:
+        """Turn ``key``'s only claim into the by-index form (a second claim comes)."""
+        owned = self.claims[key] = dict.fromkeys(only.held, only)
+        return owned
 
     def release(self, key: str, indices: Sequence[int], claim: Claim) -> None:
+        """``claim`` gives up ``indices`` of ``key`` (those it still holds)."""
         owned = self.claims.get(key)
         if owned is None:
             return
+        if type(owned) is Claim:
+            if owned is not claim:
+                return  # it holds nothing of this key any more
+            held = claim.held
+            if indices is not held:
+                drop = indices if len(indices) < 8 else set(indices)
+                rest = [index for index in held if index not in drop]
+                if rest:
+                    claim.held = rest
+                    return
+            del self.claims[key]
+            return
+        assert isinstance(owned, dict)
         for index in indices:
             if owned.get(index) is claim:
                 del owned[index]

@@ -38,6 +38,7 @@ _NOTHING: list[int] = []  # "no index left" (never mutated)
 _NO_JOBS: list[Job] = []  # (never mutated)
 _new_tuple = tuple.__new__  # a `SampleRead` without its Python-level __new__
 _get_loop = asyncio.get_running_loop
+_Future = asyncio.Future
 
 
 class Job:
@@ -167,7 +168,8 @@ class Server:
                 raise
         finally:
             state.serving -= 1
-            state.maybe_idle()
+            if state.idle is not None:  # aclose() waits
+                state.maybe_idle()
 
     def _take(self, state: LoopState, job: Job) -> None:
         """Serve remembered samples, claim the free indices, group the rest by claim.
@@ -196,27 +198,32 @@ class Server:
             if len(hits) == len(todo):
                 return
             todo = [index for index in todo if index not in hits]
-        claims = state.coord.claims
+        coord = state.coord
+        claims = coord.claims
         owned = claims.get(key)
-        waits: dict[Claim, list[int]] | None = None
         if owned is None:  # nobody claims anything of this key: all of it is free
-            owned = claims[key] = {}
-            mine = todo
-        else:
-            mine = []
-            for index in todo:
-                other = owned.get(index)
-                if other is None:
-                    mine.append(index)
-                else:
-                    if waits is None:
-                        waits = {}
-                    if other.values is None:
-                        other.values = {}  # its producer keeps the texts for waiters now
-                    waits.setdefault(other, []).append(index)
+            claims[key] = job.claim = Claim(todo)  # the key's only claim
+            job.mine = todo
+            job.waits = None
+            return
+        if type(owned) is Claim:
+            owned = coord.by_index(key, owned)
+        assert isinstance(owned, dict)
+        waits: dict[Claim, list[int]] | None = None
+        mine = []
+        for index in todo:
+            other = owned.get(index)
+            if other is None:
+                mine.append(index)
+            else:
+                if waits is None:
+                    waits = {}
+                if other.values is None:
+                    other.values = {}  # its producer keeps the texts for waiters now
+                waits.setdefault(other, []).append(index)
         job.waits = waits
         if mine:
-            claim = job.claim = Claim()
+            claim = job.claim = Claim(mine)
             job.mine = mine
             for index in mine:
                 owned[index] = claim
@@ -280,7 +287,7 @@ class Server:
             claim.mark_checked()
             if found:
                 state.coord.release(key, list(found), claim)
-            missing = [index for index in mine if index not in found]
+            missing = [index for index in mine if index not in found] if found else mine
             if self.replay:
                 raise CacheMissError(
                     f"replay mode: {len(missing)} of the {job.request.n} samples of "
@@ -367,7 +374,8 @@ class _Round(Latch):
     __slots__ = ("asking", "claimed", "server", "state")
 
     def __init__(self, server: Server, state: LoopState, claimed: list[Job]) -> None:
-        self.future = _get_loop().create_future()  # (Latch.__init__, inline)
+        # (Latch.__init__, inline; an asyncio Future made directly, not via create_future)
+        self.future = _Future(loop=_get_loop())
         self.left = 1
         self.server = server
         self.state = state

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import pytest
 
 from cachesaver import Batch, DiskStore, LocalAPI, OnlineAPI, Request, Response, StoreError
+from cachesaver._coordination import coordinator
 from cachesaver.stores.base import SampleRead, SampleWrite, WriteResult
 from cachesaver.testing import InjectedFailure, RecordingModel, SimulatedLLM
 
@@ -117,6 +118,34 @@ async def test_waits_for_in_flight_samples_instead_of_regenerating(cache_dir: st
     assert rb.cached == [True, True, False]
     assert ra.cached == [False, False]
     assert [r.n for r in model.calls] == [2, 1]
+
+
+async def test_after_a_partial_hit_another_request_waits_for_the_generated_rest(
+    cache_dir: str,
+) -> None:
+    """A request whose read found part of its samples still holds the rest it generates."""
+    model = RecordingModel()
+    async with OnlineAPI(model, cache=cache_dir) as first:
+        stored_one = await first.request(Request("q", n=1, namespace="A"))
+    model.hold()
+    # New runs over one store (nothing remembered; one store thread, so reads and writes
+    # keep their order): `a` reads index 0 and generates index 1.
+    store = DiskStore(cache_dir)
+    async with OnlineAPI(model, cache=store) as one, OnlineAPI(model, cache=store) as two:
+        a = asyncio.ensure_future(one.request(Request("q", n=2, namespace="B")))
+        await model.wait_entered(2)  # the call for index 1 (the first run made one)
+        b = asyncio.ensure_future(two.request(Request("q", n=2, namespace="C")))
+        await asyncio.sleep(0)  # `b` claims what it can, and finds index 1 being generated
+        model.release()
+        ra, rb = await a, await b
+        left = dict(coordinator(store.location).claims)
+    await store.aclose()
+    assert not left, "every claim was given up"
+    assert ra.data[0] == stored_one.data[0]
+    assert rb.data == ra.data
+    assert ra.cached == [True, False]
+    assert rb.cached == [True, True]
+    assert [r.n for r in model.calls] == [1, 1], "index 1 was generated once"
 
 
 async def test_two_pipelines_on_one_store_share_in_flight_samples(cache_dir: str) -> None:
