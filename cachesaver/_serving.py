@@ -17,6 +17,11 @@ Until a generation takes a claim over, any failure or cancellation releases the 
 so nobody waits on a claim nobody will finish. A request that fails here has its
 ``error`` set; the cacher answers each job (`AsyncCacher._settle`) and gives back the
 indices of the failed ones.
+
+A request alone that one round serves completely (an exclusive allocator, and nobody in
+this process claims indices of its key: the usual case) goes through `Server.begin`
+instead: the same steps, started synchronously, with the requester awaiting the round's
+future itself, then `Server.ended`. It saves a coroutine per request.
 """
 
 from __future__ import annotations
@@ -170,6 +175,48 @@ class Server:
             state.serving -= 1
             if state.idle is not None:  # aclose() waits
                 state.maybe_idle()
+
+    def begin(self, state: LoopState, job: Job) -> _Round | Job | None:
+        """Serve one request in the usual case without the serving coroutine, or decline.
+
+        The usual case: the allocator is exclusive (it grants at once, and every missing
+        index is generated here) and no request of this process claims indices of the
+        key. One round then serves the request: its read, and the generations the read
+        starts, complete the round's future, and nothing is left to do after it.
+        Returns that round (await its ``future``, then call `ended`), the job itself
+        when no round is needed (served from memory, or failed), or None, having done
+        nothing, when it is not the usual case (await `serve` instead).
+        """
+        allocator = self.allocator
+        if not allocator.exclusive or job.key in state.coord.claims:
+            return None
+        jobs = [job]
+        grant = allocator.reserve(jobs)[0]  # type: ignore[index]  # exclusive: at once
+        if not isinstance(grant, list):
+            job.error = grant
+            return job
+        job.indices = job.todo = grant
+        self._take(state, job)
+        if job.claim is None:  # all remembered, or a remembered text failed to decode
+            return job
+        state.serving += 1  # until `ended`: aclose() waits for this request
+        step = _Round(self, state, jobs)
+        state.reads.submit_then(_new_tuple(SampleRead, (job.key, job.mine)), step)
+        return step
+
+    def ended(self, state: LoopState, job: Job, failed: bool) -> None:
+        """The round `begin` started is over; ``failed``: the wait for it was interrupted
+        (the request is cancelled), and the job's indices go back, as `serve` does.
+
+        (A job that failed otherwise, a cancelled model call included, is answered with
+        its error by the cacher, which gives its indices back.)
+        """
+        state.serving -= 1
+        if state.idle is not None:  # aclose() waits
+            state.maybe_idle()
+        if failed:
+            assert job.indices is not None
+            self.allocator.give_back(job.request, job.key, job.indices)
 
     def _take(self, state: LoopState, job: Job) -> None:
         """Serve remembered samples, claim the free indices, group the rest by claim.

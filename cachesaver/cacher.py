@@ -2,9 +2,11 @@
 
 One serving path, for a request alone or a whole batch, whatever kind of run it is:
 `AsyncCacher` makes a `Job` per request (its key and content), hands the list to its
-`Server` (`_serving.py`: reserve, claim, read, lease, generate, wait), then answers each
-job (`_settle`: the response with its flags, the tally, the manifest line; a failed job
-gives its indices back to the allocator, rule 5). Which indices a request gets is the
+`Server` (`_serving.py`: reserve, claim, read, lease, generate, wait; a request alone
+that needs one round only, the usual case, takes those steps through `Server.begin`
+without a coroutine of their own), then answers each job (`_settle`: the response with
+its flags, the tally, the manifest line; a failed job gives its indices back to the
+allocator, rule 5). Which indices a request gets is the
 allocator's job (`_allocation.py`: the run's positions in memory, the store's in a
 shared run, or a recorded run's, rule 8).
 """
@@ -217,7 +219,19 @@ class AsyncCacher(Stage):
         if self._closed or _get_loop() is not self._loop:
             self._enter()
         job = self._job(request)
-        await self._server.serve(self._state, [job])  # type: ignore[arg-type]
+        state = self._state
+        assert state is not None  # (set by _enter)
+        server = self._server
+        step = server.begin(state, job)  # the usual case, without a coroutine of its own
+        if step is None:
+            await server.serve(state, [job])
+        elif not isinstance(step, Job):  # a round to wait for (else: no round needed)
+            try:
+                await step.future
+            except BaseException:
+                server.ended(state, job, failed=True)
+                raise
+            server.ended(state, job, failed=False)
         outcome = self._settle(job, False)
         if isinstance(outcome, BaseException):
             if self._explain_misses and isinstance(outcome, CacheMissError):
