@@ -30,51 +30,16 @@ import asyncio
 
 from cachesaver._allocation import Allocator
 from cachesaver._coordination import Claim, Memo
-from cachesaver._generation import Generation, Latch, LoopState, Served, decoded
+from cachesaver._generation import Generation, Latch, LoopState, decoded
 from cachesaver._models import Layer, describe
+from cachesaver._rounds import NO_JOBS, NOTHING, Job, Round
 from cachesaver.codec import decode_sample
 from cachesaver.errors import CacheMissError
 from cachesaver.stores.base import SampleRead
-from cachesaver.typedefs import Request
 
 __all__ = ["Job", "Server"]
 
-_NOTHING: list[int] = []  # "no index left" (never mutated)
-_NO_JOBS: list[Job] = []  # (never mutated)
 _new_tuple = tuple.__new__  # a `SampleRead` without its Python-level __new__
-_get_loop = asyncio.get_running_loop
-_Future = asyncio.Future
-
-
-class Job:
-    """One request being served: its indices, what it has so far, what is left."""
-
-    __slots__ = (
-        "claim",
-        "content",
-        "error",
-        "indices",
-        "key",
-        "mine",
-        "polling",
-        "request",
-        "served",
-        "todo",
-        "waits",
-    )
-
-    def __init__(self, request: Request, key: str, content: str) -> None:
-        self.request = request
-        self.key = key
-        self.content = content
-        self.served: dict[int, Served] = {}
-        self.indices: list[int] | None = None  # what the allocator granted
-        self.todo = _NOTHING  # indices still to serve
-        self.mine = _NOTHING  # indices it reads (then: generates) under ``claim``
-        self.claim: Claim | None = None
-        self.waits: dict[Claim, list[int]] | None = None  # indices others produce
-        self.polling = False  # todo holds indices another worker is generating
-        self.error: BaseException | None = None
 
 
 class Server:
@@ -94,7 +59,7 @@ class Server:
 
         Each round claims what it can (`_take`), reads the claims in one bulk read,
         asks the allocator which missing indices may be generated here (unless it is
-        the only generator), starts a generation per job (`_start`) and waits for them,
+        the only generator), starts a generation per job (`start_generations`) and waits for them,
         then waits for indices other requests of this process are producing. One
         coroutine for all of it: a request pays for one frame, not one per step.
         """
@@ -126,11 +91,11 @@ class Server:
                                 waiting.append(job)
                     claimed = active  # usually every job claims something: no new list
                     if count == 0:  # all served from memory (hits), or all waiting
-                        claimed = _NO_JOBS
+                        claimed = NO_JOBS
                     elif count != len(active):
                         claimed = [job for job in active if job.claim is not None]
                     if claimed:
-                        step = _Round(self, state, claimed)
+                        step = Round(self, state, claimed)
                         if len(claimed) == 1:
                             job = claimed[0]
                             read = _new_tuple(SampleRead, (job.key, job.mine))
@@ -176,7 +141,7 @@ class Server:
             if state.idle is not None:  # aclose() waits
                 state.maybe_idle()
 
-    def begin(self, state: LoopState, job: Job) -> _Round | Job | None:
+    def begin(self, state: LoopState, job: Job) -> Round | Job | None:
         """Serve one request in the usual case without the serving coroutine, or decline.
 
         The usual case: the allocator is exclusive (it grants at once, and every missing
@@ -200,7 +165,7 @@ class Server:
         if job.claim is None:  # all remembered, or a remembered text failed to decode
             return job
         state.serving += 1  # until `ended`: aclose() waits for this request
-        step = _Round(self, state, jobs)
+        step = Round(self, state, jobs)
         state.reads.submit_then(_new_tuple(SampleRead, (job.key, job.mine)), step)
         return step
 
@@ -227,7 +192,7 @@ class Server:
         reads or generates an index twice.
         """
         key = job.key
-        todo, job.todo, job.polling = job.todo, _NOTHING, False
+        todo, job.todo, job.polling = job.todo, NOTHING, False
         hits = self.memo.get(key, todo)
         if hits:  # remembered texts of stored samples: no store round trip
             served = job.served
@@ -282,28 +247,28 @@ class Server:
             held = leased if isinstance(leased, list) else await leased
         except BaseException as exc:
             for job in asking:
-                self._abandon(state, job, exc)
+                self.abandon(state, job, exc)
             if not isinstance(exc, Exception):
                 raise
             return
         latch = Latch()
-        self._start(state, asking, held, latch)
+        self.start_generations(state, asking, held, latch)
         latch.done_one()
         if latch.left:
             await latch.future
 
-    def _found_all(
+    def take_in_all(
         self, state: LoopState, claimed: list[Job], results: list[dict[int, str]]
     ) -> list[Job]:
         """Take in what the bulk read found; return the jobs with indices still missing."""
         asking = 0
         for job, found in zip(claimed, results, strict=True):
-            asking += self._found(state, job, found)
+            asking += self.take_in(state, job, found)
         if asking == len(claimed):
             return claimed
         return [job for job in claimed if job.claim is not None]
 
-    def _found(self, state: LoopState, job: Job, found: dict[int, str]) -> bool:
+    def take_in(self, state: LoopState, job: Job, found: dict[int, str]) -> bool:
         """Take in what a read of the job's claim found; say whether indices are missing.
 
         The job's ``mine`` becomes its missing indices; with nothing missing, or failing
@@ -342,12 +307,12 @@ class Server:
                     "run once with mode='readwrite' (or import the run's cache) first"
                 )
         except Exception as exc:
-            self._abandon(state, job, exc)
+            self.abandon(state, job, exc)
             return False
         job.mine = missing
         return True
 
-    def _start(
+    def start_generations(
         self, state: LoopState, asking: list[Job], held: list[list[int]] | None, latch: Latch
     ) -> None:
         """Start one generation per job for the missing indices it may generate.
@@ -396,7 +361,7 @@ class Server:
                     retry.append(index)
         return retry
 
-    def _abandon(self, state: LoopState, job: Job, exc: BaseException) -> None:
+    def abandon(self, state: LoopState, job: Job, exc: BaseException) -> None:
         """Free the claim of a job that failed or was cancelled before generating."""
         claim = job.claim
         if claim is None:  # nothing claimed, or its samples were all found
@@ -406,64 +371,3 @@ class Server:
         claim.finish()
         if job.error is None and isinstance(exc, Exception):
             job.error = exc
-
-
-class _Round(Latch):
-    """One round's bulk read and, with an exclusive allocator, its generations.
-
-    The read's callback takes in what was found and starts the generations at once,
-    so the requester wakes once, when all are done (its ``future``); the read holds
-    one count of the latch until then. With an allocator that is not exclusive the
-    callback stops after the read: ``asking`` holds the jobs to lease for. If the
-    requester left (cancelled) before the read came back, the claims are freed.
-    """
-
-    __slots__ = ("asking", "claimed", "server", "state")
-
-    def __init__(self, server: Server, state: LoopState, claimed: list[Job]) -> None:
-        # (Latch.__init__, inline; an asyncio Future made directly, not via create_future)
-        self.future = _Future(loop=_get_loop())
-        self.left = 1
-        self.server = server
-        self.state = state
-        self.claimed = claimed
-        self.asking = _NO_JOBS
-
-    def __call__(self, outcome: list[dict[int, str]] | dict[int, str] | BaseException) -> None:
-        """The read's callback: one job's found texts, a list of them, or the error."""
-        server, state, claimed = self.server, self.state, self.claimed
-        future = self.future
-        try:
-            if future.done():  # the requester was cancelled: nobody will finish these
-                outcome = asyncio.CancelledError()
-            if isinstance(outcome, BaseException):
-                for job in claimed:
-                    server._abandon(state, job, outcome)
-                if not isinstance(outcome, Exception):
-                    _fail(future, outcome)
-                    return
-            else:
-                if isinstance(outcome, dict):  # the read of a round of one job
-                    asking = claimed if server._found(state, claimed[0], outcome) else _NO_JOBS
-                else:
-                    asking = server._found_all(state, claimed, outcome)
-                self.asking = asking
-                if asking and server.allocator.exclusive:
-                    server._start(state, asking, None, self)
-        except BaseException as exc:  # a callback must not raise: the requester gets it
-            for job in claimed:
-                server._abandon(state, job, exc)
-            _fail(future, exc)
-            return
-        self.left -= 1  # the read's count (`done_one`, inline)
-        if self.left == 0 and not future.done():
-            future.set_result(None)
-
-
-def _fail(future: asyncio.Future[None], exc: BaseException) -> None:
-    if future.done():
-        return
-    if isinstance(exc, asyncio.CancelledError):
-        future.cancel()
-    else:
-        future.set_exception(exc)
