@@ -37,7 +37,9 @@ class Allocator(Protocol):
     """What the cacher needs from an allocator (see the module docstring).
 
     ``exclusive`` says no other worker generates samples for this run, so every missing
-    index may be generated here and `lease` need not be asked.
+    index may be generated here and `lease` need not be asked; an exclusive allocator's
+    `reserve` also answers at once (a list, never an awaitable: `Server.begin` relies
+    on it).
     """
 
     exclusive: bool

@@ -156,7 +156,9 @@ class Server:
         if not allocator.exclusive or job.key in state.coord.claims:
             return None
         jobs = [job]
-        grant = allocator.reserve(jobs)[0]  # type: ignore[index]  # exclusive: at once
+        grants = allocator.reserve(jobs)
+        assert isinstance(grants, list)  # exclusive allocators grant at once
+        grant = grants[0]
         if not isinstance(grant, list):
             job.error = grant
             return job

@@ -6,9 +6,9 @@ One serving path, for a request alone or a whole batch, whatever kind of run it 
 that needs one round only, the usual case, takes those steps through `Server.begin`
 without a coroutine of their own), then answers each job (`_settle`: the response with
 its flags, the tally, the manifest line; a failed job gives its indices back to the
-allocator, rule 5). Which indices a request gets is the
-allocator's job (`_allocation.py`: the run's positions in memory, the store's in a
-shared run, or a recorded run's, rule 8).
+allocator, rule 5). Which indices a request gets is the allocator's job
+(`_allocation.py`: the run's positions in memory, the store's in a shared run, or a
+recorded run's, rule 8).
 """
 
 from __future__ import annotations
