@@ -215,6 +215,10 @@ class Server:
         coord = state.coord
         claims = coord.claims
         owned = claims.get(key)
+        # A claim is released before it finishes, so a finished one is never in the
+        # table; were one left there, waiting on it would never end: it counts as free.
+        if type(owned) is Claim and owned.produced:
+            owned = None
         if owned is None:  # nobody claims anything of this key: all of it is free
             claims[key] = job.claim = Claim(todo)  # the key's only claim
             job.mine = todo
@@ -227,7 +231,7 @@ class Server:
         mine = []
         for index in todo:
             other = owned.get(index)
-            if other is None:
+            if other is None or other.produced:  # (finished: see above)
                 mine.append(index)
             else:
                 if waits is None:

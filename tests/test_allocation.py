@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Sequence
 
 import pytest
@@ -418,3 +419,73 @@ async def test_cancelled_batch_keeps_what_the_model_returned(cache_dir: str) -> 
     await store.aclose()
     assert [r.cached for r in again] == [[True], [True]]
     assert len(model.calls) == 2
+
+
+class YieldingModel:
+    """A model that answers after a seeded number of event-loop turns (no clock), with
+    samples unique per call, and records every call."""
+
+    def __init__(self, seed: int) -> None:
+        self.random = random.Random(seed)
+        self.calls: list[Request] = []
+
+    async def request(self, request: Request) -> Response:
+        self.calls.append(request)
+        call = len(self.calls)
+        for _ in range(self.random.randrange(4)):
+            await asyncio.sleep(0)
+        return Response(data=[f"{request.prompt} call {call} #{k}" for k in range(request.n)])
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_random_cancellations_never_generate_an_index_twice(
+    cache_dir: str, seed: int
+) -> None:
+    """Concurrent requests for shared keys, a third of them cancelled at random points:
+    no index is generated twice, answers are stored samples, no claim is left behind."""
+    chooser = random.Random(seed)
+    model = YieldingModel(seed)
+    prompts = ["p0", "p1", "p2"]
+    store = DiskStore(cache_dir)
+    answers: list[tuple[Request, Response]] = []
+    asked_in_all = 0
+    async with OnlineAPI(model, cache=store, batch_size=4, timeout=0) as api:
+        for _wave in range(6):
+            asked = [
+                Request(chooser.choice(prompts), n=chooser.randint(1, 3), namespace=ns)
+                for ns in ("a", "b", "c")
+                for _ in range(chooser.randint(1, 4))
+            ]
+            asked_in_all += sum(r.n for r in asked)
+            tasks = [asyncio.ensure_future(api.request(r)) for r in asked]
+            for task in tasks:
+                if chooser.random() < 0.33:
+                    for _ in range(chooser.randrange(6)):
+                        await asyncio.sleep(0)
+                    task.cancel()
+            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+            for request, outcome in zip(asked, outcomes, strict=True):
+                if isinstance(outcome, Response):
+                    answers.append((request, outcome))
+                else:
+                    assert isinstance(outcome, asyncio.CancelledError), outcome
+        keys = {p: api.key_of(Request(p)) for p in prompts}
+    # Closed: the generations of cancelled requests have ended (and stored their samples).
+    left = dict(coordinator(store.location).claims)
+    generated = {p: sum(r.n for r in model.calls if r.prompt == p) for p in prompts}
+    reach = asked_in_all + 1  # no index can be beyond what all requests asked for
+    kept = {p: [x for x in await stored(store, keys[p], reach) if x is not None] for p in prompts}
+    await store.aclose()
+    assert not left, "every claim was given up"
+    assert answers, "some requests were answered"
+    for prompt in prompts:
+        # Every generated sample was stored, each at its own index: none generated twice
+        # for one index (a second one would not be stored).
+        assert len(kept[prompt]) == generated[prompt]
+        assert len(set(kept[prompt])) == generated[prompt]
+    seen: dict[tuple[str, str], list[str]] = {}
+    for request, response in answers:
+        assert set(response.data) <= set(kept[request.prompt]), "answers are stored samples"
+        seen.setdefault((request.prompt, request.namespace), []).extend(response.data)
+    for drawn in seen.values():
+        assert len(drawn) == len(set(drawn)), "draws within a namespace are fresh"
