@@ -50,7 +50,8 @@ class Claim:
 
     def mark_checked(self) -> None:
         self.checked = True
-        self._wake()
+        if self._waiters is not None:
+            self._wake()
 
     def finish(self) -> None:
         self.checked = self.produced = True
