@@ -22,7 +22,9 @@ opens, would write); and bulk reads of
 one table, from the segments probing every one of them, and from the segments probing
 only the segment that holds the keys (what a per-segment filter of the keys, e.g. a
 Bloom filter, would allow). Last, the time to read every key of the one table once (what
-opening a store whose key index lives in memory would read).
+opening a store whose key index lives in memory would read), and what such an index
+costs itself: inserts into an in-memory SQLite table of entry hashes, empty and at two
+entries per key (a sample and the key's content).
 
 It prints microseconds per key. Issue 15 asks for writes at 1M keys within 1.3x of an
 empty store; the one table's ratio is the floor today's layout sets (bench_storage.py).
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
 import sqlite3
 import statistics
@@ -104,6 +107,32 @@ def fill(con: sqlite3.Connection, tables: list[str], keys_each: int, tag: str) -
     return last
 
 
+def memory_index(entries: int) -> tuple[float, float, float]:
+    """A key index kept in memory instead (an in-memory SQLite table of 63-bit entry
+    hashes to rowids): microseconds per insert into an empty index and into one of
+    ``entries`` entries (bulk, 4,000 at a time), and the MB the full index holds."""
+    con = sqlite3.connect(":memory:")
+    con.execute("CREATE TABLE idx(h INTEGER PRIMARY KEY, r INTEGER)")
+    draw = random.Random(15)
+
+    def insert_batch(first: int) -> float:
+        new = [(draw.getrandbits(63), first + i) for i in range(4000)]
+        start = time.perf_counter()
+        con.execute("BEGIN")
+        con.executemany("INSERT OR IGNORE INTO idx VALUES (?, ?)", new)
+        con.execute("COMMIT")
+        return (time.perf_counter() - start) / len(new) * 1e6
+
+    empty = statistics.median(insert_batch(k * 4000) for k in range(3))
+    while con.execute("SELECT count(*) FROM idx").fetchone()[0] < entries:
+        insert_batch(0)
+    full = statistics.median(insert_batch(0) for _ in range(3))
+    pages = con.execute("PRAGMA page_count").fetchone()[0]
+    size = con.execute("PRAGMA page_size").fetchone()[0]
+    con.close()
+    return empty, full, pages * size / 2**20
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--total", type=int, default=1_000_000)
@@ -156,6 +185,12 @@ def main() -> None:
             ratio = f"{median / base:.2f}x" if label.startswith("write") else ""
             print(f"{label:32}  {median:10.1f}  {ratio}")
         print(f"read every key of the one table: {scanned:,} rows in {scan:.2f} s")
+        empty_index, full_index, index_mb = memory_index(2 * args.total)
+        print(
+            f"in-memory key index instead: insert {empty_index:.2f} us (empty) / "
+            f"{full_index:.2f} us ({2 * args.total:,} entries) = "
+            f"{full_index / empty_index:.2f}x, {index_mb:.0f} MB"
+        )
     finally:
         for cache in caches:
             cache.close()
