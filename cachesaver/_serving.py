@@ -59,9 +59,10 @@ class Server:
 
         Each round claims what it can (`_take`), reads the claims in one bulk read,
         asks the allocator which missing indices may be generated here (unless it is
-        the only generator), starts a generation per job (`start_generations`) and waits for them,
-        then waits for indices other requests of this process are producing. One
-        coroutine for all of it: a request pays for one frame, not one per step.
+        the only generator), starts a generation per job (`start_generations`) and
+        waits for them, then waits for indices other requests of this process are
+        producing. One coroutine for all of it: a request pays for one frame, not one
+        per step (and a request that `begin` serves, for none).
         """
         allocator = self.allocator
         state.serving += 1  # aclose() waits for these requests
