@@ -26,6 +26,7 @@ index's own costs (hash, insert, the slowest insert call through a growth).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import shutil
@@ -38,7 +39,7 @@ from collections.abc import Sequence
 import diskcache
 from bench_storage import WAVE, rows
 
-from cachesaver.stores._keyindex import KeyIndex, entry_hash, sample_hash
+from cachesaver.stores._keyindex import KeyIndex, KeyIndexFileError, entry_hash, sample_hash
 
 APPEND = (
     "INSERT INTO Cache(key, raw, store_time, expire_time, access_time, access_count, tag,"
@@ -72,17 +73,34 @@ class LogTable:
         )
         for pragma in ("synchronous = 1", "cache_size = 8192", "mmap_size = 0"):
             self.con.execute(f"PRAGMA {pragma}")
+        self.saved_index = os.path.join(directory, "keyindex")
+        self.last: str | None = None  # the entry of row ``seen``
         self.rebuild()
 
     def rebuild(self) -> None:
+        """Load the saved index if it holds this store's rows up to some rowid, and catch
+        up from there; or build the index from every row."""
         con = self.con
         con.execute("BEGIN")
         self.epoch = con.execute("SELECT epoch FROM Epoch").fetchone()[0]
-        top = con.execute("SELECT max(rowid) FROM Cache").fetchone()[0] or 0
-        self.index = KeyIndex(expected=top)
-        self.seen = 0
+        try:
+            index, meta = KeyIndex.load(self.saved_index)
+        except KeyIndexFileError:
+            meta = {}
+        seen = meta.get("seen")
+        found = con.execute("SELECT key FROM Cache WHERE rowid = ?", (seen,)).fetchone()
+        if meta.get("epoch") == self.epoch and (found and found[0]) == meta.get("last"):
+            self.index, self.seen, self.last = index, int(seen or 0), found and found[0]
+        else:
+            top = con.execute("SELECT max(rowid) FROM Cache").fetchone()[0] or 0
+            self.index, self.seen, self.last = KeyIndex(expected=top), 0, None
         self.catch_up()
         con.execute("COMMIT")
+
+    def save(self) -> None:
+        """Save the index for the next process that opens the store."""
+        meta = {"epoch": self.epoch, "seen": self.seen, "last": self.last or ""}
+        self.index.save(self.saved_index, meta)
 
     def catch_up(self) -> int:
         """Index the rows appended since the last look (inside a transaction)."""
@@ -95,7 +113,7 @@ class LogTable:
         count = 0
         while chunk := cursor.fetchmany(4000):
             self.index.add([(entry_hash(entry), rowid) for rowid, entry in chunk])
-            self.seen = chunk[-1][0]
+            self.seen, self.last = chunk[-1]
             count += len(chunk)
         return count
 
@@ -187,10 +205,11 @@ class LogTable:
         for entry, (rowid, _) in found.items():
             self.index.remove(entry_hash(entry), rowid)
         # rowids past the new largest one may be given out again: look from there
-        self.seen = min(
-            self.seen, self.con.execute("SELECT max(rowid) FROM Cache").fetchone()[0] or 0
-        )
+        top = self.con.execute("SELECT max(rowid), key FROM Cache").fetchone()
+        if (top[0] or 0) < self.seen:
+            self.seen, self.last = top[0] or 0, top[1]
         self.con.execute("COMMIT")
+        self.save()  # so the other processes load it instead of rebuilding from every row
         return len(found)
 
     def close(self) -> None:
@@ -278,6 +297,102 @@ def index_costs(entries: int) -> dict[str, float]:
     }
 
 
+def opening(directory: str, total: int) -> LogTable:
+    """Open the full log three ways: building the index, saving it, loading it."""
+    saved = os.path.join(directory, "keyindex")
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(saved)
+    started = time.perf_counter()
+    table = LogTable(directory)
+    built = time.perf_counter() - started
+    started = time.perf_counter()
+    table.save()
+    saving = time.perf_counter() - started
+    table.close()
+    started = time.perf_counter()
+    table = LogTable(directory)
+    loaded = time.perf_counter() - started
+    print(
+        f"opening a log of {total:,} keys ({len(table.index):,} index entries, "
+        f"{table.index.nbytes / 2**20:.0f} MB): building the index {built:.2f} s; saving it "
+        f"{saving:.2f} s ({os.path.getsize(saved) / 2**20:.0f} MB); opening from it {loaded:.2f} s"
+    )
+    return table
+
+
+def writes_and_reads(root: str, full: LogTable, total: int, trials: int) -> None:
+    """Interleaved bulk writes (empty log, full log, today's empty table) and reads."""
+    at = f"{total:,} keys"
+    cost: dict[str, list[float]] = {}
+    for trial in range(trials):
+        empty_dir = os.path.join(root, f"empty{trial}")
+        make_log(empty_dir)
+        empty = LogTable(empty_dir)
+        today = diskcache.Cache(os.path.join(root, f"today{trial}"), eviction_policy="none")
+        for batch in range(4):
+            for label, table in (
+                ("write: today's table, empty", today),
+                ("write: log, empty", empty),
+                (f"write: log, {at}", full),
+            ):
+                new = writes(f"t{trial}{label}", batch)
+                cost.setdefault(label, []).append(timed_write(table, new))
+        for label, table in (("read: log, empty", empty), (f"read: log, {at}", full)):
+            wanted = [(k, [0]) for k, _, _ in writes(f"t{trial}write: {label[6:]}", 2)]
+            start = time.perf_counter()
+            if len(table.read(wanted)) != len(wanted):
+                raise SystemExit("a stored row was not found")
+            cost.setdefault(label, []).append(per_key(time.perf_counter() - start, WAVE))
+        empty.close()
+        today.close()
+    base = statistics.median(cost["write: today's table, empty"])
+    print(f"{'figure':36}  {'us per key':>10}  vs today's empty-table write")
+    for label, values in cost.items():
+        median = statistics.median(values)
+        ratio = f"{median / base:.2f}x" if label.startswith("write") else ""
+        print(f"{label:36}  {median:10.1f}  {ratio}")
+    growth = statistics.median(cost[f"write: log, {at}"]) / statistics.median(
+        cost["write: log, empty"]
+    )
+    print(f"write at {at} / write empty, both logs: {growth:.2f}x")
+
+
+def other_processes(directory: str, full: LogTable) -> None:
+    """Catching up with another process's rows, and a delete seen by another process."""
+    process = multiprocessing.get_context("spawn").Process(
+        target=append_waves, args=(directory, 50, "other")
+    )
+    process.start()
+    process.join(600)
+    if process.exitcode != 0:
+        raise SystemExit(f"the appending process failed ({process.exitcode})")
+    full.con.execute("BEGIN")
+    start = time.perf_counter()
+    caught = full.catch_up()
+    catch = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(1000):
+        full.catch_up()
+    idle = (time.perf_counter() - start) / 1000 * 1e6
+    full.con.execute("COMMIT")
+    print(
+        f"catching up with {caught:,} rows another process appended: "
+        f"{catch / caught * 1e6:.2f} us per row; a catch-up with nothing new: {idle:.1f} us"
+    )
+    doomed = [entry for entry, *_ in rows("other", 0)]
+    start = time.perf_counter()
+    deleted = full.delete(doomed)
+    deleting = time.perf_counter() - start
+    start = time.perf_counter()
+    LogTable(directory).close()  # another process, opening after the epoch changed
+    reopen = time.perf_counter() - start
+    print(
+        f"deleting {deleted // 2:,} keys (and saving the index): "
+        f"{per_key(deleting, deleted // 2):.1f} us per key; another process then opens "
+        f"from the saved index in {reopen:.2f} s"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--total", type=int, default=1_000_000)
@@ -289,88 +404,11 @@ def main() -> None:
         make_log(full_dir)
         started = time.perf_counter()
         fill_log(full_dir, args.total, "fill")
-        filled = time.perf_counter() - started
-        started = time.perf_counter()
-        full = LogTable(full_dir)
-        opening = time.perf_counter() - started
-        print(
-            f"filled a log with {args.total:,} keys in {filled:.0f} s; opening it (building "
-            f"the index, {len(full.index):,} entries, {full.index.nbytes / 2**20:.0f} MB) "
-            f"took {opening:.2f} s"
-        )
-        cost: dict[str, list[float]] = {}
-        for trial in range(args.trials):
-            empty_dir = os.path.join(root, f"empty{trial}")
-            make_log(empty_dir)
-            empty = LogTable(empty_dir)
-            today = diskcache.Cache(os.path.join(root, f"today{trial}"), eviction_policy="none")
-            for batch in range(4):
-                for label, table in (
-                    ("write: today's table, empty", today),
-                    ("write: log, empty", empty),
-                    (f"write: log, {args.total:,} keys", full),
-                ):
-                    new = writes(f"t{trial}{label}", batch)
-                    cost.setdefault(label, []).append(timed_write(table, new))
-            for label, table in (
-                ("read: log, empty", empty),
-                (f"read: log, {args.total:,} keys", full),
-            ):
-                wanted = [(k, [0]) for k, _, _ in writes(f"t{trial}write: {label[6:]}", 2)]
-                start = time.perf_counter()
-                if len(table.read(wanted)) != len(wanted):
-                    raise SystemExit("a stored row was not found")
-                cost.setdefault(label, []).append(per_key(time.perf_counter() - start, WAVE))
-            empty.close()
-            today.close()
-        base = statistics.median(cost["write: today's table, empty"])
-        print(f"{'figure':36}  {'us per key':>10}  vs today's empty-table write")
-        for label, values in cost.items():
-            median = statistics.median(values)
-            ratio = f"{median / base:.2f}x" if label.startswith("write") else ""
-            print(f"{label:36}  {median:10.1f}  {ratio}")
-        print(
-            f"write at {args.total:,} keys / write empty, both logs: "
-            f"{statistics.median(cost[f'write: log, {args.total:,} keys']) / statistics.median(cost['write: log, empty']):.2f}x"
-        )
-
-        waves = 50
-        process = multiprocessing.get_context("spawn").Process(
-            target=append_waves, args=(full_dir, waves, "other")
-        )
-        process.start()
-        process.join(600)
-        if process.exitcode != 0:
-            raise SystemExit(f"the appending process failed ({process.exitcode})")
-        full.con.execute("BEGIN")
-        start = time.perf_counter()
-        caught = full.catch_up()
-        catch = time.perf_counter() - start
-        start = time.perf_counter()
-        for _ in range(1000):
-            full.catch_up()
-        idle = (time.perf_counter() - start) / 1000 * 1e6
-        full.con.execute("COMMIT")
-        print(
-            f"catching up with {caught:,} rows another process appended: "
-            f"{catch / caught * 1e6:.2f} us per row; a catch-up with nothing new: {idle:.1f} us"
-        )
-
-        doomed = [entry for entry, *_ in rows("other", 0)]
-        start = time.perf_counter()
-        deleted = full.delete(doomed)
-        deleting = time.perf_counter() - start
-        other = LogTable.__new__(LogTable)  # a second view that sees the new epoch
-        start = time.perf_counter()
-        other.__init__(full_dir)  # type: ignore[misc]
-        rebuild = time.perf_counter() - start
-        other.close()
-        print(
-            f"deleting {deleted // 2:,} keys: {per_key(deleting, deleted // 2):.1f} us per key; "
-            f"another process then rebuilds its index: {rebuild:.2f} s"
-        )
+        print(f"filled a log with {args.total:,} keys in {time.perf_counter() - started:.0f} s")
+        full = opening(full_dir, args.total)
+        writes_and_reads(root, full, args.total, args.trials)
+        other_processes(full_dir, full)
         full.close()
-
         found = index_costs(2 * args.total)
         print(
             f"the index alone: entry hash {found['stable']:.2f} us (salted hash() "
