@@ -1,0 +1,239 @@
+"""One process's view of a disk store kept as a log (issue 15's layout).
+
+The rows stay in diskcache's ``Cache`` table, in cachesaver's own format, but the table
+has no unique ``(key, raw)`` index and no row-count triggers: a new row is appended at
+the end of the table's B-tree instead of dirtying a random page of an index, so a write
+into a store of a million keys costs what it costs into an empty one. The entry names
+are found through a `KeyIndex` in memory (stable entry hash -> rowids) that each process
+keeps. `DiskStore` does not use this yet; `benchmarks/bench_keyindex.py` measures it.
+
+How the processes sharing a file stay in step (every method runs inside a transaction
+the caller opened on ``con``; a write's is ``BEGIN IMMEDIATE``, so one writer at a time):
+
+- `catch_up` starts every read and write: the rows appended since this process last
+  looked (``rowid > seen``) are indexed. Rows are only ever appended, except by a delete.
+- A delete bumps an epoch (a table of its own). A process that sees a new epoch indexes
+  the store again: from the index the deleting process saved, or from every row. (It
+  does not follow deletes row by row: SQLite gives a deleted last rowid out again.)
+- `find` reads the candidate rows of each entry by rowid and compares their names, so a
+  hash collision costs a row read, never a wrong answer. If a foreign writer left two
+  rows with one name, the lowest rowid (the first writer) wins, for every process.
+- `append` adds rows whose names the caller checked with `find` in the same
+  transaction (first writer wins), and indexes them from the hashes the caller gives:
+  holding the write lock after a catch-up, they got the rowids just past ``seen``, in
+  order; that is checked, and if it fails they are read back instead.
+- The index is saved (`save`) to a file beside the table with the epoch and the last
+  row it holds; a process opening the store loads it when those still match, and
+  catches up from there (0.14 s instead of 4.6 s for a million keys).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from cachesaver.errors import StoreError
+from cachesaver.stores._keyindex import KeyIndex, KeyIndexFileError, entry_hash
+
+__all__ = ["RowLog", "make_log_layout"]
+
+_CHUNK = 500  # SQLite host parameters per statement
+_FETCH = 4000
+_INDEX_FILE = "cachesaver-keyindex"
+_EPOCH_TABLE = "CachesaverLog"
+
+Row = tuple[Any, ...]
+
+
+def make_log_layout(con: sqlite3.Connection) -> None:
+    """Turn a diskcache file into the log layout: no unique key index, no row-count
+    triggers (the log counts rows per transaction), and the epoch table. Idempotent."""
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        con.execute("DROP INDEX IF EXISTS Cache_key_raw")
+        triggers = con.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'Cache'"
+            " AND name LIKE 'Settings_%'"
+        ).fetchall()
+        for (name,) in triggers:
+            con.execute(f'DROP TRIGGER "{name}"')
+        con.execute(
+            f"CREATE TABLE IF NOT EXISTS {_EPOCH_TABLE}"
+            "(id INTEGER PRIMARY KEY CHECK (id = 0), epoch INTEGER NOT NULL)"
+        )
+        con.execute(f"INSERT OR IGNORE INTO {_EPOCH_TABLE} VALUES (0, 0)")
+        con.execute("UPDATE Settings SET value = (SELECT count(*) FROM Cache) WHERE key = 'count'")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+class RowLog:
+    """The key index of one log-layout file and the SQL that keeps it true.
+
+    ``directory`` holds the saved index. Call `open` once, inside a transaction.
+    """
+
+    def __init__(self, con: sqlite3.Connection, directory: str) -> None:
+        self.con = con
+        self.saved_index = os.path.join(directory, _INDEX_FILE)
+        self.index = KeyIndex()
+        self.epoch = -1
+        self.seen = 0  # the largest rowid indexed
+        self.last: str | None = None  # the name of row ``seen``
+        self.loaded = False  # whether `open` loaded the saved index
+        self._saved_count = 0  # entries the saved index held when loaded or saved
+
+    def _epoch(self) -> int:
+        try:
+            found = self.con.execute(f"SELECT epoch FROM {_EPOCH_TABLE}").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise
+            found = None
+        if found is None:
+            raise StoreError(
+                f"{os.path.dirname(self.saved_index)!r} has no log epoch: it is not a disk "
+                "store in the log layout"
+            )
+        epoch: int = found[0]
+        return epoch
+
+    def open(self) -> None:
+        """Load the saved index if it still describes this file, else build the index
+        from every row; then catch up."""
+        con = self.con
+        self.epoch = self._epoch()
+        try:
+            index, meta = KeyIndex.load(self.saved_index)
+        except KeyIndexFileError:
+            index, meta = KeyIndex(), {}
+        seen = meta.get("seen")
+        row = con.execute("SELECT key FROM Cache WHERE rowid = ?", (seen,)).fetchone()
+        self.loaded = bool(row) and meta.get("epoch") == self.epoch and row[0] == meta.get("last")
+        if self.loaded:
+            self.index, self.seen, self.last = index, int(seen or 0), row[0]
+            self._saved_count = len(index)
+        else:
+            top = con.execute("SELECT max(rowid) FROM Cache").fetchone()[0] or 0
+            self.index, self.seen, self.last = KeyIndex(expected=top), 0, None
+            self._saved_count = 0
+        self._index_since()
+
+    def forget(self) -> None:
+        """Call after a rolled-back transaction that used this log: what it indexed may
+        not exist, so the next catch-up opens the store again."""
+        self.epoch = -1
+
+    def catch_up(self) -> int:
+        """Index the rows appended since the last look; -1 if the store was indexed again
+        because rows were deleted."""
+        if self._epoch() != self.epoch:
+            self.open()
+            return -1
+        return self._index_since()
+
+    def _index_since(self) -> int:
+        cursor = self.con.execute("SELECT rowid, key FROM Cache WHERE rowid > ?", (self.seen,))
+        count = 0
+        while chunk := cursor.fetchmany(_FETCH):
+            self._add([(entry_hash(entry), rowid) for rowid, entry in chunk])
+            self.seen, self.last = chunk[-1]
+            count += len(chunk)
+        return count
+
+    def _add(self, pairs: Sequence[tuple[int, int]] | Any) -> None:
+        try:
+            self.index.add(pairs)
+        except ValueError as exc:
+            raise StoreError(
+                f"the disk store's rowids outgrew its key index ({exc}); copy the store "
+                "into a new one (`cachesaver copy OLD NEW`)"
+            ) from exc
+
+    def find(self, entries: Sequence[str], hashes: Sequence[int], columns: str) -> dict[str, Row]:
+        """The stored row of each entry found: entry -> (rowid, *``columns``)."""
+        ids: set[int] = set()
+        candidates = self.index.candidates
+        for entry_hash_ in hashes:
+            ids.update(candidates(entry_hash_))
+        if not ids:
+            return {}
+        wanted = set(entries)
+        found: dict[str, Row] = {}
+        ordered = sorted(ids)  # ascending: the first row of a name is the one kept
+        for start in range(0, len(ordered), _CHUNK):
+            chunk = ordered[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT rowid, key, {columns} FROM Cache WHERE rowid IN ({marks}) ORDER BY rowid"
+            for row in self.con.execute(sql, chunk):
+                entry = row[1]
+                # a candidate may be another entry's row (a shared hash): names decide
+                if entry in wanted and entry not in found:
+                    found[entry] = (row[0], *row[2:])
+        return found
+
+    def append(self, rows: Sequence[Row], hashes: Sequence[int], insert: str) -> None:
+        """Insert ``rows`` (their names are not stored: the caller checked with `find` in
+        this write transaction) with ``insert``, and index them."""
+        if not rows:
+            return
+        con = self.con
+        con.executemany(insert, rows)
+        con.execute("UPDATE Settings SET value = value + ? WHERE key = 'count'", (len(rows),))
+        first = self.seen + 1
+        top, count = con.execute(
+            "SELECT max(rowid), count(*) FROM Cache WHERE rowid >= ?", (first,)
+        ).fetchone()
+        if rows and count == len(rows) and top == self.seen + len(rows):
+            self._add(zip(hashes, range(first, top + 1), strict=True))
+            self.seen, self.last = top, rows[-1][0]
+        else:
+            self._index_since()
+
+    def delete(self, found: Sequence[tuple[int, str]]) -> int:
+        """Delete rows (rowid, name), as `find` gave them, in a write transaction; how
+        many were deleted. The store moves to a new epoch; this process's index follows
+        in place (save it once committed, so the others load it instead of reading every
+        row)."""
+        con = self.con
+        deleted = 0
+        for start in range(0, len(found), _CHUNK):
+            chunk = [rowid for rowid, _ in found[start : start + _CHUNK]]
+            marks = ",".join("?" * len(chunk))
+            deleted += con.execute(f"DELETE FROM Cache WHERE rowid IN ({marks})", chunk).rowcount
+        if not deleted:
+            return 0
+        con.execute("UPDATE Settings SET value = value - ? WHERE key = 'count'", (deleted,))
+        con.execute(f"UPDATE {_EPOCH_TABLE} SET epoch = epoch + 1")
+        self.epoch = self._epoch()
+        for rowid, entry in found:
+            self.index.remove(entry_hash(entry), rowid)
+        # SQLite gives rowids past the largest one left out again: index from there on.
+        top, name = con.execute("SELECT max(rowid), key FROM Cache").fetchone()
+        if (top or 0) < self.seen:
+            self.seen, self.last = top or 0, name
+        return deleted
+
+    def save(self) -> None:
+        """Save the index for the next process that opens the store."""
+        meta: dict[str, int | str] = {
+            "epoch": self.epoch,
+            "seen": self.seen,
+            "last": self.last or "",
+        }
+        try:
+            self.index.save(self.saved_index, meta)
+        except OSError as exc:
+            raise StoreError(f"cannot save the key index to {self.saved_index!r}: {exc}") from exc
+        self._saved_count = len(self.index)
+
+    @property
+    def worth_saving(self) -> bool:
+        """Whether the saved index lags enough (a tenth, at least 10,000 entries) to be
+        saved again when the store closes."""
+        behind = abs(len(self.index) - self._saved_count)
+        return behind >= max(10_000, self._saved_count // 10)
