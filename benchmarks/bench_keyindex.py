@@ -39,33 +39,28 @@ from collections.abc import Sequence
 import diskcache
 from bench_storage import WAVE, rows
 
-from cachesaver.stores._keyindex import KeyIndex, KeyIndexFileError, entry_hash, sample_hash
+from cachesaver.stores._keyindex import KeyIndex, entry_hash, sample_hash
+from cachesaver.stores._rowlog import INDEX_FILE, RowLog, make_log_layout
 
 APPEND = (
     "INSERT INTO Cache(key, raw, store_time, expire_time, access_time, access_count, tag,"
     " size, mode, filename, value) VALUES (?, 1, ?, NULL, ?, 0, NULL, 0, 1, NULL, ?)"
 )
-CHUNK = 500
 Row = tuple[str, float, float, str]
 Write = tuple[str, str, dict[int, str]]  # key, content, samples
 
 
 def make_log(directory: str) -> None:
-    """A diskcache directory (diskcache's schema and settings) without the key index."""
+    """A diskcache directory (diskcache's schema and settings) in the log layout."""
     diskcache.Cache(directory, eviction_policy="none").close()
     con = sqlite3.connect(os.path.join(directory, "cache.db"), isolation_level=None)
-    con.execute("DROP INDEX Cache_key_raw")
-    for (trigger,) in con.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'trigger'"
-    ).fetchall():
-        con.execute(f"DROP TRIGGER {trigger}")  # row by row; the log counts per transaction
-    con.execute("CREATE TABLE IF NOT EXISTS Epoch(id INTEGER PRIMARY KEY, epoch INTEGER)")
-    con.execute("INSERT OR IGNORE INTO Epoch VALUES (0, 0)")
+    make_log_layout(con)
     con.close()
 
 
 class LogTable:
-    """The prototype: one process's view of a log directory (see the module's text)."""
+    """One process's use of a log directory through a `RowLog`, as a store would: every
+    read and write in one transaction that starts with a catch-up."""
 
     def __init__(self, directory: str) -> None:
         self.con = sqlite3.connect(
@@ -73,71 +68,14 @@ class LogTable:
         )
         for pragma in ("synchronous = 1", "cache_size = 8192", "mmap_size = 0"):
             self.con.execute(f"PRAGMA {pragma}")
-        self.saved_index = os.path.join(directory, "keyindex")
-        self.last: str | None = None  # the entry of row ``seen``
-        self.rebuild()
+        self.log = RowLog(self.con, directory)
+        self.con.execute("BEGIN")
+        self.log.open()
+        self.con.execute("COMMIT")
 
-    def rebuild(self) -> None:
-        """Load the saved index if it holds this store's rows up to some rowid, and catch
-        up from there; or build the index from every row."""
-        con = self.con
-        con.execute("BEGIN")
-        self.epoch = con.execute("SELECT epoch FROM Epoch").fetchone()[0]
-        try:
-            index, meta = KeyIndex.load(self.saved_index)
-        except KeyIndexFileError:
-            meta = {}
-        seen = meta.get("seen")
-        found = con.execute("SELECT key FROM Cache WHERE rowid = ?", (seen,)).fetchone()
-        if meta.get("epoch") == self.epoch and (found and found[0]) == meta.get("last"):
-            self.index, self.seen, self.last = index, int(seen or 0), found and found[0]
-        else:
-            top = con.execute("SELECT max(rowid) FROM Cache").fetchone()[0] or 0
-            self.index, self.seen, self.last = KeyIndex(expected=top), 0, None
-        self.catch_up()
-        con.execute("COMMIT")
-
-    def save(self) -> None:
-        """Save the index for the next process that opens the store."""
-        meta = {"epoch": self.epoch, "seen": self.seen, "last": self.last or ""}
-        self.index.save(self.saved_index, meta)
-
-    def catch_up(self) -> int:
-        """Index the rows appended since the last look (inside a transaction)."""
-        if self.con.execute("SELECT epoch FROM Epoch").fetchone()[0] != self.epoch:
-            self.con.execute("COMMIT")
-            self.rebuild()
-            self.con.execute("BEGIN")
-            return -1
-        cursor = self.con.execute("SELECT rowid, key FROM Cache WHERE rowid > ?", (self.seen,))
-        count = 0
-        while chunk := cursor.fetchmany(4000):
-            self.index.add([(entry_hash(entry), rowid) for rowid, entry in chunk])
-            self.seen, self.last = chunk[-1]
-            count += len(chunk)
-        return count
-
-    def _rows(
-        self, entries: Sequence[str], columns: str, hashes: Sequence[int] | None = None
-    ) -> dict[str, tuple[int, str]]:
-        """The stored rows of ``entries``: entry -> (rowid, ``columns``' value)."""
-        if hashes is None:
-            hashes = [entry_hash(entry) for entry in entries]
-        wanted: dict[int, str] = {}
-        candidates = self.index.candidates
-        for entry, entry_hash_ in zip(entries, hashes, strict=False):
-            for rowid in candidates(entry_hash_):
-                wanted[rowid] = entry
-        found: dict[str, tuple[int, str]] = {}
-        ids = list(wanted)
-        for start in range(0, len(ids), CHUNK):
-            chunk = ids[start : start + CHUNK]
-            marks = ",".join("?" * len(chunk))
-            sql = f"SELECT rowid, key, {columns} FROM Cache WHERE rowid IN ({marks})"
-            for rowid, entry, value in self.con.execute(sql, chunk):
-                if wanted[rowid] == entry:  # a hash collision names another row
-                    found[entry] = (rowid, value)
-        return found
+    @property
+    def index(self) -> KeyIndex:
+        return self.log.index
 
     def write(self, writes: Sequence[Write]) -> int:
         """Append the entries not stored yet (first writer wins); how many rows.
@@ -154,63 +92,42 @@ class LogTable:
             for i, text in samples.items():
                 new.append((f"cs:{key}:{i}", now, now, text))
                 hashes.append(sample_hash(key, i))
-        con = self.con
-        con.execute("BEGIN IMMEDIATE")
-        self.catch_up()
-        if any(self.index.candidates(h) for h in hashes):
-            taken = self._rows([entry for entry, *_ in new], "NULL", hashes)
-            keep = [row[0] not in taken for row in new]
-            new = [row for row, fresh in zip(new, keep, strict=False) if fresh]
-            hashes = [h for h, fresh in zip(hashes, keep, strict=False) if fresh]
-        con.executemany(APPEND, new)
-        con.execute("UPDATE Settings SET value = value + ? WHERE key = 'count'", (len(new),))
-        # Holding the write lock after a catch-up, the new rows got the rowids just past
-        # the last seen one, in order (SQLite's rule while the largest rowid < 2**63 - 1):
-        # check that, and index them from their hashes; if not, read them back.
-        first = self.seen + 1
-        top, count = con.execute(
-            "SELECT max(rowid), count(*) FROM Cache WHERE rowid >= ?", (first,)
-        ).fetchone()
-        if count == len(new) and top == self.seen + len(new):
-            self.index.add(zip(hashes, range(first, first + len(new)), strict=False))
-            self.seen = top
-        else:
-            self.catch_up()
-        con.execute("COMMIT")
-        return len(new)
+        self.con.execute("BEGIN IMMEDIATE")
+        try:
+            self.log.catch_up()
+            appended = self.log.append_new(new, hashes, APPEND)
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            self.log.forget()
+            raise
+        self.con.execute("COMMIT")
+        return len(appended)
 
     def read(self, reads: Sequence[tuple[str, Sequence[int]]]) -> dict[str, str]:
         """The stored samples of (key, indices) pairs: entry -> text."""
         entries = [f"cs:{key}:{i}" for key, indices in reads for i in indices]
         hashes = [sample_hash(key, i) for key, indices in reads for i in indices]
         self.con.execute("BEGIN")
-        self.catch_up()
-        found = self._rows(entries, "value", hashes)
+        self.log.catch_up()
+        found = self.log.find(entries, hashes, "value")
         self.con.execute("COMMIT")
-        return {entry: value for entry, (_, value) in found.items()}
+        return {entry: row[1] for entry, row in found.items()}
 
     def delete(self, entries: Sequence[str]) -> int:
+        """Delete entries; the index is saved for the other processes."""
         self.con.execute("BEGIN IMMEDIATE")
-        self.catch_up()
-        found = self._rows(entries, "NULL")
-        ids = [rowid for rowid, _ in found.values()]
-        for start in range(0, len(ids), CHUNK):
-            chunk = ids[start : start + CHUNK]
-            self.con.execute(
-                f"DELETE FROM Cache WHERE rowid IN ({','.join('?' * len(chunk))})", chunk
-            )
-        self.con.execute("UPDATE Settings SET value = value - ? WHERE key = 'count'", (len(ids),))
-        self.con.execute("UPDATE Epoch SET epoch = epoch + 1")
-        self.epoch += 1
-        for entry, (rowid, _) in found.items():
-            self.index.remove(entry_hash(entry), rowid)
-        # rowids past the new largest one may be given out again: look from there
-        top = self.con.execute("SELECT max(rowid), key FROM Cache").fetchone()
-        if (top[0] or 0) < self.seen:
-            self.seen, self.last = top[0] or 0, top[1]
+        self.log.catch_up()
+        found = self.log.find(entries, [entry_hash(e) for e in entries], "NULL")
+        deleted = self.log.delete([(row[0], entry) for entry, row in found.items()])
         self.con.execute("COMMIT")
-        self.save()  # so the other processes load it instead of rebuilding from every row
-        return len(found)
+        self.log.save()
+        return deleted
+
+    def catch_up(self) -> int:
+        return self.log.catch_up()
+
+    def save(self) -> None:
+        self.log.save()
 
     def close(self) -> None:
         self.con.close()
@@ -299,7 +216,7 @@ def index_costs(entries: int) -> dict[str, float]:
 
 def opening(directory: str, total: int) -> LogTable:
     """Open the full log three ways: building the index, saving it, loading it."""
-    saved = os.path.join(directory, "keyindex")
+    saved = os.path.join(directory, INDEX_FILE)
     with contextlib.suppress(FileNotFoundError):
         os.remove(saved)
     started = time.perf_counter()

@@ -47,17 +47,13 @@ class View:
         self._begin("BEGIN IMMEDIATE")
         try:
             self.log.catch_up()
-            taken = self.log.find(names, hashes, "value")
-            new = [(n, pairs[n]) for n in names if n not in taken]
-            self.log.append(
-                new, [h for n, h in zip(names, hashes, strict=True) if n not in taken], INSERT
-            )
+            new = self.log.append_new([(n, pairs[n]) for n in names], hashes, INSERT)
         except BaseException:
             self.con.execute("ROLLBACK")
             self.log.forget()
             raise
         self.con.execute("COMMIT")
-        return [n for n, _ in new]
+        return [row[0] for row in new]
 
     def read(self, names: Sequence[str]) -> dict[str, str]:
         self._begin("BEGIN")

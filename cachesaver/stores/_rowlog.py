@@ -37,11 +37,11 @@ from typing import Any
 from cachesaver.errors import StoreError
 from cachesaver.stores._keyindex import KeyIndex, KeyIndexFileError, entry_hash
 
-__all__ = ["RowLog", "make_log_layout"]
+__all__ = ["INDEX_FILE", "RowLog", "make_log_layout"]
 
 _CHUNK = 500  # SQLite host parameters per statement
 _FETCH = 4000
-_INDEX_FILE = "cachesaver-keyindex"
+INDEX_FILE = "cachesaver-keyindex"  # the saved index, beside cache.db
 _EPOCH_TABLE = "CachesaverLog"
 
 Row = tuple[Any, ...]
@@ -79,7 +79,7 @@ class RowLog:
 
     def __init__(self, con: sqlite3.Connection, directory: str) -> None:
         self.con = con
-        self.saved_index = os.path.join(directory, _INDEX_FILE)
+        self.saved_index = os.path.join(directory, INDEX_FILE)
         self.index = KeyIndex()
         self.epoch = -1
         self.seen = 0  # the largest rowid indexed
@@ -193,6 +193,20 @@ class RowLog:
             self.seen, self.last = top, rows[-1][0]
         else:
             self._index_since()
+
+    def append_new(self, rows: Sequence[Row], hashes: Sequence[int], insert: str) -> list[Row]:
+        """First writer wins: append the rows whose name (``row[0]``) is not stored yet,
+        in a write transaction after `catch_up`; the rows appended."""
+        candidates = self.index.candidates
+        if any(candidates(h) for h in hashes):
+            taken = self.find([row[0] for row in rows], hashes, "NULL")
+            if taken:
+                kept = [
+                    (row, h) for row, h in zip(rows, hashes, strict=True) if row[0] not in taken
+                ]
+                rows, hashes = [row for row, _ in kept], [h for _, h in kept]
+        self.append(rows, hashes, insert)
+        return list(rows)
 
     def delete(self, found: Sequence[tuple[int, str]]) -> int:
         """Delete rows (rowid, name), as `find` gave them, in a write transaction; how
