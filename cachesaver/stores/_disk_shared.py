@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from cachesaver.errors import StoreError
+from cachesaver.stores._disk_format import _PREFIX, _REPLACE, sample_entry
 from cachesaver.stores.base import LeaseRequest, Reservation, Unreservation
-from cachesaver.stores.disk import _PREFIX, _REPLACE, sample_entry
 
 if TYPE_CHECKING:
     from cachesaver.stores.disk import DiskStore
@@ -25,7 +25,7 @@ __all__ = ["lease", "reserve", "unlease", "unreserve"]
 
 
 def _run_state(store: DiskStore, con: sqlite3.Connection, entry: str) -> tuple[int, list[int]]:
-    text = store._select(con, [entry]).get(entry)
+    text = store._layout.select(con, [entry]).get(entry)
     if text is None:
         return 0, []
     try:
@@ -76,8 +76,8 @@ def _owners(
 ) -> dict[str, str]:
     """The live owner of each lease entry (an expired lease reads as absent)."""
     owners: dict[str, str] = {}
-    for row in store._rows(con, entries):
-        owner = store._text(row)
+    for row in store._layout.rows(con, entries):
+        owner = store._layout._text(row)
         if row[6] is not None and row[6] > now:
             owners[row[0]] = owner
     return owners
@@ -93,7 +93,7 @@ def lease(
             held: list[int] = []
             # A sample already stored is never leased: its writer may have finished
             # between the caller's read and now.
-            present = store._select(con, [sample_entry(q.key, i) for i in q.indices])
+            present = store._layout.select(con, [sample_entry(q.key, i) for i in q.indices])
             names = {i: f"{_PREFIX}lease:{q.key}:{i}" for i in q.indices}
             owners = _owners(store, con, list(names.values()), now)
             for index in q.indices:

@@ -23,9 +23,9 @@ import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from cachesaver.stores._disk_format import _COLUMNS, _END, _PREFIX
 from cachesaver.stores._tally import HEAD_START, REQUEST_MARK, IdentityCounter, token_counts
 from cachesaver.stores.base import IdentityTotals
-from cachesaver.stores.disk import _COLUMNS, _END, _PREFIX
 
 if TYPE_CHECKING:
     from cachesaver.stores.disk import DiskStore
@@ -125,7 +125,7 @@ def stats_chunk(store: DiskStore, con: sqlite3.Connection, low: str | None) -> S
     if in_range != counted:
         return _exact(store, con, low, end, high)
     wanted = [examples[head] for head in counter.missing_examples()]
-    contents = store._select(con, wanted + [entry for entry, *_ in alone])
+    contents = store._layout.select(con, wanted + [entry for entry, *_ in alone])
     for head in counter.missing_examples():
         counter.example(head, contents[examples[head]])
     for entry, *sums in alone:
@@ -146,8 +146,8 @@ def _exact(
             continue
         key, _, suffix = body.rpartition(":")
         if suffix != "request" and not suffix.isdigit():
-            raise store._damaged(row)
-        text = store._text(row)
+            raise store._layout._damaged(row)
+        text = store._layout._text(row)
         totals = found.get(key)
         if totals is None:
             totals = found[key] = [0, 0, 0, 0]

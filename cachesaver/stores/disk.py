@@ -38,7 +38,19 @@ from urllib.parse import quote
 
 import diskcache
 
-from cachesaver.errors import ImportConflictError, NotACacheError, StoreError
+from cachesaver.errors import NotACacheError, StoreError
+from cachesaver.stores._disk_format import (
+    _DB,
+    _DISKCACHE_COLUMNS,
+    _END,
+    _INSERT_NEW,
+    _MARKER,
+    _MARKER_TEXT,
+    _PREFIX,
+    content_entry,
+    sample_entry,
+)
+from cachesaver.stores._disk_indexed import IndexedRows
 from cachesaver.stores.base import (
     IdentityTotals,
     KeyRecord,
@@ -53,55 +65,6 @@ from cachesaver.stores.base import (
 __all__ = ["DiskStore", "content_entry", "sample_entry"]
 
 _T = TypeVar("_T")
-_PREFIX = "cs:"
-_END = "cs;"  # the first text after every "cs:..." entry
-_MARKER = _PREFIX + "store"
-_MARKER_TEXT = '{"format":"cachesaver","version":1}'
-_DB = "cache.db"
-_CHUNK = 500  # SQLite host parameters per statement, well under every build's limit
-_COLUMNS = "key, raw, mode, filename, typeof(value), value, expire_time, store_time"
-_INSERT = (
-    "INSERT INTO Cache(key, raw, store_time, expire_time, access_time, access_count,"
-    " tag, size, mode, filename, value) VALUES (?, 1, ?, ?, ?, 0, NULL, 0, 1, NULL, ?)"
-)
-_INSERT_NEW = _INSERT.replace("INSERT INTO", "INSERT OR IGNORE INTO")
-_REPLACE = _INSERT.replace("INSERT INTO", "INSERT OR REPLACE INTO")
-
-
-def _read_sql(count: int) -> str:
-    """A read of ``count`` entries: (entry, text), text NULL for a row not in our form."""
-    return (
-        "SELECT key, CASE WHEN raw = 1 AND mode = 1 AND filename IS NULL AND "
-        "typeof(value) = 'text' THEN value END FROM Cache WHERE key IN "
-        f"({','.join('?' * count)})"
-    )
-
-
-_READ = _read_sql(_CHUNK)
-_DISKCACHE_COLUMNS = frozenset(
-    {"key", "raw", "store_time", "expire_time", "mode", "filename", "value"}
-)
-
-Row = tuple[Any, ...]
-
-
-def sample_entry(key: str, index: int) -> str:
-    """Return the diskcache key of sample ``index`` of ``key``."""
-    return f"{_PREFIX}{key}:{index}"
-
-
-def content_entry(key: str) -> str:
-    """Return the diskcache key of the request content of ``key``."""
-    return f"{_PREFIX}{key}:request"
-
-
-def _key_of(entry: str) -> str:
-    """The cachesaver key an entry belongs to (for messages)."""
-    body = entry[len(_PREFIX) :] if entry.startswith(_PREFIX) else entry
-    for kind in ("lease:", "run:"):
-        if body.startswith(kind):
-            return body
-    return body.rsplit(":", 1)[0]
 
 
 class DiskStore:
@@ -136,6 +99,7 @@ class DiskStore:
         self._prepared = False
         self._unmapped: sqlite3.Connection | None = None
         self._closed = False
+        self._layout = IndexedRows(self._directory, self._transact)
 
     @property
     def location(self) -> str:
@@ -196,226 +160,9 @@ class DiskStore:
         except (sqlite3.Error, diskcache.Timeout, OSError) as exc:
             raise StoreError(f"disk cache {self._directory!r} failed: {exc!r}") from exc
 
-    # -- thread side: rows in our own format only ------------------------------------------
-
-    def _damaged(self, row: Row) -> StoreError:
-        entry, raw, mode, filename, kind = row[:5]
-        shown = entry if isinstance(entry, str) else repr(entry)
-        key = _key_of(shown)
-        return StoreError(
-            f"disk cache {self._directory!r}: the entry {shown[:120]!r} of key {key[:70]!r} is "
-            f"not in cachesaver's format (raw={raw!r}, mode={mode!r}, file={filename!r}, "
-            f"{kind} value): something else wrote it. It was neither unpickled nor opened; "
-            f"delete the key (`cachesaver delete CACHE {key[:64]}`) or restore the cache "
-            "from a backup"
-        )
-
-    def _text(self, row: Row) -> str:
-        """The text of one row, or `StoreError` if the row is not in our format."""
-        if row[1] == 1 and row[2] == 1 and row[3] is None and row[4] == "text":
-            text: str = row[5]
-            return text
-        raise self._damaged(row)
-
-    def _rows(self, con: sqlite3.Connection, entries: Sequence[str]) -> list[Row]:
-        rows: list[Row] = []
-        for start in range(0, len(entries), _CHUNK):
-            chunk = entries[start : start + _CHUNK]
-            marks = ",".join("?" * len(chunk))
-            sql = f"SELECT {_COLUMNS} FROM Cache WHERE key IN ({marks})"
-            rows += con.execute(sql, chunk).fetchall()
-        return rows
-
-    def _select(self, con: sqlite3.Connection, entries: Sequence[str]) -> dict[str, str]:
-        return {row[0]: self._text(row) for row in self._rows(con, entries)}
-
-    def _rows_of(self, con: sqlite3.Connection, key: str) -> list[Row]:
-        """Every row of ``key`` (content and samples) in entry order."""
-        low, high = f"{_PREFIX}{key}:", f"{_PREFIX}{key};"
-        sql = f"SELECT {_COLUMNS} FROM Cache WHERE key >= ? AND key < ? ORDER BY key"
-        return con.execute(sql, (low, high)).fetchall()
-
-    def _read(self, con: sqlite3.Connection, reads: Sequence[SampleRead]) -> list[dict[int, str]]:
-        # The hot path: SQLite checks each row's form and hands back (entry, text), with
-        # NULL for a row not in our form (a text value is never NULL), so Python builds
-        # one dict from the rows and looks at no other column.
-        entries = [f"{_PREFIX}{r.key}:{i}" for r in reads for i in r.indices]
-        found: dict[str, str | None] = {}
-        for start in range(0, len(entries), _CHUNK):
-            chunk = entries[start : start + _CHUNK]
-            sql = _READ if len(chunk) == _CHUNK else _read_sql(len(chunk))
-            found.update(con.execute(sql, chunk).fetchall())
-        if None in found.values():
-            damaged = [entry for entry, text in found.items() if text is None]
-            raise self._damaged(self._rows(con, damaged[:1])[0])
-        get = found.get
-        names = iter(entries)
-        out: list[dict[int, str]] = []
-        for r in reads:
-            got: dict[int, str] = {}
-            for i in r.indices:
-                text = get(next(names))
-                if text is not None:
-                    got[i] = text
-            out.append(got)
-        return out
-
-    def _last_index(self, con: sqlite3.Connection, key: str) -> int:
-        low, high = f"{_PREFIX}{key}:", f"{_PREFIX}{key};"
-        rows = con.execute("SELECT key FROM Cache WHERE key >= ? AND key < ?", (low, high))
-        indices = [int(k[len(low) :]) for (k,) in rows if k[len(low) :].isdigit()]
-        return max(indices, default=-1)
-
-    def _write(self, con: sqlite3.Connection, writes: Sequence[SampleWrite]) -> list[WriteResult]:
-        now = time.time()
-        with self._transact():
-            # The content of a key is the same for every writer: keep the first.
-            con.executemany(
-                _INSERT_NEW,
-                [(f"{_PREFIX}{w.key}:request", now, None, now, w.content) for w in writes],
-            )
-            rows = [
-                (f"{_PREFIX}{w.key}:{i}", now, None, now, text)
-                for w in writes
-                for i, text in w.samples.items()
-            ]
-            con.execute("SAVEPOINT cachesaver_write")
-            if con.executemany(_INSERT_NEW, rows).rowcount == len(rows):
-                con.execute("RELEASE cachesaver_write")
-                return [WriteResult(w.samples) for w in writes]
-            # Another process stored some of these indices first: start over carefully.
-            con.execute("ROLLBACK TO cachesaver_write")
-            con.execute("RELEASE cachesaver_write")
-            return [self._write_one(con, w, now) for w in writes]
-
-    def _write_one(self, con: sqlite3.Connection, w: SampleWrite, now: float) -> WriteResult:
-        existing = self._select(con, [sample_entry(w.key, i) for i in w.samples])
-        rows: list[tuple[str, float, None, float, str]] = []
-        stored: dict[int, str] = {}
-        losers: list[str] = []
-        for i, text in w.samples.items():
-            taken = existing.get(sample_entry(w.key, i))
-            if taken is None:
-                rows.append((sample_entry(w.key, i), now, None, now, text))
-                stored[i] = text
-            else:
-                stored[i] = taken
-                losers.append(text)
-        con.executemany(_INSERT, rows)
-        appended: list[int] = []
-        if losers:
-            nxt = max(self._last_index(con, w.key), *w.samples) + 1
-            rows = []
-            for text in losers:
-                rows.append((sample_entry(w.key, nxt), now, None, now, text))
-                appended.append(nxt)
-                nxt += 1
-            con.executemany(_INSERT, rows)
-        return WriteResult(stored, appended)
-
-    # -- whole-store operations for tools -------------------------------------------------
-
-    def _keys(self, con: sqlite3.Connection) -> list[str]:
-        rows = con.execute(
-            "SELECT key FROM Cache WHERE key >= ? AND key < ? AND key LIKE ? ORDER BY key",
-            (_PREFIX, _END, "%:request"),
-        )
-        return [entry[len(_PREFIX) : -len(":request")] for (entry,) in rows]
-
-    def _record(self, key: str, rows: Sequence[Row]) -> KeyRecord | None:
-        low = f"{_PREFIX}{key}:"
-        content: str | None = None
-        samples: dict[int, str] = {}
-        updated: float | None = None
-        for row in rows:
-            suffix = row[0][len(low) :]
-            if suffix == "request":
-                content = self._text(row)
-            elif suffix.isdigit():
-                samples[int(suffix)] = self._text(row)
-            else:
-                raise self._damaged(row)
-            if isinstance(row[7], (int, float)) and (updated is None or row[7] > updated):
-                updated = float(row[7])
-        if content is None:
-            return None
-        return KeyRecord(key, content, dict(sorted(samples.items())), updated)
-
-    def _records(self, con: sqlite3.Connection, keys: Sequence[str]) -> list[KeyRecord]:
-        out: list[KeyRecord] = []
-        for key in keys:
-            record = self._record(key, self._rows_of(con, key))
-            if record is not None:
-                out.append(record)
-        return out
-
-    def _scan(self, con: sqlite3.Connection, after: str | None, limit: int) -> list[KeyRecord]:
-        """Up to ``limit`` records in key order, starting after key ``after``: one range scan."""
-        low = _PREFIX if after is None else f"{_PREFIX}{after};"
-        out: list[KeyRecord] = []
-        current: str | None = None
-        rows: list[Row] = []
-        sql = f"SELECT {_COLUMNS} FROM Cache WHERE key >= ? AND key < ? ORDER BY key"
-        for row in con.execute(sql, (low, _END)):
-            entry = row[0]
-            if entry == _MARKER or entry.startswith((_PREFIX + "run:", _PREFIX + "lease:")):
-                continue
-            key = entry[len(_PREFIX) :].rsplit(":", 1)[0]
-            if key != current:
-                if current is not None:
-                    record = self._record(current, rows)
-                    if record is not None:
-                        out.append(record)
-                        if len(out) >= limit:
-                            return out
-                current, rows = key, []
-            rows.append(row)
-        if current is not None:
-            record = self._record(current, rows)
-            if record is not None:
-                out.append(record)
-        return out
-
-    def _import(self, con: sqlite3.Connection, records: Sequence[KeyRecord]) -> int:
-        now = time.time()
-        written = 0
-        with self._transact():
-            entries = [content_entry(r.key) for r in records]
-            entries += [sample_entry(r.key, i) for r in records for i in r.samples]
-            existing = self._select(con, entries)
-            rows: list[tuple[str, float, None, float, str]] = []
-            for record in records:
-                pairs = [(content_entry(record.key), record.content)]
-                pairs += [(sample_entry(record.key, i), t) for i, t in record.samples.items()]
-                for entry, text in pairs:
-                    have = existing.get(entry)
-                    if have is None:
-                        existing[entry] = text
-                        rows.append((entry, now, None, now, text))
-                        written += not entry.endswith(":request")
-                    elif have != text:
-                        raise ImportConflictError(
-                            f"{entry} already holds a different value in {self._directory!r}; "
-                            "a stored sample is never changed, so nothing was imported"
-                        )
-            con.executemany(_INSERT, rows)
-        return written
-
-    def _delete(self, con: sqlite3.Connection, keys: Sequence[str]) -> int:
-        found = 0
-        with self._transact():
-            for key in keys:
-                low, high = f"{_PREFIX}{key}:", f"{_PREFIX}{key};"
-                # Rows only: a file a foreign row names is never touched.
-                deleted = con.execute(
-                    "DELETE FROM Cache WHERE key >= ? AND key < ?", (low, high)
-                ).rowcount
-                found += deleted > 0
-        return found
-
     def iter_keys(self) -> Iterator[str]:
         """Yield every key that has request content (synchronous, for scripts)."""
-        yield from self._call(self._keys)
+        yield from self._call(lambda con: self._layout.keys(con))
 
     # -- event-loop side ---------------------------------------------------------------
 
@@ -433,17 +180,17 @@ class DiskStore:
     # The hot pair returns the thread's future itself (still awaitable): a caller that
     # batches calls (the cacher) follows it with a callback instead of a task.
     def read(self, reads: Sequence[SampleRead]) -> Awaitable[list[dict[int, str]]]:
-        return self._submit(lambda con: self._read(con, reads))
+        return self._submit(lambda con: self._layout.read(con, reads))
 
     def write(self, writes: Sequence[SampleWrite]) -> Awaitable[list[WriteResult]]:
-        return self._submit(lambda con: self._write(con, writes))
+        return self._submit(lambda con: self._layout.write(con, writes))
 
     async def keys(self) -> list[str]:
-        return await self._run(self._keys)
+        return await self._run(lambda con: self._layout.keys(con))
 
     async def scan(self, after: str | None = None, limit: int = 500) -> list[KeyRecord]:
         """Return up to ``limit`` records in key order after key ``after`` (one range scan)."""
-        return await self._run(lambda con: self._scan(con, after, limit))
+        return await self._run(lambda con: self._layout.scan(con, after, limit))
 
     async def identity_totals(
         self, progress: Callable[[int], object] | None = None
@@ -486,13 +233,13 @@ class DiskStore:
         return await self._run(lambda con: _disk_shared.unlease(self, con, requests))
 
     async def records(self, keys: Sequence[str]) -> list[KeyRecord]:
-        return await self._run(lambda con: self._records(con, keys))
+        return await self._run(lambda con: self._layout.records(con, keys))
 
     async def import_records(self, records: Sequence[KeyRecord]) -> int:
-        return await self._run(lambda con: self._import(con, records))
+        return await self._run(lambda con: self._layout.import_records(con, records))
 
     async def delete(self, keys: Sequence[str]) -> int:
-        return await self._run(lambda con: self._delete(con, keys))
+        return await self._run(lambda con: self._layout.delete(con, keys))
 
     def _close(self) -> None:
         if self._ro is not None:
