@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import diskcache
 import pytest
@@ -207,8 +208,8 @@ def test_a_rolled_back_write_leaves_nothing_indexed(log_dir: str) -> None:
     view = View(log_dir)
     view.write({"cs:r:0": '"kept"'})
 
-    def failing_append(rows: Sequence[tuple[str, str]], hashes: Sequence[int], insert: str) -> None:
-        RowLog.append(view.log, rows, hashes, insert)
+    def failing_append(*args: Any) -> None:
+        RowLog.append(view.log, *args)
         raise sqlite3.OperationalError("disk I/O error (simulated after the append)")
 
     view.log.append = failing_append  # type: ignore[method-assign]

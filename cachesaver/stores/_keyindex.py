@@ -32,10 +32,11 @@ import os
 import sys
 import threading
 from collections.abc import Iterable, Mapping
+from typing import TypeVar
 
 from cachesaver.errors import StoreError
 
-__all__ = ["KeyIndex", "KeyIndexFileError", "entry_hash", "sample_hash"]
+__all__ = ["KeyIndex", "KeyIndexFileError", "TopIndex", "entry_hash", "entry_parts", "sample_hash"]
 
 _GOLDEN = 0x9E3779B97F4A7C15  # odd: spreads consecutive suffix codes over the table
 _MASK = (1 << 63) - 1
@@ -44,6 +45,7 @@ _REMOVED = 0xFFFFFFFF
 _LARGEST = _REMOVED - 1  # the largest rowid a slot can hold
 _MOVE = 8  # old slots moved per entry added while growing (4 would be just enough)
 _LEAST = 1 << 10
+_K = TypeVar("_K", bound="KeyIndex")
 _FORMAT = "cachesaver-keyindex"
 _VERSION = 1
 
@@ -82,6 +84,20 @@ def entry_hash(entry: str) -> int:
             if suffix.isascii() and suffix.isdigit() and (suffix == "0" or suffix[0] != "0"):
                 return (base + (int(suffix) + 2) * _GOLDEN) & _MASK
     return _blake(entry)
+
+
+def entry_parts(entry: str) -> tuple[int, int, int]:
+    """(`entry_hash`, the key's content hash, index + 1) of a sample row's name;
+    (`entry_hash`, 0, 0) for any other name. What catching up with rows needs."""
+    if entry.startswith("cs:"):
+        key, _, suffix = entry[3:].rpartition(":")
+        if suffix.isascii() and suffix.isdigit() and (suffix == "0" or suffix[0] != "0"):
+            base = _base(key)
+            index = int(suffix)
+            if base is None:
+                return _blake(entry), _blake(f"cs:{key}:request"), index + 1
+            return (base + (index + 2) * _GOLDEN) & _MASK, (base + _GOLDEN) & _MASK, index + 1
+    return entry_hash(entry), 0, 0
 
 
 def sample_hash(key: str, index: int | None) -> int:
@@ -130,6 +146,26 @@ class _Table:
             if slot == size:
                 slot = 0
 
+    def raise_to(self, mark: int, value: int) -> bool:
+        """Keep the largest value given for ``mark`` (one slot per mark); True if the
+        mark took a new slot."""
+        marks, rowids, size = self.marks, self.rowids, self.size
+        slot = mark % size
+        while True:
+            held = rowids[slot]
+            if held == _EMPTY:
+                marks[slot] = mark
+                rowids[slot] = value
+                self.used += 1
+                return True
+            if held != _REMOVED and marks[slot] == mark:
+                if value > held:
+                    rowids[slot] = value
+                return False
+            slot += 1
+            if slot == size:
+                slot = 0
+
     def find(self, mark: int, out: list[int]) -> None:
         marks, rowids, size = self.marks, self.rowids, self.size
         slot = mark % size
@@ -159,6 +195,8 @@ class KeyIndex:
     ``expected`` sizes the first table (e.g. a store's row count at open), so an index
     built from a store does not grow while it is built.
     """
+
+    _dedupe = True  # a pair in the old table while growing is not added again
 
     def __init__(self, expected: int = 0) -> None:
         self._table = _Table(_size_for(expected))
@@ -193,10 +231,10 @@ class KeyIndex:
                 self._start_growing()
                 table = self._table
             if self._old is not None:
-                if self._has(self._old, mark, rowid):
+                if self._dedupe and self._has(self._old, mark, rowid):
                     continue
                 self._move(_MOVE)
-            added += table.put(mark, rowid)
+            added += self._place(table, mark, rowid)
         self._count += added
 
     def candidates(self, entry_hash: int) -> list[int]:
@@ -217,6 +255,9 @@ class KeyIndex:
             removed = self._old.remove(mark, rowid)
         self._count -= removed
         return removed
+
+    def _place(self, table: _Table, mark: int, rowid: int) -> bool:
+        return table.put(mark, rowid)
 
     def _has(self, table: _Table, mark: int, rowid: int) -> bool:
         found: list[int] = []
@@ -241,7 +282,7 @@ class KeyIndex:
         for slot in range(self._cursor, end):
             rowid = rowids[slot]
             if rowid != _EMPTY and rowid != _REMOVED:
-                table.put(marks[slot], rowid)
+                self._place(table, marks[slot], rowid)
                 rowids[slot] = _REMOVED  # found in the new table from now on
         self._cursor = end
         if end == old.size:
@@ -290,7 +331,7 @@ class KeyIndex:
                 os.remove(temporary)
 
     @classmethod
-    def load(cls, path: str) -> tuple[KeyIndex, dict[str, int | str]]:
+    def load(cls: type[_K], path: str) -> tuple[_K, dict[str, int | str]]:
         """Read an index `save` wrote, and its ``meta``.
 
         Raises `KeyIndexFileError` naming the path and the fault for a file that is
@@ -333,3 +374,22 @@ class KeyIndex:
         table.size, table.used = size, used
         index._table, index._count = table, count
         return index, meta
+
+
+class TopIndex(KeyIndex):
+    """Key hash -> the largest value given for it (a key's highest sample index + 1).
+
+    One slot per mark; keys sharing a mark share their largest value, so `top` may be
+    larger than a key's own (never smaller): a caller that places a sample after it
+    may leave a gap, never takes an index that is stored. ``add`` takes (key hash,
+    value) pairs, values 1 to 2**32 - 2.
+    """
+
+    _dedupe = False
+
+    def _place(self, table: _Table, mark: int, rowid: int) -> bool:
+        return table.raise_to(mark, rowid)
+
+    def top(self, key_hash: int) -> int:
+        """The largest value given for ``key_hash`` (0 if none)."""
+        return max(self.candidates(key_hash), default=0)

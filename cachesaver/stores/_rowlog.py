@@ -31,17 +31,24 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from cachesaver.errors import StoreError
-from cachesaver.stores._keyindex import KeyIndex, KeyIndexFileError, entry_hash
+from cachesaver.stores._keyindex import (
+    KeyIndex,
+    KeyIndexFileError,
+    TopIndex,
+    entry_hash,
+    entry_parts,
+)
 
 __all__ = ["INDEX_FILE", "RowLog", "make_log_layout"]
 
 _CHUNK = 500  # SQLite host parameters per statement
 _FETCH = 4000
 INDEX_FILE = "cachesaver-keyindex"  # the saved index, beside cache.db
+TOPS_FILE = "cachesaver-keytops"  # the saved sample counts, beside it
 _EPOCH_TABLE = "CachesaverLog"
 
 Row = tuple[Any, ...]
@@ -80,11 +87,14 @@ class RowLog:
     def __init__(self, con: sqlite3.Connection, directory: str) -> None:
         self.con = con
         self.saved_index = os.path.join(directory, INDEX_FILE)
+        self.saved_tops = os.path.join(directory, TOPS_FILE)
         self.index = KeyIndex()
+        self.tops = TopIndex()  # key hash -> its highest sample index + 1
         self.epoch = -1
         self.seen = 0  # the largest rowid indexed
         self.last: str | None = None  # the name of row ``seen``
         self.loaded = False  # whether `open` loaded the saved index
+        self._triggers = False  # whether diskcache's count triggers are on the table
         self._saved_count = 0  # entries the saved index held when loaded or saved
 
     def _epoch(self) -> int:
@@ -107,19 +117,32 @@ class RowLog:
         from every row; then catch up."""
         con = self.con
         self.epoch = self._epoch()
+        self._triggers = bool(
+            con.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = ?",
+                ("Settings_count_insert",),
+            ).fetchone()
+        )
         try:
             index, meta = KeyIndex.load(self.saved_index)
+            tops, tops_meta = TopIndex.load(self.saved_tops)
         except KeyIndexFileError:
-            index, meta = KeyIndex(), {}
+            index, tops, meta, tops_meta = KeyIndex(), TopIndex(), {}, {}
         seen = meta.get("seen")
         row = con.execute("SELECT key FROM Cache WHERE rowid = ?", (seen,)).fetchone()
-        self.loaded = bool(row) and meta.get("epoch") == self.epoch and row[0] == meta.get("last")
+        self.loaded = (
+            bool(row)
+            and meta == tops_meta
+            and meta.get("epoch") == self.epoch
+            and row[0] == meta.get("last")
+        )
         if self.loaded:
-            self.index, self.seen, self.last = index, int(seen or 0), row[0]
+            self.index, self.tops, self.seen, self.last = index, tops, int(seen or 0), row[0]
             self._saved_count = len(index)
         else:
             top = con.execute("SELECT max(rowid) FROM Cache").fetchone()[0] or 0
-            self.index, self.seen, self.last = KeyIndex(expected=top), 0, None
+            self.index, self.tops = KeyIndex(expected=top), TopIndex(expected=top // 2)
+            self.seen, self.last = 0, None
             self._saved_count = 0
         self._index_since()
 
@@ -140,18 +163,26 @@ class RowLog:
         cursor = self.con.execute("SELECT rowid, key FROM Cache WHERE rowid > ?", (self.seen,))
         count = 0
         while chunk := cursor.fetchmany(_FETCH):
-            self._add([(entry_hash(entry), rowid) for rowid, entry in chunk])
+            pairs: list[tuple[int, int]] = []
+            tops: list[tuple[int, int]] = []
+            for rowid, entry in chunk:
+                entry_hash_, key_hash, top = entry_parts(entry)
+                pairs.append((entry_hash_, rowid))
+                if top:
+                    tops.append((key_hash, top))
+            self._add(pairs, tops)
             self.seen, self.last = chunk[-1]
             count += len(chunk)
         return count
 
-    def _add(self, pairs: Sequence[tuple[int, int]] | Any) -> None:
+    def _add(self, pairs: Iterable[tuple[int, int]], tops: Iterable[tuple[int, int]]) -> None:
         try:
             self.index.add(pairs)
+            self.tops.add(tops)
         except ValueError as exc:
             raise StoreError(
-                f"the disk store's rowids outgrew its key index ({exc}); copy the store "
-                "into a new one (`cachesaver copy OLD NEW`)"
+                f"the disk store's rowids or sample indices outgrew its key index ({exc}); "
+                "copy the store into a new one (`cachesaver copy OLD NEW`)"
             ) from exc
 
     def find(self, entries: Sequence[str], hashes: Sequence[int], columns: str) -> dict[str, Row]:
@@ -176,25 +207,44 @@ class RowLog:
                     found[entry] = (row[0], *row[2:])
         return found
 
-    def append(self, rows: Sequence[Row], hashes: Sequence[int], insert: str) -> None:
+    def append(
+        self,
+        rows: Sequence[Row],
+        hashes: Sequence[int],
+        insert: str,
+        tops: Sequence[tuple[int, int]] = (),
+    ) -> None:
         """Insert ``rows`` (their names are not stored: the caller checked with `find` in
-        this write transaction) with ``insert``, and index them."""
+        this write transaction) with ``insert``, and index them; ``tops`` are (key hash,
+        highest sample index + 1) of the keys whose samples they are."""
         if not rows:
             return
         con = self.con
         con.executemany(insert, rows)
-        con.execute("UPDATE Settings SET value = value + ? WHERE key = 'count'", (len(rows),))
+        self._count(len(rows))
         first = self.seen + 1
         top, count = con.execute(
             "SELECT max(rowid), count(*) FROM Cache WHERE rowid >= ?", (first,)
         ).fetchone()
         if rows and count == len(rows) and top == self.seen + len(rows):
-            self._add(zip(hashes, range(first, top + 1), strict=True))
+            self._add(zip(hashes, range(first, top + 1), strict=True), tops)
             self.seen, self.last = top, rows[-1][0]
         else:
             self._index_since()
 
-    def append_new(self, rows: Sequence[Row], hashes: Sequence[int], insert: str) -> list[Row]:
+    def _count(self, change: int) -> None:
+        """Keep diskcache's row count (what its ``len()`` reads), unless diskcache's own
+        triggers are back (a diskcache opened the directory) and count each row."""
+        if not self._triggers:
+            self.con.execute("UPDATE Settings SET value = value + ? WHERE key = 'count'", (change,))
+
+    def append_new(
+        self,
+        rows: Sequence[Row],
+        hashes: Sequence[int],
+        insert: str,
+        tops: Sequence[tuple[int, int]] = (),
+    ) -> list[Row]:
         """First writer wins: append the rows whose name (``row[0]``) is not stored yet,
         in a write transaction after `catch_up`; the rows appended."""
         candidates = self.index.candidates
@@ -205,7 +255,7 @@ class RowLog:
                     (row, h) for row, h in zip(rows, hashes, strict=True) if row[0] not in taken
                 ]
                 rows, hashes = [row for row, _ in kept], [h for _, h in kept]
-        self.append(rows, hashes, insert)
+        self.append(rows, hashes, insert, tops)
         return list(rows)
 
     def delete(self, found: Sequence[tuple[int, str]]) -> int:
@@ -221,7 +271,7 @@ class RowLog:
             deleted += con.execute(f"DELETE FROM Cache WHERE rowid IN ({marks})", chunk).rowcount
         if not deleted:
             return 0
-        con.execute("UPDATE Settings SET value = value - ? WHERE key = 'count'", (deleted,))
+        self._count(-deleted)
         con.execute(f"UPDATE {_EPOCH_TABLE} SET epoch = epoch + 1")
         self.epoch = self._epoch()
         for rowid, entry in found:
@@ -241,6 +291,7 @@ class RowLog:
         }
         try:
             self.index.save(self.saved_index, meta)
+            self.tops.save(self.saved_tops, meta)
         except OSError as exc:
             raise StoreError(f"cannot save the key index to {self.saved_index!r}: {exc}") from exc
         self._saved_count = len(self.index)
