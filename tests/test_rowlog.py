@@ -16,7 +16,7 @@ import pytest
 
 from cachesaver.errors import StoreError
 from cachesaver.stores._keyindex import entry_hash
-from cachesaver.stores._rowlog import RowLog, make_log_layout
+from cachesaver.stores._rowlog import DuplicateRow, RowLog, make_log_layout
 
 ROOT = Path(__file__).resolve().parent.parent
 INSERT = (
@@ -58,16 +58,17 @@ class View:
 
     def read(self, names: Sequence[str]) -> dict[str, str]:
         self._begin("BEGIN")
-        self.log.catch_up()
-        found = self.log.find(names, [entry_hash(n) for n in names], "value")
-        self.con.execute("COMMIT")
+        try:
+            self.log.catch_up()
+            found = self.log.find(names, [entry_hash(n) for n in names], "value")
+        finally:
+            self.con.execute("COMMIT")
         return {name: row[1] for name, row in found.items()}
 
     def delete(self, names: Sequence[str]) -> int:
         self._begin("BEGIN IMMEDIATE")
         self.log.catch_up()
-        found = self.log.find(names, [entry_hash(n) for n in names], "NULL")
-        deleted = self.log.delete([(row[0], name) for name, row in found.items()])
+        deleted = self.log.delete(self.log.matches(names, [entry_hash(n) for n in names]))
         self.con.execute("COMMIT")
         self.log.save()
         return deleted
@@ -139,16 +140,21 @@ def test_a_hash_that_names_another_row_is_not_taken_for_it(log_dir: str) -> None
     assert view.read(["cs:x:0", "cs:y:0"]) == {"cs:x:0": '"x"', "cs:y:0": '"y"'}
 
 
-def test_two_rows_with_one_name_read_as_the_first(log_dir: str) -> None:
-    """If a foreign writer appended a second row for a name, every reader takes the first."""
+def test_a_second_row_of_one_name_is_reported_and_deleted_with_it(log_dir: str) -> None:
+    """A second row for a name (only another program appends one) raises DuplicateRow
+    naming it, wherever it lands among the rows read; deleting the name removes both."""
     view = View(log_dir)
     view.write({"cs:d:0": '"first"'})
     view.write({n: '"filler"' for n in names("g", 600)})  # the copy lands past 500 rows
     view.con.execute(INSERT, ("cs:d:0", '"foreign"'))
     everything = ["cs:d:0", *names("g", 600)]
     for reader in (View(log_dir), view):
-        assert reader.read(["cs:d:0"]) == {"cs:d:0": '"first"'}
-        assert reader.read(everything)["cs:d:0"] == '"first"'  # rows read 500 at a time
+        with pytest.raises(DuplicateRow) as info:
+            reader.read(everything)  # rows read 500 at a time
+        assert info.value.entry == "cs:d:0"
+        assert reader.read(names("g", 600)) == {n: '"filler"' for n in names("g", 600)}
+    assert view.delete(["cs:d:0"]) == 2
+    assert view.read(everything) == {n: '"filler"' for n in names("g", 600)}
 
 
 def test_a_delete_is_seen_by_other_connections_and_rowids_given_again_are_found(

@@ -7,12 +7,16 @@ value (``raw=1, mode=1``, no file); any other row is damage, reported by name
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import sqlite3
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cachesaver.errors import StoreError
-from cachesaver.stores.base import KeyRecord
+from cachesaver.stores.base import KeyRecord, SampleRead, SampleWrite, WriteResult
+
+if TYPE_CHECKING:
+    from cachesaver.stores._disk_stats import StatsChunk
 
 _PREFIX = "cs:"
 _END = "cs;"  # the first text after every "cs:..." entry
@@ -65,15 +69,61 @@ def key_of(entry: str) -> str:
     return body.rsplit(":", 1)[0]
 
 
-Transact = Callable[[], AbstractContextManager[Any]]
+class Layout(Protocol):
+    """A disk store's row SQL (`IndexedRows` or `LogRows`); every method runs on the
+    store's thread with its connection."""
+
+    @property
+    def directory(self) -> str: ...
+
+    def read(
+        self, con: sqlite3.Connection, reads: Sequence[SampleRead]
+    ) -> list[dict[int, str]]: ...
+
+    def write(
+        self, con: sqlite3.Connection, writes: Sequence[SampleWrite]
+    ) -> list[WriteResult]: ...
+
+    def keys(self, con: sqlite3.Connection) -> list[str]: ...
+
+    def scan(self, con: sqlite3.Connection, after: str | None, limit: int) -> list[KeyRecord]: ...
+
+    def records(self, con: sqlite3.Connection, keys: Sequence[str]) -> list[KeyRecord]: ...
+
+    def import_records(self, con: sqlite3.Connection, records: Sequence[KeyRecord]) -> int: ...
+
+    def delete(self, con: sqlite3.Connection, keys: Sequence[str]) -> int: ...
+
+    def stats_chunk(self, con: sqlite3.Connection, low: str | None) -> StatsChunk: ...
+
+    def transact(self, con: sqlite3.Connection) -> AbstractContextManager[Any]: ...
+
+    def state(
+        self, con: sqlite3.Connection, names: Sequence[str]
+    ) -> dict[str, tuple[str, float | None]]: ...
+
+    def put_state(
+        self, con: sqlite3.Connection, name: str, value: str, expire: float | None
+    ) -> None: ...
+
+    def drop_state(self, con: sqlite3.Connection, names: Sequence[str]) -> None: ...
+
+    def stored_indices(
+        self, con: sqlite3.Connection, key: str, indices: Sequence[int]
+    ) -> set[int]: ...
+
+    def close(self) -> None: ...
 
 
 class RowChecks:
     """What both layouts do with one row: check its form, name the damage, build records."""
 
-    def __init__(self, directory: str, transact: Transact) -> None:
+    def __init__(self, directory: str) -> None:
         self._directory = directory
-        self._transact = transact
+
+    @property
+    def directory(self) -> str:
+        return self._directory
 
     def _damaged(self, row: Row) -> StoreError:
         entry, raw, mode, filename, kind = row[:5]

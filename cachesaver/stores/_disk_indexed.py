@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
 
 from cachesaver.errors import ImportConflictError
+from cachesaver.stores import _disk_stats
 from cachesaver.stores._disk_format import (
     _CHUNK,
     _COLUMNS,
@@ -22,19 +25,60 @@ from cachesaver.stores._disk_format import (
     _MARKER,
     _PREFIX,
     _READ,
+    _REPLACE,
     Row,
     RowChecks,
     _read_sql,
     content_entry,
     sample_entry,
 )
+from cachesaver.stores._disk_stats import StatsChunk
 from cachesaver.stores.base import KeyRecord, SampleRead, SampleWrite, WriteResult
 
 __all__ = ["IndexedRows"]
 
 
 class IndexedRows(RowChecks):
-    """The row SQL of a store in the indexed layout (runs on the store's thread)."""
+    """The row SQL of a store in the indexed layout (runs on the store's thread).
+
+    ``transact`` opens a write transaction (diskcache's ``Cache.transact``).
+    """
+
+    def __init__(self, directory: str, transact: Callable[[], AbstractContextManager[Any]]) -> None:
+        super().__init__(directory)
+        self._transact = transact
+
+    def transact(self, con: sqlite3.Connection) -> AbstractContextManager[Any]:
+        return self._transact()
+
+    def stats_chunk(self, con: sqlite3.Connection, low: str | None) -> StatsChunk:
+        """Totals per identity of the chunk of the key range from ``low`` (`_disk_stats`)."""
+        return _disk_stats.stats_chunk(self, con, low)
+
+    def close(self) -> None:
+        """Nothing to keep: the key index is SQLite's."""
+
+    # -- shared-run state: ``cs:run:...`` and ``cs:lease:...`` rows -------------------------
+
+    def state(
+        self, con: sqlite3.Connection, names: Sequence[str]
+    ) -> dict[str, tuple[str, float | None]]:
+        """The value and expiry time of each state entry found."""
+        return {row[0]: (self._text(row), row[6]) for row in self.rows(con, names)}
+
+    def put_state(
+        self, con: sqlite3.Connection, name: str, value: str, expire: float | None
+    ) -> None:
+        now = time.time()
+        con.execute(_REPLACE, (name, now, expire, now, value))
+
+    def drop_state(self, con: sqlite3.Connection, names: Sequence[str]) -> None:
+        con.executemany("DELETE FROM Cache WHERE key = ? AND raw = 1", [(n,) for n in names])
+
+    def stored_indices(self, con: sqlite3.Connection, key: str, indices: Sequence[int]) -> set[int]:
+        """Which of ``indices`` of ``key`` are stored."""
+        present = self.select(con, [sample_entry(key, i) for i in indices])
+        return {i for i in indices if sample_entry(key, i) in present}
 
     def rows(self, con: sqlite3.Connection, entries: Sequence[str]) -> list[Row]:
         rows: list[Row] = []

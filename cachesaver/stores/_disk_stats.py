@@ -23,12 +23,12 @@ import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cachesaver.stores._disk_format import _COLUMNS, _END, _PREFIX
+from cachesaver.stores._disk_format import _COLUMNS, _END, _PREFIX, RowChecks
 from cachesaver.stores._tally import HEAD_START, REQUEST_MARK, IdentityCounter, token_counts
 from cachesaver.stores.base import IdentityTotals
 
 if TYPE_CHECKING:
-    from cachesaver.stores.disk import DiskStore
+    from cachesaver.stores._disk_indexed import IndexedRows
 
 __all__ = ["CHUNK_ROWS", "StatsChunk", "stats_chunk"]
 
@@ -98,7 +98,7 @@ def _boundary(con: sqlite3.Connection, low: str, rows: int) -> str | None:
     return _PREFIX + entry[len(_PREFIX) :].split(":", 1)[0] + ";"
 
 
-def stats_chunk(store: DiskStore, con: sqlite3.Connection, low: str | None) -> StatsChunk:
+def stats_chunk(store: IndexedRows, con: sqlite3.Connection, low: str | None) -> StatsChunk:
     """Totals per identity of the chunk starting at entry ``low`` (None: the first)."""
     low = _PREFIX if low is None else low
     high = _boundary(con, low, CHUNK_ROWS)
@@ -125,7 +125,7 @@ def stats_chunk(store: DiskStore, con: sqlite3.Connection, low: str | None) -> S
     if in_range != counted:
         return _exact(store, con, low, end, high)
     wanted = [examples[head] for head in counter.missing_examples()]
-    contents = store._layout.select(con, wanted + [entry for entry, *_ in alone])
+    contents = store.select(con, wanted + [entry for entry, *_ in alone])
     for head in counter.missing_examples():
         counter.example(head, contents[examples[head]])
     for entry, *sums in alone:
@@ -134,7 +134,7 @@ def stats_chunk(store: DiskStore, con: sqlite3.Connection, low: str | None) -> S
 
 
 def _exact(
-    store: DiskStore, con: sqlite3.Connection, low: str, end: str, high: str | None
+    store: RowChecks, con: sqlite3.Connection, low: str, end: str, high: str | None
 ) -> StatsChunk:
     """The chunk counted row by row: damage raises, orphans and shared-run rows are skipped."""
     found: dict[str, list[int]] = {}  # key -> samples, bytes, prompt, completion
@@ -146,8 +146,8 @@ def _exact(
             continue
         key, _, suffix = body.rpartition(":")
         if suffix != "request" and not suffix.isdigit():
-            raise store._layout._damaged(row)
-        text = store._layout._text(row)
+            raise store._damaged(row)
+        text = store._text(row)
         totals = found.get(key)
         if totals is None:
             totals = found[key] = [0, 0, 0, 0]

@@ -36,7 +36,16 @@ from typing import TypeVar
 
 from cachesaver.errors import StoreError
 
-__all__ = ["KeyIndex", "KeyIndexFileError", "TopIndex", "entry_hash", "entry_parts", "sample_hash"]
+__all__ = [
+    "CountIndex",
+    "KeyIndex",
+    "KeyIndexFileError",
+    "TopIndex",
+    "entry_hash",
+    "entry_parts",
+    "key_hashes",
+    "sample_hash",
+]
 
 _GOLDEN = 0x9E3779B97F4A7C15  # odd: spreads consecutive suffix codes over the table
 _MASK = (1 << 63) - 1
@@ -108,6 +117,14 @@ def sample_hash(key: str, index: int | None) -> int:
     return (base + (1 if index is None else index + 2) * _GOLDEN) & _MASK
 
 
+def key_hashes(key: str, indices: Iterable[int]) -> tuple[int, list[int]]:
+    """`sample_hash` of ``key``'s content and of each of its ``indices``, the key read once."""
+    base = _base(key)
+    if base is None:
+        return sample_hash(key, None), [sample_hash(key, i) for i in indices]
+    return (base + _GOLDEN) & _MASK, [(base + (i + 2) * _GOLDEN) & _MASK for i in indices]
+
+
 def _size_for(entries: int) -> int:
     """Slots for ``entries`` at load 0.4 (room to grow by a quarter before a growth)."""
     return max(_LEAST, entries * 5 // 2 + 1)
@@ -161,6 +178,25 @@ class _Table:
             if held != _REMOVED and marks[slot] == mark:
                 if value > held:
                     rowids[slot] = value
+                return False
+            slot += 1
+            if slot == size:
+                slot = 0
+
+    def add_to(self, mark: int, value: int) -> bool:
+        """Add ``value`` to the sum kept for ``mark`` (one slot per mark, at most
+        ``_LARGEST``); True if the mark took a new slot."""
+        marks, rowids, size = self.marks, self.rowids, self.size
+        slot = mark % size
+        while True:
+            held = rowids[slot]
+            if held == _EMPTY:
+                marks[slot] = mark
+                rowids[slot] = min(value, _LARGEST)
+                self.used += 1
+                return True
+            if held != _REMOVED and marks[slot] == mark:
+                rowids[slot] = min(held + value, _LARGEST)
                 return False
             slot += 1
             if slot == size:
@@ -393,3 +429,20 @@ class TopIndex(KeyIndex):
     def top(self, key_hash: int) -> int:
         """The largest value given for ``key_hash`` (0 if none)."""
         return max(self.candidates(key_hash), default=0)
+
+
+class CountIndex(KeyIndex):
+    """Key hash -> the sum of the values given for it (a key's sample rows).
+
+    One slot per mark; keys sharing a mark share their sum, so `total` may be larger
+    than a key's own, never smaller. ``add`` takes (key hash, amount) pairs.
+    """
+
+    _dedupe = False
+
+    def _place(self, table: _Table, mark: int, rowid: int) -> bool:
+        return table.add_to(mark, rowid)
+
+    def total(self, key_hash: int) -> int:
+        """The sum of the values given for ``key_hash`` (0 if none)."""
+        return min(sum(self.candidates(key_hash)), _LARGEST)

@@ -12,8 +12,9 @@ from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from cachesaver.errors import NotACacheError
+from cachesaver.stores._disk_open import open_read_only
 from cachesaver.stores.base import AdminStore
-from cachesaver.stores.disk import DiskStore, open_read_only
+from cachesaver.stores.disk import DiskStore
 
 __all__ = ["Access", "is_redis_url", "is_url", "open_admin_store", "redact"]
 

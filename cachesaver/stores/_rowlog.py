@@ -16,8 +16,8 @@ the caller opened on ``con``; a write's is ``BEGIN IMMEDIATE``, so one writer at
   the store again: from the index the deleting process saved, or from every row. (It
   does not follow deletes row by row: SQLite gives a deleted last rowid out again.)
 - `find` reads the candidate rows of each entry by rowid and compares their names, so a
-  hash collision costs a row read, never a wrong answer. If a foreign writer left two
-  rows with one name, the lowest rowid (the first writer) wins, for every process.
+  hash collision costs a row read, never a wrong answer. Two rows with one name (only
+  another program writes them) raise `DuplicateRow`: the caller reports the damage.
 - `append` adds rows whose names the caller checked with `find` in the same
   transaction (first writer wins), and indexes them from the hashes the caller gives:
   holding the write lock after a catch-up, they got the rowids just past ``seen``, in
@@ -31,11 +31,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from cachesaver.errors import StoreError
 from cachesaver.stores._keyindex import (
+    CountIndex,
     KeyIndex,
     KeyIndexFileError,
     TopIndex,
@@ -43,12 +44,13 @@ from cachesaver.stores._keyindex import (
     entry_parts,
 )
 
-__all__ = ["INDEX_FILE", "RowLog", "make_log_layout"]
+__all__ = ["INDEX_FILE", "DuplicateRow", "RowLog", "is_log_layout", "make_log_layout"]
 
 _CHUNK = 500  # SQLite host parameters per statement
 _FETCH = 4000
 INDEX_FILE = "cachesaver-keyindex"  # the saved index, beside cache.db
-TOPS_FILE = "cachesaver-keytops"  # the saved sample counts, beside it
+TOPS_FILE = "cachesaver-keytops"  # the saved highest sample indices, beside it
+COUNTS_FILE = "cachesaver-keycounts"  # the saved sample counts, beside it
 _EPOCH_TABLE = "CachesaverLog"
 
 Row = tuple[Any, ...]
@@ -56,8 +58,11 @@ Row = tuple[Any, ...]
 
 def make_log_layout(con: sqlite3.Connection) -> None:
     """Turn a diskcache file into the log layout: no unique key index, no row-count
-    triggers (the log counts rows per transaction), and the epoch table. Idempotent."""
-    con.execute("BEGIN IMMEDIATE")
+    triggers (the log counts rows per transaction), and the epoch table. Idempotent;
+    inside the caller's transaction if one is open, else in one of its own."""
+    own = not con.in_transaction
+    if own:
+        con.execute("BEGIN IMMEDIATE")
     try:
         con.execute("DROP INDEX IF EXISTS Cache_key_raw")
         triggers = con.execute(
@@ -71,11 +76,33 @@ def make_log_layout(con: sqlite3.Connection) -> None:
             "(id INTEGER PRIMARY KEY CHECK (id = 0), epoch INTEGER NOT NULL)"
         )
         con.execute(f"INSERT OR IGNORE INTO {_EPOCH_TABLE} VALUES (0, 0)")
-        con.execute("UPDATE Settings SET value = (SELECT count(*) FROM Cache) WHERE key = 'count'")
+        if triggers:  # diskcache counted rows itself until now: make the count exact
+            con.execute(
+                "UPDATE Settings SET value = (SELECT count(*) FROM Cache) WHERE key = 'count'"
+            )
     except BaseException:
-        con.execute("ROLLBACK")
+        if own:
+            con.execute("ROLLBACK")
         raise
-    con.execute("COMMIT")
+    if own:
+        con.execute("COMMIT")
+
+
+def is_log_layout(con: sqlite3.Connection) -> bool:
+    """Whether the file ``con`` opened is in the log layout."""
+    found = con.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (_EPOCH_TABLE,)
+    ).fetchone()
+    return found is not None
+
+
+class DuplicateRow(Exception):
+    """Two rows hold ``entry``; ``rowid`` is the later one (the caller reports it)."""
+
+    def __init__(self, entry: str, rowid: int) -> None:
+        super().__init__(entry, rowid)
+        self.entry = entry
+        self.rowid = rowid
 
 
 class RowLog:
@@ -88,8 +115,10 @@ class RowLog:
         self.con = con
         self.saved_index = os.path.join(directory, INDEX_FILE)
         self.saved_tops = os.path.join(directory, TOPS_FILE)
+        self.saved_counts = os.path.join(directory, COUNTS_FILE)
         self.index = KeyIndex()
         self.tops = TopIndex()  # key hash -> its highest sample index + 1
+        self.counts = CountIndex()  # key hash -> how many sample rows it has
         self.epoch = -1
         self.seen = 0  # the largest rowid indexed
         self.last: str | None = None  # the name of row ``seen``
@@ -126,22 +155,32 @@ class RowLog:
         try:
             index, meta = KeyIndex.load(self.saved_index)
             tops, tops_meta = TopIndex.load(self.saved_tops)
+            counts, counts_meta = CountIndex.load(self.saved_counts)
         except KeyIndexFileError:
-            index, tops, meta, tops_meta = KeyIndex(), TopIndex(), {}, {}
+            index, tops, counts, meta, tops_meta, counts_meta = (
+                KeyIndex(),
+                TopIndex(),
+                CountIndex(),
+                {},
+                {},
+                {},
+            )
         seen = meta.get("seen")
         row = con.execute("SELECT key FROM Cache WHERE rowid = ?", (seen,)).fetchone()
         self.loaded = (
             bool(row)
-            and meta == tops_meta
+            and meta == tops_meta == counts_meta
             and meta.get("epoch") == self.epoch
             and row[0] == meta.get("last")
         )
         if self.loaded:
-            self.index, self.tops, self.seen, self.last = index, tops, int(seen or 0), row[0]
+            self.index, self.tops, self.counts = index, tops, counts
+            self.seen, self.last = int(seen or 0), row[0]
             self._saved_count = len(index)
         else:
             top = con.execute("SELECT max(rowid) FROM Cache").fetchone()[0] or 0
-            self.index, self.tops = KeyIndex(expected=top), TopIndex(expected=top // 2)
+            self.index = KeyIndex(expected=top)
+            self.tops, self.counts = TopIndex(expected=top // 2), CountIndex(expected=top // 2)
             self.seen, self.last = 0, None
             self._saved_count = 0
         self._index_since()
@@ -164,21 +203,22 @@ class RowLog:
         count = 0
         while chunk := cursor.fetchmany(_FETCH):
             pairs: list[tuple[int, int]] = []
-            tops: list[tuple[int, int]] = []
+            keys: list[tuple[int, int, int]] = []
             for rowid, entry in chunk:
                 entry_hash_, key_hash, top = entry_parts(entry)
                 pairs.append((entry_hash_, rowid))
                 if top:
-                    tops.append((key_hash, top))
-            self._add(pairs, tops)
+                    keys.append((key_hash, top, 1))
+            self._add(pairs, keys)
             self.seen, self.last = chunk[-1]
             count += len(chunk)
         return count
 
-    def _add(self, pairs: Iterable[tuple[int, int]], tops: Iterable[tuple[int, int]]) -> None:
+    def _add(self, pairs: Iterable[tuple[int, int]], keys: Sequence[tuple[int, int, int]]) -> None:
         try:
             self.index.add(pairs)
-            self.tops.add(tops)
+            self.tops.add((key_hash, top) for key_hash, top, _ in keys)
+            self.counts.add((key_hash, count) for key_hash, _, count in keys if count)
         except ValueError as exc:
             raise StoreError(
                 f"the disk store's rowids or sample indices outgrew its key index ({exc}); "
@@ -186,37 +226,54 @@ class RowLog:
             ) from exc
 
     def find(self, entries: Sequence[str], hashes: Sequence[int], columns: str) -> dict[str, Row]:
-        """The stored row of each entry found: entry -> (rowid, *``columns``)."""
+        """The stored row of each entry found: entry -> (rowid, *``columns``).
+
+        Raises `DuplicateRow` if two rows hold one of the names (only another program
+        writes that: cachesaver never appends a name that is stored).
+        """
+        found: dict[str, Row] = {}
+        for row in self._candidate_rows(entries, hashes, columns):
+            entry = row[1]
+            if entry in found:
+                raise DuplicateRow(entry, row[0])
+            found[entry] = (row[0], *row[2:])
+        return found
+
+    def matches(self, entries: Sequence[str], hashes: Sequence[int]) -> list[tuple[int, str]]:
+        """(rowid, name) of every row holding one of ``entries``, duplicates included."""
+        return [(row[0], row[1]) for row in self._candidate_rows(entries, hashes, "NULL")]
+
+    def _candidate_rows(
+        self, entries: Sequence[str], hashes: Sequence[int], columns: str
+    ) -> Iterator[Row]:
+        """The rows (rowid, name, *``columns``) named in ``entries``, by rowid."""
         ids: set[int] = set()
         candidates = self.index.candidates
         for entry_hash_ in hashes:
             ids.update(candidates(entry_hash_))
         if not ids:
-            return {}
+            return
         wanted = set(entries)
-        found: dict[str, Row] = {}
-        ordered = sorted(ids)  # ascending: the first row of a name is the one kept
+        ordered = sorted(ids)
         for start in range(0, len(ordered), _CHUNK):
             chunk = ordered[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
             sql = f"SELECT rowid, key, {columns} FROM Cache WHERE rowid IN ({marks}) ORDER BY rowid"
             for row in self.con.execute(sql, chunk):
-                entry = row[1]
                 # a candidate may be another entry's row (a shared hash): names decide
-                if entry in wanted and entry not in found:
-                    found[entry] = (row[0], *row[2:])
-        return found
+                if row[1] in wanted:
+                    yield row
 
     def append(
         self,
         rows: Sequence[Row],
         hashes: Sequence[int],
         insert: str,
-        tops: Sequence[tuple[int, int]] = (),
+        keys: Sequence[tuple[int, int, int]] = (),
     ) -> None:
         """Insert ``rows`` (their names are not stored: the caller checked with `find` in
-        this write transaction) with ``insert``, and index them; ``tops`` are (key hash,
-        highest sample index + 1) of the keys whose samples they are."""
+        this write transaction) with ``insert``, and index them; ``keys`` are (key hash,
+        highest sample index + 1, sample rows among ``rows``) of the keys they belong to."""
         if not rows:
             return
         con = self.con
@@ -227,7 +284,7 @@ class RowLog:
             "SELECT max(rowid), count(*) FROM Cache WHERE rowid >= ?", (first,)
         ).fetchone()
         if rows and count == len(rows) and top == self.seen + len(rows):
-            self._add(zip(hashes, range(first, top + 1), strict=True), tops)
+            self._add(zip(hashes, range(first, top + 1), strict=True), keys)
             self.seen, self.last = top, rows[-1][0]
         else:
             self._index_since()
@@ -243,7 +300,7 @@ class RowLog:
         rows: Sequence[Row],
         hashes: Sequence[int],
         insert: str,
-        tops: Sequence[tuple[int, int]] = (),
+        keys: Sequence[tuple[int, int, int]] = (),
     ) -> list[Row]:
         """First writer wins: append the rows whose name (``row[0]``) is not stored yet,
         in a write transaction after `catch_up`; the rows appended."""
@@ -255,7 +312,7 @@ class RowLog:
                     (row, h) for row, h in zip(rows, hashes, strict=True) if row[0] not in taken
                 ]
                 rows, hashes = [row for row, _ in kept], [h for _, h in kept]
-        self.append(rows, hashes, insert, tops)
+        self.append(rows, hashes, insert, keys)
         return list(rows)
 
     def delete(self, found: Sequence[tuple[int, str]]) -> int:
@@ -292,6 +349,7 @@ class RowLog:
         try:
             self.index.save(self.saved_index, meta)
             self.tops.save(self.saved_tops, meta)
+            self.counts.save(self.saved_counts, meta)
         except OSError as exc:
             raise StoreError(f"cannot save the key index to {self.saved_index!r}: {exc}") from exc
         self._saved_count = len(self.index)

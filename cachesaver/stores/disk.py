@@ -30,27 +30,23 @@ import asyncio
 import functools
 import os
 import sqlite3
-import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 import diskcache
 
-from cachesaver.errors import NotACacheError, StoreError
+from cachesaver.errors import StoreError
 from cachesaver.stores._disk_format import (
-    _DB,
-    _DISKCACHE_COLUMNS,
-    _END,
-    _INSERT_NEW,
-    _MARKER,
-    _MARKER_TEXT,
-    _PREFIX,
+    Layout,
     content_entry,
     sample_entry,
 )
 from cachesaver.stores._disk_indexed import IndexedRows
+from cachesaver.stores._disk_log import LogRows
+from cachesaver.stores._disk_open import connect_log, log_file, open_read_only, settle_layout
+from cachesaver.stores._disk_stats import StatsChunk
+from cachesaver.stores._rowlog import is_log_layout
 from cachesaver.stores.base import (
     IdentityTotals,
     KeyRecord,
@@ -93,13 +89,12 @@ class DiskStore:
                 f"DiskStore needs a directory path or a diskcache.Cache, got {type(cache).__name__}"
             )
         self._read_only = read_only
-        self._ro: sqlite3.Connection | None = None
         self._location = "disk:" + os.path.realpath(self._directory)
         self._executor: ThreadPoolExecutor | None = None
-        self._prepared = False
-        self._unmapped: sqlite3.Connection | None = None
+        self._con: sqlite3.Connection | None = None  # the store thread's, once open
         self._closed = False
-        self._layout = IndexedRows(self._directory, self._transact)
+        # which layout the file is in is known once it is open (`_open`)
+        self._layout: Layout = IndexedRows(self._directory, self._transact)
 
     @property
     def location(self) -> str:
@@ -119,10 +114,46 @@ class DiskStore:
     # -- thread side: opening ------------------------------------------------------------
 
     def _open(self) -> sqlite3.Connection:
+        if self._con is not None:
+            return self._con
         if self._read_only:
-            if self._ro is None:
-                self._ro = open_read_only(self._directory)
-            return self._ro
+            ro = open_read_only(self._directory)
+            self._layout = self._layout_for(ro, log=is_log_layout(ro))
+            self._con = ro
+            return ro
+        if self._cache is None and log_file(self._directory):
+            return self._open_log()
+        try:
+            cache = self._diskcache()
+        except StoreError:
+            # Another process made this new store a log while diskcache was opening it
+            # (diskcache builds its key index again, which a log's rows need not allow).
+            if self._cache is None and log_file(self._directory):
+                return self._open_log()
+            raise
+        con: sqlite3.Connection = cache._con  # the store thread's (diskcache's)
+        # diskcache memory-maps the first 64 MB of the file on each connection, and every
+        # page read through the map stays in the process's RSS; without the map SQLite
+        # reads into its page cache (bounded by cache_size), which measured as fast or
+        # faster for cachesaver's reads. Only this connection is changed.
+        con.execute("PRAGMA mmap_size = 0")
+        if cache.eviction_policy != "none":
+            cache.reset("eviction_policy", "none")
+        if settle_layout(con, new_stores_log=self._owned) and self._owned:
+            # A new store: from now on it is opened as a log, not through diskcache.
+            cache.close()
+            self._cache = None
+            return self._open_log()
+        self._layout = self._layout_for(con, log=is_log_layout(con))
+        self._con = con
+        return con
+
+    def _open_log(self) -> sqlite3.Connection:
+        con = self._con = connect_log(self._directory)
+        self._layout = LogRows(self._directory, writable=True)
+        return con
+
+    def _diskcache(self) -> diskcache.Cache:
         if self._cache is None:
             try:
                 self._cache = diskcache.Cache(self._directory, eviction_policy="none")
@@ -131,23 +162,12 @@ class DiskStore:
                     f"cannot open the disk cache at {self._directory!r}: {exc}; check that "
                     "the path is a writable directory (or a diskcache directory)"
                 ) from exc
-        cache = self._cache
-        con: sqlite3.Connection = cache._con  # this thread's connection (diskcache's)
-        if con is not self._unmapped:
-            # diskcache memory-maps the first 64 MB of the file on each connection, and
-            # every page read through the map stays in the process's RSS; without the map
-            # SQLite reads into its page cache (bounded by cache_size), which measured as
-            # fast or faster for cachesaver's reads. Only this connection is changed.
-            con.execute("PRAGMA mmap_size = 0")
-            self._unmapped = con
-        if not self._prepared:
-            if cache.eviction_policy != "none":
-                cache.reset("eviction_policy", "none")
-            with cache.transact():
-                now = time.time()
-                cache._con.execute(_INSERT_NEW, (_MARKER, now, None, now, _MARKER_TEXT))
-            self._prepared = True
-        return con
+        return self._cache
+
+    def _layout_for(self, con: sqlite3.Connection, *, log: bool) -> Layout:
+        if log:
+            return LogRows(self._directory, writable=not self._read_only)
+        return IndexedRows(self._directory, self._transact)
 
     def _transact(self) -> Any:
         if self._cache is None:
@@ -161,18 +181,23 @@ class DiskStore:
             raise StoreError(f"disk cache {self._directory!r} failed: {exc!r}") from exc
 
     def iter_keys(self) -> Iterator[str]:
-        """Yield every key that has request content (synchronous, for scripts)."""
-        yield from self._call(lambda con: self._layout.keys(con))
+        """Yield every key that has request content (synchronous, for scripts; not while
+        an event loop of this thread uses the store)."""
+        yield from self._pool().submit(self._call, lambda con: self._layout.keys(con)).result()
 
     # -- event-loop side ---------------------------------------------------------------
 
     def _submit(self, fn: Callable[[sqlite3.Connection], _T]) -> asyncio.Future[_T]:
         """Start ``fn`` on the store's thread; the future holds its result."""
+        return asyncio.get_running_loop().run_in_executor(self._pool(), self._call, fn)
+
+    def _pool(self) -> ThreadPoolExecutor:
+        """The store's one thread: all its SQLite work runs there, on one connection."""
         if self._closed:
             raise StoreError(f"{self!r} is closed")
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="cachesaver-disk")
-        return asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn)
+        return self._executor
 
     async def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         return await self._submit(fn)
@@ -199,12 +224,10 @@ class DiskStore:
 
         ``progress`` is called with the number of keys of each chunk (see `_disk_stats`).
         """
-        from cachesaver.stores._disk_stats import stats_chunk
-
         out: list[IdentityTotals] = []
         low: str | None = None
         while True:
-            chunk = await self._run(functools.partial(stats_chunk, self, low=low))
+            chunk = await self._run(functools.partial(self._stats_chunk, low=low))
             out += chunk.totals
             if progress is not None:
                 progress(chunk.keys)
@@ -215,22 +238,22 @@ class DiskStore:
     async def reserve(self, reservations: Sequence[Reservation]) -> list[list[int]]:
         from cachesaver.stores import _disk_shared
 
-        return await self._run(lambda con: _disk_shared.reserve(self, con, reservations))
+        return await self._run(lambda con: _disk_shared.reserve(self._layout, con, reservations))
 
     async def unreserve(self, items: Sequence[Unreservation]) -> list[None]:
         from cachesaver.stores import _disk_shared
 
-        return await self._run(lambda con: _disk_shared.unreserve(self, con, items))
+        return await self._run(lambda con: _disk_shared.unreserve(self._layout, con, items))
 
     async def lease(self, requests: Sequence[LeaseRequest]) -> list[list[int]]:
         from cachesaver.stores import _disk_shared
 
-        return await self._run(lambda con: _disk_shared.lease(self, con, requests))
+        return await self._run(lambda con: _disk_shared.lease(self._layout, con, requests))
 
     async def unlease(self, requests: Sequence[LeaseRequest]) -> list[None]:
         from cachesaver.stores import _disk_shared
 
-        return await self._run(lambda con: _disk_shared.unlease(self, con, requests))
+        return await self._run(lambda con: _disk_shared.unlease(self._layout, con, requests))
 
     async def records(self, keys: Sequence[str]) -> list[KeyRecord]:
         return await self._run(lambda con: self._layout.records(con, keys))
@@ -241,12 +264,20 @@ class DiskStore:
     async def delete(self, keys: Sequence[str]) -> int:
         return await self._run(lambda con: self._layout.delete(con, keys))
 
+    def _stats_chunk(self, con: sqlite3.Connection, low: str | None) -> StatsChunk:
+        return self._layout.stats_chunk(con, low)
+
     def _close(self) -> None:
-        if self._ro is not None:
-            self._ro.close()
-            self._ro = None
-        if self._owned and self._cache is not None:
-            self._cache.close()
+        try:
+            if self._con is not None:
+                self._layout.close()  # a log saves its key index for the next process
+        finally:
+            con, self._con = self._con, None
+            if self._cache is not None:
+                if self._owned:
+                    self._cache.close()
+            elif con is not None:
+                con.close()
 
     async def aclose(self) -> None:
         if self._closed:
@@ -258,47 +289,3 @@ class DiskStore:
             executor.shutdown(wait=False)
         else:
             self._close()
-
-
-def open_read_only(directory: str) -> sqlite3.Connection:
-    """Open the SQLite file of a cachesaver disk store read-only, or raise `NotACacheError`.
-
-    Never creates the directory, the file or a table, and never changes a setting.
-    """
-    path = os.path.join(directory, _DB)
-    if not os.path.isdir(directory):
-        if os.path.lexists(directory):
-            raise NotACacheError(f"{directory} is not a directory, so not a cachesaver cache")
-        raise NotACacheError(
-            f"{directory}: no such cache directory (check the path; reading never creates a cache)"
-        )
-    if not os.path.isfile(path):
-        raise NotACacheError(
-            f"{directory} is a directory but not a cachesaver cache (no {_DB} inside)"
-        )
-    uri = "file:" + quote(os.path.abspath(path)) + "?mode=ro"
-    con = sqlite3.connect(uri, uri=True, timeout=60, check_same_thread=False)
-    try:
-        columns = {row[1] for row in con.execute("PRAGMA table_info(Cache)")}
-        if not columns >= _DISKCACHE_COLUMNS:
-            raise NotACacheError(
-                f"{directory} holds a SQLite {_DB} that is not a diskcache (no Cache table "
-                "with diskcache's columns): not a cachesaver cache; it was not changed"
-            )
-        ours = con.execute(
-            "SELECT 1 FROM Cache WHERE key >= ? AND key < ? LIMIT 1", (_PREFIX, _END)
-        ).fetchone()
-        if ours is None:
-            raise NotACacheError(
-                f"{directory} is a diskcache with no cachesaver entries: not a cachesaver "
-                "cache (another program's cache, or an empty one); it was not changed"
-            )
-    except sqlite3.DatabaseError as exc:
-        con.close()
-        raise NotACacheError(
-            f"{directory}: {path} is not a readable SQLite database ({exc}): not a cachesaver cache"
-        ) from None
-    except BaseException:
-        con.close()
-        raise
-    return con
