@@ -12,11 +12,17 @@ import redis
 
 from cachesaver.testing import RecordingModel, SimulatedLLM
 
+from .helpers import make_indexed_store
 
-@pytest.fixture
-def cache_dir(tmp_path: Path) -> str:
-    """A fresh, empty cache directory for one test."""
-    return str(tmp_path / "cache")
+
+@pytest.fixture(params=["log", "indexed"])
+def cache_dir(tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A cache directory for one test: none yet (a new store, made in the log layout),
+    or an empty store in the indexed layout (as made by versions before the log)."""
+    directory = str(tmp_path / "cache")
+    if request.param == "indexed":
+        make_indexed_store(directory)
+    return directory
 
 
 @pytest.fixture

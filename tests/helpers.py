@@ -12,3 +12,21 @@ async def stored(store: Store, key: str, count: int) -> list[Any]:
     """Return samples 0..count-1 of ``key`` (None where an index is empty)."""
     (found,) = await store.read([SampleRead(key, list(range(count)))])
     return [decode_sample(found[i]) if i in found else None for i in range(count)]
+
+
+def make_indexed_store(directory: str) -> None:
+    """An empty disk store in the indexed layout, as cachesaver made stores before the
+    log layout (diskcache's table and unique key index, and the marker row)."""
+    import time
+
+    import diskcache
+
+    with diskcache.Cache(directory, eviction_policy="none") as cache:
+        now = time.time()
+        with cache.transact():
+            cache._con.execute(
+                "INSERT OR IGNORE INTO Cache(key, raw, store_time, expire_time, access_time,"
+                " access_count, tag, size, mode, filename, value) VALUES (?, 1, ?, NULL, ?, 0,"
+                " NULL, 0, 1, NULL, ?)",
+                ("cs:store", now, now, '{"format":"cachesaver","version":1}'),
+            )

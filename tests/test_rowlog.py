@@ -218,7 +218,7 @@ def test_a_rolled_back_write_leaves_nothing_indexed(log_dir: str) -> None:
         RowLog.append(view.log, *args)
         raise sqlite3.OperationalError("disk I/O error (simulated after the append)")
 
-    view.log.append = failing_append  # type: ignore[method-assign]
+    view.log.append = failing_append  # type: ignore[method-assign,assignment]
     with pytest.raises(sqlite3.OperationalError):
         view.write({"cs:r:1": '"lost"'})
     del view.log.append
