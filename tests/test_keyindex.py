@@ -242,3 +242,14 @@ def test_loading_a_missing_saved_index_names_the_path(tmp_path: Path) -> None:
     """A missing file is a KeyIndexFileError naming it, not a bare OSError."""
     with pytest.raises(KeyIndexFileError, match="nothing-here"):
         KeyIndex.load(str(tmp_path / "nothing-here"))
+
+
+def test_keys_sharing_their_first_digits_still_spread_over_the_table() -> None:
+    """Keys alike in their first 16 digits (counters, another program's names) get
+    distinct marks, so they do not pile up in one run of slots."""
+    keys = [f"{i:064x}" for i in range(10_000)]
+    marks = {sample_hash(key, None) >> 31 for key in keys}
+    assert len(marks) >= 9_990
+    index = KeyIndex()
+    index.add((sample_hash(key, 0), rowid) for rowid, key in enumerate(keys, start=1))
+    assert all(index.candidates(sample_hash(key, 0)) == [r] for r, key in enumerate(keys, 1))

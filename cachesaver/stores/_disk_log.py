@@ -40,7 +40,7 @@ from cachesaver.stores._disk_format import (
     sample_entry,
 )
 from cachesaver.stores._disk_stats import StatsChunk
-from cachesaver.stores._keyindex import key_hashes
+from cachesaver.stores._keyindex import key_hashes, samples_hashes
 from cachesaver.stores._rowlog import DuplicateRow, RowLog
 from cachesaver.stores.base import KeyRecord, SampleRead, SampleWrite, WriteResult
 
@@ -130,12 +130,8 @@ class LogRows(RowChecks):
         return self._damaged(row)
 
     def read(self, con: sqlite3.Connection, reads: Sequence[SampleRead]) -> list[dict[int, str]]:
-        entries: list[str] = []
-        hashes: list[int] = []
-        for r in reads:
-            key = r.key
-            hashes += key_hashes(key, r.indices)[1]
-            entries += [f"{_PREFIX}{key}:{i}" for i in r.indices]
+        entries = [f"{_PREFIX}{r.key}:{i}" for r in reads for i in r.indices]
+        hashes = samples_hashes((r.key, r.indices) for r in reads)
         with self.reading(con) as log:
             found = log.find(entries, hashes, _FORM)
             for rowid, text in found.values():

@@ -31,6 +31,7 @@ import json
 import os
 import sys
 import threading
+import zlib
 from collections.abc import Iterable, Mapping
 from typing import TypeVar
 
@@ -45,9 +46,11 @@ __all__ = [
     "entry_parts",
     "key_hashes",
     "sample_hash",
+    "samples_hashes",
 ]
 
 _GOLDEN = 0x9E3779B97F4A7C15  # odd: spreads consecutive suffix codes over the table
+_SPREAD = 0xC2B2AE3D27D4EB4F  # odd: spreads a key's CRC over the hash's high bits
 _MASK = (1 << 63) - 1
 _EMPTY = 0
 _REMOVED = 0xFFFFFFFF
@@ -64,12 +67,18 @@ class KeyIndexFileError(StoreError):
 
 
 def _base(key: str) -> int | None:
-    """A 64-character key's hash (its first 16 digits read as hex), or None for others."""
+    """A 64-character key's hash, or None for other keys (hashed with BLAKE2b instead).
+
+    Its first 16 digits read as hex (all a SHA-256 key needs), mixed with a CRC of the
+    whole key, so keys that share those digits (a test's ``f"{i:064x}"``, or keys another
+    program wrote) still spread over the table instead of piling up in one run of slots.
+    """
     if len(key) == 64:
         try:
-            return int(key[:16], 16) & _MASK
+            head = int(key[:16], 16)
         except ValueError:
             return None
+        return (head ^ zlib.crc32(key.encode()) * _SPREAD) & _MASK
     return None
 
 
@@ -123,6 +132,20 @@ def key_hashes(key: str, indices: Iterable[int]) -> tuple[int, list[int]]:
     if base is None:
         return sample_hash(key, None), [sample_hash(key, i) for i in indices]
     return (base + _GOLDEN) & _MASK, [(base + (i + 2) * _GOLDEN) & _MASK for i in indices]
+
+
+def samples_hashes(reads: Iterable[tuple[str, Iterable[int]]]) -> list[int]:
+    """`sample_hash` of every (key, indices) pair's samples, in order (a read's hot loop)."""
+    out: list[int] = []
+    append = out.append
+    for key, indices in reads:
+        base = _base(key)
+        if base is None:
+            out += [sample_hash(key, i) for i in indices]
+            continue
+        for i in indices:
+            append((base + (i + 2) * _GOLDEN) & _MASK)
+    return out
 
 
 def _size_for(entries: int) -> int:
@@ -281,6 +304,25 @@ class KeyIndex:
         self._table.find(mark, out)
         if self._old is not None:
             self._old.find(mark, out)
+        return out
+
+    def lookup(self, hashes: Iterable[int]) -> list[int]:
+        """The rowids stored under any of ``hashes`` (`candidates` of each, in one loop)."""
+        out: list[int] = []
+        append = out.append
+        tables = [self._table] if self._old is None else [self._table, self._old]
+        hashes = hashes if len(tables) == 1 else list(hashes)
+        for table in tables:
+            marks, rowids, size = table.marks, table.rowids, table.size
+            for entry_hash in hashes:
+                mark = entry_hash >> 31
+                slot = mark % size
+                while (held := rowids[slot]) != _EMPTY:
+                    if held != _REMOVED and marks[slot] == mark:
+                        append(held)
+                    slot += 1
+                    if slot == size:
+                        slot = 0
         return out
 
     def remove(self, entry_hash: int, rowid: int) -> bool:

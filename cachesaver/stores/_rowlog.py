@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from cachesaver.errors import StoreError
@@ -44,7 +44,14 @@ from cachesaver.stores._keyindex import (
     entry_parts,
 )
 
-__all__ = ["INDEX_FILE", "DuplicateRow", "RowLog", "is_log_layout", "make_log_layout"]
+__all__ = [
+    "INDEX_FILE",
+    "DuplicateRow",
+    "RowLog",
+    "diskcache_was_here",
+    "is_log_layout",
+    "make_log_layout",
+]
 
 _CHUNK = 500  # SQLite host parameters per statement
 _FETCH = 4000
@@ -86,6 +93,16 @@ def make_log_layout(con: sqlite3.Connection) -> None:
         raise
     if own:
         con.execute("COMMIT")
+
+
+def diskcache_was_here(con: sqlite3.Connection) -> bool:
+    """Whether diskcache's unique key index or row-count triggers are on a log's table
+    (diskcache makes them again whenever it opens the directory)."""
+    found = con.execute(
+        "SELECT 1 FROM sqlite_master WHERE name = 'Cache_key_raw' OR (type = 'trigger' AND "
+        "tbl_name = 'Cache' AND name LIKE 'Settings_%') LIMIT 1"
+    ).fetchone()
+    return found is not None
 
 
 def is_log_layout(con: sqlite3.Connection) -> bool:
@@ -245,24 +262,21 @@ class RowLog:
 
     def _candidate_rows(
         self, entries: Sequence[str], hashes: Sequence[int], columns: str
-    ) -> Iterator[Row]:
+    ) -> list[Row]:
         """The rows (rowid, name, *``columns``) named in ``entries``, by rowid."""
-        ids: set[int] = set()
-        candidates = self.index.candidates
-        for entry_hash_ in hashes:
-            ids.update(candidates(entry_hash_))
+        ids = self.index.lookup(hashes)
         if not ids:
-            return
+            return []
         wanted = set(entries)
-        ordered = sorted(ids)
+        ordered = sorted(set(ids))
+        out: list[Row] = []
         for start in range(0, len(ordered), _CHUNK):
             chunk = ordered[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
             sql = f"SELECT rowid, key, {columns} FROM Cache WHERE rowid IN ({marks}) ORDER BY rowid"
-            for row in self.con.execute(sql, chunk):
-                # a candidate may be another entry's row (a shared hash): names decide
-                if row[1] in wanted:
-                    yield row
+            # a candidate may be another entry's row (a shared hash): names decide
+            out += [row for row in self.con.execute(sql, chunk) if row[1] in wanted]
+        return out
 
     def append(
         self,

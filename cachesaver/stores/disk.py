@@ -46,7 +46,7 @@ from cachesaver.stores._disk_indexed import IndexedRows
 from cachesaver.stores._disk_log import LogRows
 from cachesaver.stores._disk_open import connect_log, log_file, open_read_only, settle_layout
 from cachesaver.stores._disk_stats import StatsChunk
-from cachesaver.stores._rowlog import is_log_layout
+from cachesaver.stores._rowlog import diskcache_was_here, is_log_layout, make_log_layout
 from cachesaver.stores.base import (
     IdentityTotals,
     KeyRecord,
@@ -149,7 +149,16 @@ class DiskStore:
         return con
 
     def _open_log(self) -> sqlite3.Connection:
-        con = self._con = connect_log(self._directory)
+        con = connect_log(self._directory)
+        try:
+            if diskcache_was_here(con):
+                # diskcache opened the store since: it built its key index and count
+                # triggers again; drop them (and count the rows once).
+                make_log_layout(con)
+        except BaseException:
+            con.close()
+            raise
+        self._con = con
         self._layout = LogRows(self._directory, writable=True)
         return con
 
