@@ -7,6 +7,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from cachesaver.cli._inspect import cmd_explain, cmd_ls, cmd_show, cmd_stats, cmd_verify
+from cachesaver.cli._migrate import cmd_migrate
 from cachesaver.cli._transfer import cmd_copy, cmd_export, cmd_import
 from cachesaver.cli._trim import cmd_delete, cmd_prune
 from cachesaver.export import MAX_IMPORT_BYTES
@@ -66,6 +67,7 @@ EXAMPLES = {
     "copy": "cachesaver copy caches/alice caches/bob --merge --manifest runs/alice.jsonl",
     "delete": "cachesaver delete caches/eval 3f2a9c --dry-run",
     "prune": "cachesaver prune caches/eval --older-than 90d --model gpt-4o --yes",
+    "migrate": "cachesaver migrate caches/eval",
 }
 
 
@@ -211,4 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--identity-json", metavar="JSON", help="the identity equals this JSON")
     p.add_argument("--no-identity", action="store_true", help="keys without a model identity")
     destructive(p)
+
+    p = command("migrate", cmd_migrate, "move a store made by an earlier version to the log layout")
+    p.add_argument("cache", help="a cache directory")
     return parser

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from cachesaver.errors import ImportConflictError
+from cachesaver.errors import ImportConflictError, StoreError
 from cachesaver.stores import _disk_stats
 from cachesaver.stores._disk_format import (
     _CHUNK,
@@ -37,6 +37,8 @@ from cachesaver.stores.base import KeyRecord, SampleRead, SampleWrite, WriteResu
 
 __all__ = ["IndexedRows"]
 
+_MIGRATED = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'CachesaverLog'"
+
 
 class IndexedRows(RowChecks):
     """The row SQL of a store in the indexed layout (runs on the store's thread).
@@ -47,9 +49,21 @@ class IndexedRows(RowChecks):
     def __init__(self, directory: str, transact: Callable[[], AbstractContextManager[Any]]) -> None:
         super().__init__(directory)
         self._transact = transact
+        self._checked = -1.0  # when `_still_indexed` last looked (time.monotonic())
 
     def transact(self, con: sqlite3.Connection) -> AbstractContextManager[Any]:
         return self._transact()
+
+    def _still_indexed(self, con: sqlite3.Connection) -> None:
+        """Refuse to go on if the store was migrated to the log layout since it opened:
+        without its key index every lookup here would read the whole table, and writes
+        would no longer be checked for a stored name."""
+        self._checked = time.monotonic()
+        if con.execute(_MIGRATED).fetchone() is not None:
+            raise StoreError(
+                f"the disk store {self._directory!r} was migrated to the log layout while "
+                "this pipeline used it; open it again (start the run again) to use it"
+            )
 
     def stats_chunk(self, con: sqlite3.Connection, low: str | None) -> StatsChunk:
         """Totals per identity of the chunk of the key range from ``low`` (`_disk_stats`)."""
@@ -102,6 +116,8 @@ class IndexedRows(RowChecks):
         # The hot path: SQLite checks each row's form and hands back (entry, text), with
         # NULL for a row not in our form (a text value is never NULL), so Python builds
         # one dict from the rows and looks at no other column.
+        if time.monotonic() > self._checked + 1.0:  # (a write checks every time)
+            self._still_indexed(con)
         entries = [f"{_PREFIX}{r.key}:{i}" for r in reads for i in r.indices]
         found: dict[str, str | None] = {}
         for start in range(0, len(entries), _CHUNK):
@@ -132,6 +148,7 @@ class IndexedRows(RowChecks):
     def write(self, con: sqlite3.Connection, writes: Sequence[SampleWrite]) -> list[WriteResult]:
         now = time.time()
         with self._transact():
+            self._still_indexed(con)
             # The content of a key is the same for every writer: keep the first.
             con.executemany(
                 _INSERT_NEW,
@@ -224,6 +241,7 @@ class IndexedRows(RowChecks):
         now = time.time()
         written = 0
         with self._transact():
+            self._still_indexed(con)
             entries = [content_entry(r.key) for r in records]
             entries += [sample_entry(r.key, i) for r in records for i in r.samples]
             existing = self.select(con, entries)
@@ -248,6 +266,7 @@ class IndexedRows(RowChecks):
     def delete(self, con: sqlite3.Connection, keys: Sequence[str]) -> int:
         found = 0
         with self._transact():
+            self._still_indexed(con)
             for key in keys:
                 low, high = f"{_PREFIX}{key}:", f"{_PREFIX}{key};"
                 # Rows only: a file a foreign row names is never touched.

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from dataclasses import dataclass
 from urllib.parse import quote
 
 from cachesaver.errors import NotACacheError, StoreError
@@ -33,9 +34,17 @@ from cachesaver.stores._disk_format import (
     _PREFIX,
 )
 from cachesaver.stores._disk_log import STATE_TABLE
-from cachesaver.stores._rowlog import is_log_layout, make_log_layout
+from cachesaver.stores._rowlog import diskcache_was_here, is_log_layout, make_log_layout
 
-__all__ = ["connect_log", "log_file", "make_log_store", "open_read_only", "settle_layout"]
+__all__ = [
+    "Migration",
+    "connect_log",
+    "log_file",
+    "make_log_store",
+    "migrate_to_log",
+    "open_read_only",
+    "settle_layout",
+]
 
 _SHARED_RANGES = (("cs:run:", "cs:run;"), ("cs:lease:", "cs:lease;"))
 
@@ -172,3 +181,57 @@ def open_read_only(directory: str) -> sqlite3.Connection:
         con.close()
         raise
     return con
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """What `migrate_to_log` did: the store, its rows, and whether it was a log already."""
+
+    directory: str
+    rows: int
+    already: bool
+    index_bytes: int
+    seconds: float
+
+
+def migrate_to_log(directory: str) -> Migration:
+    """Turn a disk store of the indexed layout into a log store, in place, and save its
+    key index (so the first open does not read every row).
+
+    One ``BEGIN IMMEDIATE`` transaction drops diskcache's unique key index and count
+    triggers and moves shared-run state into its own table; a failure leaves the store as
+    it was. Raises `NotACacheError` for a directory that is not a cachesaver store. No
+    process may use the store through an earlier cachesaver version meanwhile (this
+    version's pipelines notice the change and stop with a `StoreError`).
+    """
+    from cachesaver.stores._rowlog import RowLog
+
+    started = time.perf_counter()
+    open_read_only(directory).close()  # refuses what is not a cachesaver store
+    con = sqlite3.connect(os.path.join(directory, _DB), timeout=60, isolation_level=None)
+    try:
+        already = is_log_layout(con) and not diskcache_was_here(con)
+        if not already:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                make_log_store(con)
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+    finally:
+        con.close()
+    con = connect_log(directory)
+    try:
+        log = RowLog(con, directory)
+        con.execute("BEGIN")
+        try:
+            log.open()
+            rows = con.execute("SELECT count(*) FROM Cache").fetchone()[0]
+        finally:
+            con.execute("COMMIT")
+        log.save()
+        index_bytes = log.index.nbytes + log.tops.nbytes + log.counts.nbytes
+    finally:
+        con.close()
+    return Migration(directory, rows, already, index_bytes, time.perf_counter() - started)
