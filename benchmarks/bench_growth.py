@@ -98,6 +98,7 @@ def write_cost(path: str, batches: int, tag: str) -> list[float]:
     async def go() -> None:
         store = DiskStore(path)
         try:
+            await store.read([])  # open it (a log builds or loads its key index) untimed
             for b in range(batches):
                 writes = []
                 for i in range(WAVE):

@@ -60,6 +60,7 @@ _FORM = (
 )
 _ROW = _COLUMNS.replace("key, ", "", 1)  # a whole row, after its rowid and name
 _SHARED = (_PREFIX + "run:", _PREFIX + "lease:")
+_PROBED = 1 << 16  # a key with more sample indices is read by a pass over the rows
 
 
 class LogRows(RowChecks):
@@ -152,7 +153,7 @@ class LogRows(RowChecks):
         now = time.time()
         rows: list[Row] = []
         hashes: list[int] = []
-        keys: list[tuple[int, int, int]] = []  # (key hash, highest index + 1, samples)
+        keys: list[tuple[int, int]] = []  # (key hash, highest index + 1)
         for w in writes:
             content_hash, sample_hashes = key_hashes(w.key, w.samples)
             rows.append((f"{_PREFIX}{w.key}:request", now, None, now, w.content))
@@ -160,10 +161,14 @@ class LogRows(RowChecks):
             rows += [(f"{_PREFIX}{w.key}:{i}", now, None, now, t) for i, t in w.samples.items()]
             hashes += sample_hashes
             if w.samples:
-                keys.append((content_hash, max(w.samples) + 1, len(w.samples)))
+                keys.append((content_hash, max(w.samples) + 1))
         with self.transact(con) as log:
-            candidates = log.index.candidates
-            if len(set(hashes)) == len(hashes) and not any(candidates(h) for h in hashes):
+            # Usually no name is stored yet: a name's hash that is in the index (a stored
+            # name, or now and then another name's mark) costs a read of its candidate
+            # rows, and only a name really stored (or named twice here) takes the slow way.
+            if len(set(hashes)) == len(hashes) and not (
+                log.index.lookup(hashes) and log.find([row[0] for row in rows], hashes, "NULL")
+            ):
                 log.append(rows, hashes, _INSERT, keys)
                 return [WriteResult(w.samples) for w in writes]
             return self._write_taken(con, log, writes, rows, hashes)
@@ -191,7 +196,7 @@ class LogRows(RowChecks):
                 after[w.key] = max(after.get(w.key, 0), max(w.samples) + 1)
         new: list[Row] = []
         new_hashes: list[int] = []
-        keys: list[tuple[int, int, int]] = []
+        keys: list[tuple[int, int]] = []
         for row, h in zip(rows, hashes, strict=True):
             if row[0].endswith(":request") and row[0] not in have:
                 have[row[0]] = row[4]
@@ -216,7 +221,7 @@ class LogRows(RowChecks):
             appended: list[int] = []
             content_hash, _ = key_hashes(w.key, ())
             if w.samples:
-                keys.append((content_hash, max(w.samples) + 1, len(w.samples) - len(losers)))
+                keys.append((content_hash, max(w.samples) + 1))
             if losers:
                 nxt = max(log.tops.top(content_hash), after[w.key])
                 _, loser_hashes = key_hashes(w.key, range(nxt, nxt + len(losers)))
@@ -228,7 +233,7 @@ class LogRows(RowChecks):
                     appended.append(nxt)
                     nxt += 1
                 after[w.key] = nxt
-                keys.append((content_hash, nxt, len(losers)))
+                keys.append((content_hash, nxt))
             results.append(WriteResult(stored, appended))
         log.append(new, new_hashes, _INSERT, keys)
         return results
@@ -239,10 +244,10 @@ class LogRows(RowChecks):
         """The entry names and hashes of every row of ``keys`` that the index can name
         (content, and samples 0 to the highest index), and the keys with a gap.
 
-        A key whose samples run from 0 to its highest index without a gap (as many sample
-        rows as that index + 1) is read by name; a key with a gap (only an import or
-        another program makes one that lasts) by a pass over every row, for all such keys
-        at once, so the cost follows the rows, never the highest index.
+        A key is read by name, samples 0 to its highest index (missing ones cost a lookup
+        in memory); a key whose highest index passes `_PROBED` (only an import or another
+        program makes one) by a pass over every row, for all such keys at once, so the
+        cost never follows a huge index.
         """
         entries: list[str] = []
         hashes: list[int] = []
@@ -250,7 +255,7 @@ class LogRows(RowChecks):
         for key in keys:
             content_hash, _ = key_hashes(key, ())
             top = log.tops.top(content_hash)
-            if log.counts.total(content_hash) < top:
+            if top > _PROBED:
                 sparse.append(key)
                 top = 0
             entries += [content_entry(key), *(sample_entry(key, i) for i in range(top))]
@@ -348,7 +353,7 @@ class LogRows(RowChecks):
             existing = {row[0]: self._text(row) for rows in found.values() for _, row in rows}
             new: list[Row] = []
             hashes: list[int] = []
-            keys: list[tuple[int, int, int]] = []
+            keys: list[tuple[int, int]] = []
             written = 0
             for record in records:
                 content_hash, sample_hashes = key_hashes(record.key, record.samples)
@@ -370,7 +375,7 @@ class LogRows(RowChecks):
                             "a stored sample is never changed, so nothing was imported"
                         )
                 if record.samples:
-                    keys.append((content_hash, max(record.samples) + 1, len(record.samples)))
+                    keys.append((content_hash, max(record.samples) + 1))
             log.append(new, hashes, _INSERT, keys)
         return written
 

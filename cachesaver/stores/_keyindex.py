@@ -38,7 +38,6 @@ from typing import TypeVar
 from cachesaver.errors import StoreError
 
 __all__ = [
-    "CountIndex",
     "KeyIndex",
     "KeyIndexFileError",
     "TopIndex",
@@ -201,25 +200,6 @@ class _Table:
             if held != _REMOVED and marks[slot] == mark:
                 if value > held:
                     rowids[slot] = value
-                return False
-            slot += 1
-            if slot == size:
-                slot = 0
-
-    def add_to(self, mark: int, value: int) -> bool:
-        """Add ``value`` to the sum kept for ``mark`` (one slot per mark, at most
-        ``_LARGEST``); True if the mark took a new slot."""
-        marks, rowids, size = self.marks, self.rowids, self.size
-        slot = mark % size
-        while True:
-            held = rowids[slot]
-            if held == _EMPTY:
-                marks[slot] = mark
-                rowids[slot] = min(value, _LARGEST)
-                self.used += 1
-                return True
-            if held != _REMOVED and marks[slot] == mark:
-                rowids[slot] = min(held + value, _LARGEST)
                 return False
             slot += 1
             if slot == size:
@@ -471,20 +451,3 @@ class TopIndex(KeyIndex):
     def top(self, key_hash: int) -> int:
         """The largest value given for ``key_hash`` (0 if none)."""
         return max(self.candidates(key_hash), default=0)
-
-
-class CountIndex(KeyIndex):
-    """Key hash -> the sum of the values given for it (a key's sample rows).
-
-    One slot per mark; keys sharing a mark share their sum, so `total` may be larger
-    than a key's own, never smaller. ``add`` takes (key hash, amount) pairs.
-    """
-
-    _dedupe = False
-
-    def _place(self, table: _Table, mark: int, rowid: int) -> bool:
-        return table.add_to(mark, rowid)
-
-    def total(self, key_hash: int) -> int:
-        """The sum of the values given for ``key_hash`` (0 if none)."""
-        return min(sum(self.candidates(key_hash)), _LARGEST)

@@ -36,7 +36,6 @@ from typing import Any
 
 from cachesaver.errors import StoreError
 from cachesaver.stores._keyindex import (
-    CountIndex,
     KeyIndex,
     KeyIndexFileError,
     TopIndex,
@@ -57,7 +56,6 @@ _CHUNK = 500  # SQLite host parameters per statement
 _FETCH = 4000
 INDEX_FILE = "cachesaver-keyindex"  # the saved index, beside cache.db
 TOPS_FILE = "cachesaver-keytops"  # the saved highest sample indices, beside it
-COUNTS_FILE = "cachesaver-keycounts"  # the saved sample counts, beside it
 _EPOCH_TABLE = "CachesaverLog"
 
 Row = tuple[Any, ...]
@@ -132,10 +130,8 @@ class RowLog:
         self.con = con
         self.saved_index = os.path.join(directory, INDEX_FILE)
         self.saved_tops = os.path.join(directory, TOPS_FILE)
-        self.saved_counts = os.path.join(directory, COUNTS_FILE)
         self.index = KeyIndex()
         self.tops = TopIndex()  # key hash -> its highest sample index + 1
-        self.counts = CountIndex()  # key hash -> how many sample rows it has
         self.epoch = -1
         self.seen = 0  # the largest rowid indexed
         self.last: str | None = None  # the name of row ``seen``
@@ -172,32 +168,24 @@ class RowLog:
         try:
             index, meta = KeyIndex.load(self.saved_index)
             tops, tops_meta = TopIndex.load(self.saved_tops)
-            counts, counts_meta = CountIndex.load(self.saved_counts)
         except KeyIndexFileError:
-            index, tops, counts, meta, tops_meta, counts_meta = (
-                KeyIndex(),
-                TopIndex(),
-                CountIndex(),
-                {},
-                {},
-                {},
-            )
+            index, tops, meta, tops_meta = KeyIndex(), TopIndex(), {}, {}
         seen = meta.get("seen")
         row = con.execute("SELECT key FROM Cache WHERE rowid = ?", (seen,)).fetchone()
         self.loaded = (
             bool(row)
-            and meta == tops_meta == counts_meta
+            and meta == tops_meta
             and meta.get("epoch") == self.epoch
             and row[0] == meta.get("last")
         )
         if self.loaded:
-            self.index, self.tops, self.counts = index, tops, counts
+            self.index, self.tops = index, tops
             self.seen, self.last = int(seen or 0), row[0]
             self._saved_count = len(index)
         else:
             top = con.execute("SELECT max(rowid) FROM Cache").fetchone()[0] or 0
             self.index = KeyIndex(expected=top)
-            self.tops, self.counts = TopIndex(expected=top // 2), CountIndex(expected=top // 2)
+            self.tops = TopIndex(expected=top // 2)
             self.seen, self.last = 0, None
             self._saved_count = 0
         self._index_since()
@@ -220,22 +208,21 @@ class RowLog:
         count = 0
         while chunk := cursor.fetchmany(_FETCH):
             pairs: list[tuple[int, int]] = []
-            keys: list[tuple[int, int, int]] = []
+            keys: list[tuple[int, int]] = []
             for rowid, entry in chunk:
                 entry_hash_, key_hash, top = entry_parts(entry)
                 pairs.append((entry_hash_, rowid))
                 if top:
-                    keys.append((key_hash, top, 1))
+                    keys.append((key_hash, top))
             self._add(pairs, keys)
             self.seen, self.last = chunk[-1]
             count += len(chunk)
         return count
 
-    def _add(self, pairs: Iterable[tuple[int, int]], keys: Sequence[tuple[int, int, int]]) -> None:
+    def _add(self, pairs: Iterable[tuple[int, int]], keys: Iterable[tuple[int, int]]) -> None:
         try:
             self.index.add(pairs)
-            self.tops.add((key_hash, top) for key_hash, top, _ in keys)
-            self.counts.add((key_hash, count) for key_hash, _, count in keys if count)
+            self.tops.add(keys)
         except ValueError as exc:
             raise StoreError(
                 f"the disk store's rowids or sample indices outgrew its key index ({exc}); "
@@ -283,11 +270,11 @@ class RowLog:
         rows: Sequence[Row],
         hashes: Sequence[int],
         insert: str,
-        keys: Sequence[tuple[int, int, int]] = (),
+        keys: Sequence[tuple[int, int]] = (),
     ) -> None:
         """Insert ``rows`` (their names are not stored: the caller checked with `find` in
         this write transaction) with ``insert``, and index them; ``keys`` are (key hash,
-        highest sample index + 1, sample rows among ``rows``) of the keys they belong to."""
+        highest sample index + 1) of the keys whose samples they are."""
         if not rows:
             return
         con = self.con
@@ -314,7 +301,7 @@ class RowLog:
         rows: Sequence[Row],
         hashes: Sequence[int],
         insert: str,
-        keys: Sequence[tuple[int, int, int]] = (),
+        keys: Sequence[tuple[int, int]] = (),
     ) -> list[Row]:
         """First writer wins: append the rows whose name (``row[0]``) is not stored yet,
         in a write transaction after `catch_up`; the rows appended."""
@@ -363,7 +350,6 @@ class RowLog:
         try:
             self.index.save(self.saved_index, meta)
             self.tops.save(self.saved_tops, meta)
-            self.counts.save(self.saved_counts, meta)
         except OSError as exc:
             raise StoreError(f"cannot save the key index to {self.saved_index!r}: {exc}") from exc
         self._saved_count = len(self.index)
