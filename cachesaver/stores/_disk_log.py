@@ -3,14 +3,18 @@
 The rows are the indexed layout's (`_disk_format`), in diskcache's ``Cache`` table, but
 the table has no unique key index: rows are appended, and each process finds them
 through a `RowLog` (an in-memory `KeyIndex` of entry hashes to rowids, and a `TopIndex`
-of each key's sample count), caught up at the start of every transaction. A write costs
-the same in a store of a million keys as in an empty one (`benchmarks/bench_keyindex.py`).
+of each key's highest sample index), caught up at the start of every read and write. A
+write costs the same in a store of a million keys as in an empty one
+(`benchmarks/bench_growth.py --waves`, `benchmarks/bench_keyindex.py`).
 
-Every read and write is one transaction: ``BEGIN`` (a write: ``BEGIN IMMEDIATE``, one
-writer at a time), catch up, SQL by rowid, ``COMMIT``; a failed transaction is rolled
-back and the index is built again at the next one (`RowLog.forget`). Shared-run state
-(namespace positions, leases), which changes in place, lives in a table of its own,
-``CachesaverState``, so the log only grows (a delete starts a new epoch: `RowLog`).
+Every write is one transaction: ``BEGIN IMMEDIATE`` (one writer at a time), catch up,
+SQL by rowid, ``COMMIT``; a failed one is rolled back and the index is built again at
+the next (`RowLog.forget`). A read catches up (one statement) and reads rows by rowid
+with no transaction: every row found is checked by name, and rows are only appended
+or deleted, so a read finds what was stored (a row stored meanwhile may be missed, as
+if the read came first). Shared-run state (namespace positions, leases), which changes
+in place, lives in a table of its own, ``CachesaverState``, so the log only grows (a
+delete starts a new epoch: `RowLog`).
 
 Walking the store in key order (`scan`, `keys`) reads every row name once per walk
 and sorts the keys in memory (about 110 bytes a key); the records of a page are then
@@ -81,24 +85,29 @@ class LogRows(RowChecks):
         return log
 
     @contextmanager
-    def _transaction(self, con: sqlite3.Connection, begin: str) -> Iterator[RowLog]:
+    def _transaction(self, con: sqlite3.Connection, begin: str | None) -> Iterator[RowLog]:
         log = self._log_for(con)
-        con.execute(begin)
+        if begin is not None:
+            con.execute(begin)
         try:
             log.catch_up()
             yield log
         except DuplicateRow as duplicate:
-            con.execute("ROLLBACK")
+            if con.in_transaction:
+                con.execute("ROLLBACK")
             raise self._duplicate(con, duplicate) from None
         except BaseException:
             if con.in_transaction:
                 con.execute("ROLLBACK")
             log.forget()
             raise
-        con.execute("COMMIT")
+        if begin is not None:
+            con.execute("COMMIT")
 
     def reading(self, con: sqlite3.Connection) -> AbstractContextManager[RowLog]:
-        return self._transaction(con, "BEGIN")
+        """A catch-up, then reads: no transaction is needed (`RowLog.catch_up`), as every
+        row found is checked by name, and rows are only appended or deleted."""
+        return self._transaction(con, None)
 
     def transact(self, con: sqlite3.Connection) -> AbstractContextManager[RowLog]:
         """A write transaction (one writer at a time), caught up."""

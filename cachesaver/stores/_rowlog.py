@@ -59,6 +59,11 @@ TOPS_FILE = "cachesaver-keytops"  # the saved highest sample indices, beside it
 _EPOCH_TABLE = "CachesaverLog"
 
 Row = tuple[Any, ...]
+# the epoch (kind 0) and the rows past the last one seen (kind 1), in one statement
+_CATCH_UP = (
+    f"SELECT 0, epoch, NULL FROM {_EPOCH_TABLE} "
+    "UNION ALL SELECT 1, rowid, key FROM Cache WHERE rowid > ?"
+)
 
 
 def make_log_layout(con: sqlite3.Connection) -> None:
@@ -197,26 +202,35 @@ class RowLog:
 
     def catch_up(self) -> int:
         """Index the rows appended since the last look; -1 if the store was indexed again
-        because rows were deleted."""
-        if self._epoch() != self.epoch:
-            self.open()
-            return -1
-        return self._index_since()
+        because rows were deleted. One statement reads the epoch and the new rows, so a
+        read needs no transaction of its own: what it finds was stored."""
+        return self._index_since(check_epoch=True)
 
-    def _index_since(self) -> int:
-        cursor = self.con.execute("SELECT rowid, key FROM Cache WHERE rowid > ?", (self.seen,))
+    def _index_since(self, *, check_epoch: bool = False) -> int:
+        if check_epoch:
+            cursor = self.con.execute(_CATCH_UP, (self.seen,))
+        else:
+            cursor = self.con.execute(
+                "SELECT 1, rowid, key FROM Cache WHERE rowid > ?", (self.seen,)
+            )
         count = 0
         while chunk := cursor.fetchmany(_FETCH):
             pairs: list[tuple[int, int]] = []
             keys: list[tuple[int, int]] = []
-            for rowid, entry in chunk:
+            for kind, rowid, entry in chunk:
+                if kind == 0:  # the epoch's row
+                    if rowid != self.epoch:
+                        self.open()
+                        return -1
+                    continue
                 entry_hash_, key_hash, top = entry_parts(entry)
                 pairs.append((entry_hash_, rowid))
                 if top:
                     keys.append((key_hash, top))
+                if rowid > self.seen:
+                    self.seen, self.last = rowid, entry
             self._add(pairs, keys)
-            self.seen, self.last = chunk[-1]
-            count += len(chunk)
+            count += len(pairs)
         return count
 
     def _add(self, pairs: Iterable[tuple[int, int]], keys: Iterable[tuple[int, int]]) -> None:
