@@ -206,7 +206,7 @@ def test_a_saved_index_loads_with_every_entry_and_its_meta(tmp_path: Path) -> No
 
 @pytest.mark.parametrize(
     "damage",
-    ["flip a byte", "cut short", "empty", "other machine", "other version", "sizes"],
+    ["flip a byte", "cut short", "empty", "other machine", "other version", "sizes", "full"],
 )
 def test_a_damaged_saved_index_is_refused_by_name(tmp_path: Path, damage: str) -> None:
     """A saved index that was changed, cut, or written elsewhere raises KeyIndexFileError."""
@@ -227,10 +227,14 @@ def test_a_damaged_saved_index_is_refused_by_name(tmp_path: Path, damage: str) -
             header["byteorder"] = "big" if sys.byteorder == "little" else "little"
         elif damage == "other version":
             header["version"] = 2
-        else:
+        elif damage == "sizes":
             header["used"] = header["size"]
+        arrays = bytes(data[8 + length : -32])
+        if damage == "full":  # a crafted file whose every slot is taken: lookups never end
+            half = len(arrays) // 2
+            arrays = arrays[:half] + b"\x01" * half
         text = json.dumps(header).encode()
-        body = len(text).to_bytes(8, "little") + text + bytes(data[8 + length : -32])
+        body = len(text).to_bytes(8, "little") + text + arrays
         data = bytearray(body + hashlib.blake2b(body, digest_size=32).digest())
     path.write_bytes(bytes(data))
     with pytest.raises(KeyIndexFileError, match="index"):

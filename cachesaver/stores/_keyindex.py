@@ -423,12 +423,14 @@ class KeyIndex:
                 f"({expected!r})"
             )
         arrays = body[8 + length :]
-        if not (0 <= count <= used <= size // 2 + 1) or len(arrays) != 8 * size:
+        if not (0 <= count <= used <= size // 2 + 1) or size < 1 or len(arrays) != 8 * size:
             raise KeyIndexFileError(f"{path}: the saved key index's sizes do not add up")
         index = cls()
         table = _Table(0)
         table.marks.frombytes(arrays[: 4 * size])
         table.rowids.frombytes(arrays[4 * size :])
+        if size - table.rowids.count(_EMPTY) != used:  # (no empty slot: lookups would loop)
+            raise KeyIndexFileError(f"{path}: the saved key index's slots do not add up")
         table.size, table.used = size, used
         index._table, index._count = table, count
         return index, meta
