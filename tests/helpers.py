@@ -30,3 +30,15 @@ def make_indexed_store(directory: str) -> None:
                 " NULL, 0, 1, NULL, ?)",
                 ("cs:store", now, now, '{"format":"cachesaver","version":1}'),
             )
+
+
+def schema(directory: str) -> set[str]:
+    """The names of the tables, indexes and triggers in a disk store's ``cache.db``."""
+    import os
+    import sqlite3
+
+    con = sqlite3.connect(os.path.join(directory, "cache.db"))
+    try:
+        return {row[0] for row in con.execute("SELECT name FROM sqlite_master")}
+    finally:
+        con.close()

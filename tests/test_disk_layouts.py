@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import sqlite3
 from pathlib import Path
 
 import diskcache
@@ -17,18 +15,10 @@ from cachesaver.stores._rowlog import INDEX_FILE
 from cachesaver.stores.base import KeyRecord, SampleRead, SampleWrite
 from cachesaver.testing import RecordingModel
 
-from .helpers import make_indexed_store
+from .helpers import make_indexed_store, schema
 
 KEY = "ab" * 32
 OTHER = "cd" * 32
-
-
-def schema(directory: str) -> set[str]:
-    con = sqlite3.connect(os.path.join(directory, "cache.db"))
-    try:
-        return {row[0] for row in con.execute("SELECT name FROM sqlite_master")}
-    finally:
-        con.close()
 
 
 def files(directory: str) -> dict[str, int]:

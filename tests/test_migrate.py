@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 from pathlib import Path
 
@@ -18,18 +17,10 @@ from cachesaver.stores._rowlog import INDEX_FILE, make_log_layout
 from cachesaver.stores.base import SampleWrite
 from cachesaver.testing import RecordingModel
 
-from .helpers import make_indexed_store
+from .helpers import make_indexed_store, schema
 from .test_cli import cli, cli_json
 
 PROMPTS = [f"q{i}" for i in range(30)]
-
-
-def schema(directory: str) -> set[str]:
-    con = sqlite3.connect(os.path.join(directory, "cache.db"))
-    try:
-        return {row[0] for row in con.execute("SELECT name FROM sqlite_master")}
-    finally:
-        con.close()
 
 
 async def fill(directory: str) -> list[list[object]]:
