@@ -39,7 +39,8 @@ from collections.abc import Sequence
 import diskcache
 from bench_storage import WAVE, rows
 
-from cachesaver.stores._keyindex import KeyIndex, entry_hash, sample_hash
+from cachesaver.stores._entryhash import entry_hash, sample_hash
+from cachesaver.stores._keyindex import KeyIndex
 from cachesaver.stores._rowlog import INDEX_FILE, RowLog, make_log_layout
 
 APPEND = (

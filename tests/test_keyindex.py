@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from cachesaver.errors import CacheSaverError
-from cachesaver.stores._keyindex import KeyIndex, KeyIndexFileError, entry_hash, sample_hash
+from cachesaver.stores._entryhash import entry_hash, sample_hash
+from cachesaver.stores._keyindex import KeyIndex, KeyIndexFileError
 
 KEY = "ab" * 32
 
@@ -21,7 +22,7 @@ def test_entry_hash_is_the_same_in_every_process() -> None:
     """An entry's hash does not depend on the process's hash salt, so an index can be saved."""
     names = [f"cs:{KEY}:request", f"cs:{KEY}:0", "cs:store", "cs:short-key:3"]
     code = (
-        "from cachesaver.stores._keyindex import entry_hash\n"
+        "from cachesaver.stores._entryhash import entry_hash\n"
         f"print([entry_hash(n) for n in {names!r}])"
     )
     seen = {

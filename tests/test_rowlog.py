@@ -15,7 +15,7 @@ import diskcache
 import pytest
 
 from cachesaver.errors import StoreError
-from cachesaver.stores._keyindex import entry_hash
+from cachesaver.stores._entryhash import entry_hash
 from cachesaver.stores._rowlog import DuplicateRow, RowLog, make_log_layout
 
 ROOT = Path(__file__).resolve().parent.parent

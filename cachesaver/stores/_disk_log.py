@@ -44,7 +44,7 @@ from cachesaver.stores._disk_format import (
     sample_entry,
 )
 from cachesaver.stores._disk_stats import StatsChunk
-from cachesaver.stores._keyindex import key_hashes, samples_hashes
+from cachesaver.stores._entryhash import key_hashes, samples_hashes
 from cachesaver.stores._rowlog import DuplicateRow, RowLog
 from cachesaver.stores.base import KeyRecord, SampleRead, SampleWrite, WriteResult
 
@@ -99,7 +99,8 @@ class LogRows(RowChecks):
         except BaseException:
             if con.in_transaction:
                 con.execute("ROLLBACK")
-            log.forget()
+            if begin is not None:  # a write may have indexed rows the rollback removed
+                log.forget()
             raise
         if begin is not None:
             con.execute("COMMIT")
@@ -137,6 +138,11 @@ class LogRows(RowChecks):
     def _whole(self, con: sqlite3.Connection, rowid: int) -> StoreError:
         """The damage error for row ``rowid``, read whole."""
         row = con.execute(f"SELECT {_COLUMNS} FROM Cache WHERE rowid = ?", (rowid,)).fetchone()
+        if row is None:  # deleted meanwhile by another process
+            return StoreError(
+                f"disk cache {self._directory!r}: a row not in cachesaver's form (rowid "
+                f"{rowid}) was deleted while it was read; read again"
+            )
         return self._damaged(row)
 
     def read(self, con: sqlite3.Connection, reads: Sequence[SampleRead]) -> list[dict[int, str]]:

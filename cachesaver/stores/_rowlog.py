@@ -5,13 +5,15 @@ has no unique ``(key, raw)`` index and no row-count triggers: a new row is appen
 the end of the table's B-tree instead of dirtying a random page of an index, so a write
 into a store of a million keys costs what it costs into an empty one. The entry names
 are found through a `KeyIndex` in memory (stable entry hash -> rowids) that each process
-keeps. `DiskStore` does not use this yet; `benchmarks/bench_keyindex.py` measures it.
+keeps, with a `TopIndex` of each key's highest sample index. `_disk_log.LogRows` is
+built on it; `benchmarks/bench_keyindex.py` measures it.
 
-How the processes sharing a file stay in step (every method runs inside a transaction
-the caller opened on ``con``; a write's is ``BEGIN IMMEDIATE``, so one writer at a time):
+How the processes sharing a file stay in step (a write runs inside a ``BEGIN IMMEDIATE``
+transaction the caller opened on ``con``, so one writer at a time; a read needs none):
 
-- `catch_up` starts every read and write: the rows appended since this process last
-  looked (``rowid > seen``) are indexed. Rows are only ever appended, except by a delete.
+- `catch_up` starts every read and write: one statement reads the epoch and the rows
+  appended since this process last looked (``rowid > seen``), which are indexed. Rows
+  are only ever appended, except by a delete.
 - A delete bumps an epoch (a table of its own). A process that sees a new epoch indexes
   the store again: from the index the deleting process saved, or from every row. (It
   does not follow deletes row by row: SQLite gives a deleted last rowid out again.)
@@ -35,13 +37,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from cachesaver.errors import StoreError
-from cachesaver.stores._keyindex import (
-    KeyIndex,
-    KeyIndexFileError,
-    TopIndex,
-    entry_hash,
-    entry_parts,
-)
+from cachesaver.stores._entryhash import entry_hash, entry_parts
+from cachesaver.stores._keyindex import KeyIndex, KeyIndexFileError, TopIndex
 
 __all__ = [
     "INDEX_FILE",
