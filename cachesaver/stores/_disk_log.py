@@ -35,7 +35,6 @@ from cachesaver.stores._disk_format import (
     _CHUNK,
     _COLUMNS,
     _INSERT,
-    _MARKER,
     _PREFIX,
     Row,
     RowChecks,
@@ -43,6 +42,7 @@ from cachesaver.stores._disk_format import (
     key_of,
     sample_entry,
 )
+from cachesaver.stores._disk_log_keys import every_row, key_rows, names, records_of, sorted_keys
 from cachesaver.stores._disk_stats import StatsChunk
 from cachesaver.stores._entryhash import key_hashes, samples_hashes
 from cachesaver.stores._rowlog import DuplicateRow, RowLog
@@ -50,21 +50,11 @@ from cachesaver.stores.base import KeyRecord, SampleRead, SampleWrite, WriteResu
 
 __all__ = ["STATE_TABLE", "LogRows"]
 
-
-def _index(entry: str) -> int:
-    """A row's place among its key's: the content (-1), then samples by index."""
-    suffix = entry.rpartition(":")[2]
-    return int(suffix) if suffix.isdigit() else -1
-
-
 STATE_TABLE = "CachesaverState"
 # (text, or NULL for a row not in cachesaver's form): what a read needs of a row
 _FORM = (
     "CASE WHEN raw = 1 AND mode = 1 AND filename IS NULL AND typeof(value) = 'text' THEN value END"
 )
-_ROW = _COLUMNS.replace("key, ", "", 1)  # a whole row, after its rowid and name
-_SHARED = (_PREFIX + "run:", _PREFIX + "lease:")
-_PROBED = 1 << 16  # a key with more sample indices is read by a pass over the rows
 
 
 class LogRows(RowChecks):
@@ -255,95 +245,15 @@ class LogRows(RowChecks):
 
     # -- whole keys, for tools --------------------------------------------------------------
 
-    def _names(self, log: RowLog, keys: Sequence[str]) -> tuple[list[str], list[int], list[str]]:
-        """The entry names and hashes of every row of ``keys`` that the index can name
-        (content, and samples 0 to the highest index), and the keys with a gap.
-
-        A key is read by name, samples 0 to its highest index (missing ones cost a lookup
-        in memory); a key whose highest index passes `_PROBED` (only an import or another
-        program makes one) by a pass over every row, for all such keys at once, so the
-        cost never follows a huge index.
-        """
-        entries: list[str] = []
-        hashes: list[int] = []
-        sparse: list[str] = []
-        for key in keys:
-            content_hash, _ = key_hashes(key, ())
-            top = log.tops.top(content_hash)
-            if top > _PROBED:
-                sparse.append(key)
-                top = 0
-            entries += [content_entry(key), *(sample_entry(key, i) for i in range(top))]
-            hashes += [content_hash, *key_hashes(key, range(top))[1]]
-        return entries, hashes, sparse
-
-    def _key_rows(self, log: RowLog, keys: Sequence[str]) -> dict[str, list[tuple[int, Row]]]:
-        """Every row of each key (its content and its samples) as (rowid, whole row), in
-        entry order: what `record` builds a `KeyRecord` from."""
-        entries, hashes, sparse = self._names(log, keys)
-        found = log.find(entries, hashes, _ROW)
-        out: dict[str, list[tuple[int, Row]]] = {key: [] for key in keys}
-        for entry in entries:
-            row = found.get(entry)
-            if row is not None:
-                key = entry[len(_PREFIX) :].rpartition(":")[0]
-                out[key].append((row[0], (entry, *row[1:])))
-        for key, rows in self._every_row(log, sparse).items():
-            named: set[str] = set()
-            for rowid, row in rows:
-                if row[0] in named:
-                    raise DuplicateRow(row[0], rowid)
-                named.add(row[0])
-            out[key] = sorted(rows, key=lambda r: _index(r[1][0]))
-        return out
-
-    def _every_row(self, log: RowLog, keys: Sequence[str]) -> dict[str, list[tuple[int, Row]]]:
-        """Every row of ``keys`` (content and samples, duplicates too), by one pass over
-        the table in rowid order."""
-        if not keys:
-            return {}
-        out: dict[str, list[tuple[int, Row]]] = {key: [] for key in keys}
-        for rowid, *row in log.con.execute(f"SELECT rowid, {_COLUMNS} FROM Cache"):
-            entry = row[0]
-            if isinstance(entry, str) and entry.startswith(_PREFIX):
-                key, _, suffix = entry[len(_PREFIX) :].rpartition(":")
-                if key in out and (suffix == "request" or suffix.isdigit()):
-                    out[key].append((rowid, tuple(row)))
-        return out
-
-    def _records_of(
-        self, keys: Sequence[str], rows: dict[str, list[tuple[int, Row]]]
-    ) -> list[KeyRecord]:
-        out: list[KeyRecord] = []
-        for key in keys:
-            record = self.record(key, [row for _, row in rows[key]])
-            if record is not None:
-                out.append(record)
-        return out
-
     def records(self, con: sqlite3.Connection, keys: Sequence[str]) -> list[KeyRecord]:
         with self.reading(con) as log:
-            rows = self._key_rows(log, keys)
-        return self._records_of(keys, rows)
+            rows = key_rows(log, keys)
+        return records_of(self, keys, rows)
 
     def keys(self, con: sqlite3.Connection) -> list[str]:
         """Every key with content, sorted (one read of every row name)."""
         with self.reading(con) as log:
-            return self._sorted_keys(con, log)
-
-    def _sorted_keys(self, con: sqlite3.Connection, log: RowLog) -> list[str]:
-        out: list[str] = []
-        for rowid, entry in con.execute("SELECT rowid, key FROM Cache"):
-            if not isinstance(entry, str) or not entry.startswith(_PREFIX):
-                continue  # not cachesaver's (the indexed layout skips these too)
-            body = entry[len(_PREFIX) :]
-            key, _, suffix = body.rpartition(":")
-            if suffix == "request":
-                out.append(key)
-            elif not (suffix.isdigit() or entry == _MARKER or entry.startswith(_SHARED)):
-                raise self._whole(con, rowid)  # a name only another program writes
-        out.sort()
-        return out
+            return sorted_keys(self, con, log)
 
     def scan(self, con: sqlite3.Connection, after: str | None, limit: int) -> list[KeyRecord]:
         """Up to ``limit`` records in key order after key ``after``. A walk that goes on
@@ -352,19 +262,19 @@ class LogRows(RowChecks):
         written."""
         with self.reading(con) as log:
             if after is None or self._walk is None:
-                self._walk = self._sorted_keys(con, log)
+                self._walk = sorted_keys(self, con, log)
             keys = self._walk
             start = 0 if after is None else bisect.bisect_right(keys, after)
             page = keys[start : start + limit]
-            rows = self._key_rows(log, page)
+            rows = key_rows(log, page)
         if not page:
             self._walk = None
-        return self._records_of(page, rows)
+        return records_of(self, page, rows)
 
     def import_records(self, con: sqlite3.Connection, records: Sequence[KeyRecord]) -> int:
         now = time.time()
         with self.transact(con) as log:
-            found = self._key_rows(log, [r.key for r in records])
+            found = key_rows(log, [r.key for r in records])
             existing = {row[0]: self._text(row) for rows in found.values() for _, row in rows}
             new: list[Row] = []
             hashes: list[int] = []
@@ -397,12 +307,10 @@ class LogRows(RowChecks):
     def delete(self, con: sqlite3.Connection, keys: Sequence[str]) -> int:
         """Delete every row of ``keys`` (a damaged second row of a name too)."""
         with self.transact(con) as log:
-            entries, hashes, sparse = self._names(log, keys)
+            entries, hashes, sparse = names(log, keys)
             doomed = log.matches(entries, hashes)
             doomed += [
-                (rowid, row[0])
-                for rows in self._every_row(log, sparse).values()
-                for rowid, row in rows
+                (rowid, row[0]) for rows in every_row(log, sparse).values() for rowid, row in rows
             ]
             log.delete(doomed)
         self.save(log)
