@@ -23,6 +23,8 @@ from cachesaver.cli import ExitCode, main
 from cachesaver.stores.base import KeyRecord, LeaseRequest, Reservation, SampleWrite
 from cachesaver.testing import RecordingModel
 
+from .helpers import make_indexed_store
+
 SECRET = "TOP-SECRET-CONTENT"
 MODE_TEXT, MODE_PICKLE = 3, 4  # diskcache's modes: value in a text file; pickled value
 
@@ -30,9 +32,11 @@ MODE_TEXT, MODE_PICKLE = 3, 4  # diskcache's modes: value in a text file; pickle
 class Plant:
     """A real cache with key K (2 samples) whose rows a test then tampers with."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, layout: str = "log") -> None:
         self.root = tmp_path
         self.cache = str(tmp_path / "cache")
+        if layout == "indexed":  # a store as earlier versions made it
+            make_indexed_store(self.cache)
         self.marker = tmp_path / "code-ran"
         (tmp_path / "secret.json").write_text(SECRET)
         self.request = Request("what is 6 x 7?", n=2)
@@ -110,9 +114,10 @@ class Plant:
         assert (self.root / "secret.json").read_text() == SECRET
 
 
-@pytest.fixture
-def plant(tmp_path: Path) -> Plant:
-    return Plant(tmp_path)
+@pytest.fixture(params=["log", "indexed"])
+def plant(tmp_path: Path, request: pytest.FixtureRequest) -> Plant:
+    """A planted cache in each disk layout."""
+    return Plant(tmp_path, request.param)
 
 
 TAMPER = ["as_pickle", "as_file"]
