@@ -126,3 +126,22 @@ async def test_a_pipeline_using_a_store_that_is_migrated_stops_with_an_error(
         assert result.stored == {1: '"b"'}
     finally:
         await reopened.aclose()
+
+
+def test_a_migration_that_cannot_take_the_store_says_so_and_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A store another process holds (SQLite: database is locked) exits 3 with a message
+    saying nothing changed and what to do, not as an internal error."""
+    directory = str(tmp_path / "c")
+    asyncio.run(fill(directory))
+    before = schema(directory)
+
+    def locked(con: sqlite3.Connection) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(_disk_open, "make_log_layout", locked)
+    code, _, err = cli(capsys, "migrate", directory)
+    assert code == ExitCode.STORE
+    assert "nothing was changed" in err and "run `cachesaver migrate` again" in err
+    assert schema(directory) == before

@@ -213,19 +213,25 @@ def migrate_to_log(directory: str) -> Migration:
 
     started = time.perf_counter()
     open_read_only(directory).close()  # refuses what is not a cachesaver store
-    con = sqlite3.connect(os.path.join(directory, _DB), timeout=60, isolation_level=None)
     try:
-        already = is_log_layout(con) and not diskcache_was_here(con)
-        if not already:
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                make_log_store(con)
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            con.execute("COMMIT")
-    finally:
-        con.close()
+        con = sqlite3.connect(os.path.join(directory, _DB), timeout=60, isolation_level=None)
+        try:
+            already = is_log_layout(con) and not diskcache_was_here(con)
+            if not already:
+                con.execute("BEGIN IMMEDIATE")
+                try:
+                    make_log_store(con)
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+                con.execute("COMMIT")
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        raise StoreError(
+            f"cannot migrate the disk store {directory!r} ({exc}); nothing was changed. "
+            "If another process uses the store, stop it and run `cachesaver migrate` again"
+        ) from exc
     con = connect_log(directory)
     try:
         log = RowLog(con, directory)
@@ -237,6 +243,11 @@ def migrate_to_log(directory: str) -> Migration:
             con.execute("COMMIT")
         log.save()
         index_bytes = log.index.nbytes + log.tops.nbytes
+    except sqlite3.Error as exc:
+        raise StoreError(
+            f"the disk store {directory!r} is now a log, but its key index could not be "
+            f"built ({exc}); the next open builds it"
+        ) from exc
     finally:
         con.close()
     return Migration(directory, rows, already, index_bytes, time.perf_counter() - started)
